@@ -1,0 +1,18 @@
+"""zoo: classic CNN families built from scratch for Keras 3, on every backend.
+
+>>> import zoo
+>>> model = zoo.build("resnet50", num_classes=10, input_shape=(64, 64, 3))
+>>> print(zoo.info("resnet50"))  # doctest: +SKIP
+"""
+
+from zoo import layers, weights
+from zoo.api import ModelCard, build, count_macs, info, preprocess, stages_of
+from zoo.registry import Body, ModelSpec, Stage, get_spec, list_models, register
+
+# Families register themselves on import.
+from zoo import resnet, vgg  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "Body", "ModelCard", "ModelSpec", "Stage", "build", "count_macs", "get_spec",
+    "info", "layers", "list_models", "preprocess", "register", "stages_of", "weights",
+]

@@ -1,0 +1,71 @@
+"""`python -m zoo`: a short demo; `python -m zoo bench`: throughput table.
+
+    python -m zoo                      # list models, build one, print its card
+    python -m zoo list 'resnet*'
+    python -m zoo info resnet50
+    python -m zoo bench --models resnet50,vgg16 --batch 16 --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _demo(args):
+    import numpy as np
+
+    import zoo
+
+    print(f"{len(zoo.list_models())} models: {', '.join(zoo.list_models())}\n")
+    name = args.model
+    model = zoo.build(name, num_classes=6, input_shape=(64, 64, 3), include_preprocessing=True)
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype="uint8")
+    probs = np.asarray(model.predict(images, verbose=0))
+    print(f"built {name}: {len(model.layers)} layers, {model.count_params():,} parameters, "
+          f"input {model.input_shape} -> output {model.output_shape}")
+    print("class probabilities of a random uint8 image: " + " ".join(f"{p:.3f}" for p in probs[0]) + "\n")
+    print(zoo.info(name))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m zoo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+    demo = sub.add_parser("demo", help="list models, build one, print its card (the default)")
+    demo.add_argument("--model", default="resnet18", help="model to build (default: resnet18)")
+    lst = sub.add_parser("list", help="list registered models")
+    lst.add_argument("pattern", nargs="?", default="*", help="shell wildcard, e.g. 'resnet*'")
+    inf = sub.add_parser("info", help="print a model card")
+    inf.add_argument("name")
+    bench = sub.add_parser("bench", help="zoo vs keras.applications throughput, side by side")
+    bench.add_argument("--models", default="resnet50,vgg16", help="comma-separated names")
+    bench.add_argument("--batch", type=int, default=16)
+    bench.add_argument("--steps", type=int, default=10, help="timed steps per repetition")
+    bench.add_argument("--size", type=int, default=224, help="input resolution")
+    bench.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (median)")
+    bench.add_argument("--json", dest="json_path", help="also write the rows as JSON here")
+    args = parser.parse_args(argv)
+
+    import zoo
+
+    if args.command in (None, "demo"):
+        if args.command is None:
+            args.model = "resnet18"
+        _demo(args)
+    elif args.command == "list":
+        for name in zoo.list_models(args.pattern):
+            print(f"{name:<14} {zoo.get_spec(name).description}")
+    elif args.command == "info":
+        print(zoo.info(args.name))
+    elif args.command == "bench":
+        from zoo import bench as bench_mod
+
+        names = [zoo.get_spec(n).name for n in args.models.split(",") if n]
+        bench_mod.main(names, batch=args.batch, steps=args.steps, size=args.size,
+                       repeats=args.repeats, json_path=args.json_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,491 @@
+"""Weight files: reading every format users have, matching, all-or-nothing loading.
+
+One place reads weights for the whole toolkit: `zoo.build(weights=...)` and
+`surgery.restore` both call `read_weights`, `plan_assignment` and
+`Plan.apply`. Formats:
+
+- Keras 3 `.weights.h5` (`model.save_weights`): variables stored under
+  `layers/<snake_case_class>[_<n>]/vars/<i>`, i.e. by layer *type and order*.
+- legacy Keras 2 `.h5` (keras.applications ImageNet files, `save_weights`
+  and full-model `model.save("x.h5")`): stored by *layer name*.
+- `.keras` archives: the `.weights.h5` inside, with the layer names
+  recovered from the archive's config.
+- `.npz` files and `dict`s of arrays keyed `"<layer name>/<index>"`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import os
+import re
+import zipfile
+from typing import Mapping, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSource:
+    """A known, downloadable weight file (pure data).
+
+    Args:
+        url: str. Where the file is downloaded from.
+        file_name: str. Name of the file in Keras' cache (`~/.keras/models`).
+        file_hash: str. md5 or sha256 of the file; checked after download.
+        include_top: bool. Whether the file holds the classifier head.
+        origin: str. Who trained it, e.g. `"keras.applications"`.
+    """
+
+    url: str
+    file_name: str
+    file_hash: str
+    include_top: bool
+    origin: str = "keras.applications"
+
+
+@dataclasses.dataclass
+class Entry:
+    """The arrays of one layer in a weight file.
+
+    `name` is the layer name when the format stores it; `path` is the
+    Keras 3 storage path (`layers/conv2d_3`) when it does.
+    """
+
+    name: str | None
+    path: str | None
+    arrays: list
+
+
+class WeightFileError(ValueError):
+    """A weight file that cannot be read or does not fit the model."""
+
+
+# --------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------
+
+
+def read_weights(source) -> list[Entry]:
+    """Read a weight file, archive, model or dict into a list of `Entry`.
+
+    Args:
+        source: a path (`.weights.h5`, `.h5`, `.keras`, `.npz`), a Keras
+            model, or a dict mapping `"<layer>/<index>"` (or `"<layer>"` to
+            a list) to arrays.
+
+    Example:
+
+    >>> import keras, zoo, tempfile, os
+    >>> m = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
+    >>> p = os.path.join(tempfile.mkdtemp(), "m.weights.h5")
+    >>> m.save_weights(p)
+    >>> len(zoo.weights.read_weights(p))
+    8
+    """
+    import keras
+
+    if isinstance(source, keras.Model):
+        return [
+            Entry(layer.name, None, [keras.ops.convert_to_numpy(v) for v in _own_vars(layer)])
+            for layer in leaf_layers(source)
+            if _own_vars(layer)
+        ]
+    if isinstance(source, Mapping):
+        return _read_mapping(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            "A weight source must be a path, a keras.Model or a dict of "
+            f"arrays. Received: {type(source).__name__}"
+        )
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No weight file at {path!r}.")
+    try:
+        if zipfile.is_zipfile(path) and not path.endswith(".npz"):
+            return _read_keras_archive(path)
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as data:
+                return _read_mapping({k: data[k] for k in data.files})
+        return _read_h5(path)
+    except WeightFileError:
+        raise
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise WeightFileError(
+            f"Could not read weights from {path!r}: the file is truncated, "
+            f"corrupt or not a Keras weight file ({type(e).__name__}: {e}). "
+            "Download or save it again."
+        ) from e
+
+
+def _read_mapping(mapping) -> list[Entry]:
+    grouped: dict[str, dict[int, np.ndarray]] = {}
+    for key, value in mapping.items():
+        if isinstance(value, (list, tuple)):
+            grouped.setdefault(key, {}).update(
+                {i: np.asarray(v) for i, v in enumerate(value)}
+            )
+            continue
+        layer, _, index = str(key).rpartition("/")
+        if not layer or not index.isdigit():
+            raise WeightFileError(
+                "Keys of a weight dict must look like '<layer name>/<index>' "
+                f"(e.g. 'conv1_conv/0'). Received key: {key!r}"
+            )
+        grouped.setdefault(layer, {})[int(index)] = np.asarray(value)
+    return [
+        Entry(name, None, [arrays[i] for i in sorted(arrays)])
+        for name, arrays in grouped.items()
+    ]
+
+
+def _read_h5(path_or_file, layer_names: Sequence[str] | None = None):
+    import h5py
+
+    with h5py.File(path_or_file, "r") as f:
+        root = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" in root.attrs:
+            return _read_legacy_h5(root)
+        if "layers" in f:
+            entries = []
+            _walk_keras3_h5(f["layers"], "layers", entries)
+            return entries
+    raise WeightFileError(
+        f"{path_or_file!r} is an HDF5 file but holds no Keras weights "
+        "(neither a 'layers' group nor 'layer_names')."
+    )
+
+
+def _decode(x):
+    return x.decode("utf8") if isinstance(x, bytes) else str(x)
+
+
+def _read_legacy_h5(root) -> list[Entry]:
+    entries = []
+    for name in (_decode(n) for n in root.attrs["layer_names"]):
+        group = root[name]
+        weight_names = [_decode(n) for n in group.attrs.get("weight_names", [])]
+        if weight_names:
+            entries.append(
+                Entry(name, None, [np.asarray(group[w]) for w in weight_names])
+            )
+    return entries
+
+
+def _walk_keras3_h5(group, prefix, entries):
+    import h5py
+
+    for key in group:
+        sub = group[key]
+        if not isinstance(sub, h5py.Group):
+            continue
+        path = f"{prefix}/{key}"
+        if "vars" in sub and len(sub["vars"]):
+            arrays = [np.asarray(sub["vars"][str(i)]) for i in range(len(sub["vars"]))]
+            entries.append(Entry(None, path, arrays))
+        for child in sub:
+            if child != "vars" and isinstance(sub[child], h5py.Group):
+                _walk_keras3_h5(sub[child], f"{path}/{child}", entries)
+
+
+def _read_keras_archive(path) -> list[Entry]:
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        if "model.weights.h5" not in names:
+            raise WeightFileError(
+                f"{path!r} is a zip file but not a `.keras` archive "
+                "(no model.weights.h5 inside)."
+            )
+        config = json.loads(archive.read("config.json"))
+        data = io.BytesIO(archive.read("model.weights.h5"))
+    entries = _read_h5(data)
+    # Recover layer names: replay Keras' storage naming over the config.
+    by_path = {}
+    _paths_from_config(config, "layers", by_path)
+    for e in entries:
+        e.name = by_path.get(e.path)
+    return entries
+
+
+def _paths_from_config(config, prefix, out):
+    layers = config.get("config", {}).get("layers", [])
+    used: dict[str, int] = {}
+    for layer in layers:
+        key = _unique(_snake(layer["class_name"]), used)
+        path = f"{prefix}/{key}"
+        out[path] = layer.get("config", {}).get("name") or layer.get("name")
+        if layer["class_name"] in ("Functional", "Sequential", "Model"):
+            _paths_from_config(layer, f"{path}/layers", out)
+
+
+# --------------------------------------------------------------------------
+# The model side
+# --------------------------------------------------------------------------
+
+
+def _snake(name: str) -> str:
+    # Same rule as keras.src.utils.naming.to_snake_case.
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    name = re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+    return name
+
+
+def _unique(name: str, used: dict) -> str:
+    if name in used:
+        used[name] += 1
+        return f"{name}_{used[name]}"
+    used[name] = 0
+    return name
+
+
+def _own_vars(layer) -> list:
+    """Variables a layer stores itself, in Keras' storage order."""
+    import keras
+
+    if isinstance(layer, keras.Model):
+        return []
+    return list(layer.weights)
+
+
+def leaf_layers(model) -> list:
+    """All non-model layers of `model`, nested models flattened, in order.
+
+    Example:
+
+    >>> import keras, zoo
+    >>> base = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
+    >>> outer = keras.Sequential([base, keras.layers.Dense(2)])
+    >>> len(zoo.weights.leaf_layers(outer)) == len(base.layers) + 1
+    True
+    """
+    import keras
+
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out.extend(leaf_layers(layer))
+        else:
+            out.append(layer)
+    return out
+
+
+def _model_paths(model, prefix="layers") -> dict:
+    """Keras 3 storage path of every weighted leaf layer of `model`."""
+    import keras
+
+    out = {}
+    used: dict[str, int] = {}
+    for layer in model.layers:
+        key = _unique(_snake(type(layer).__name__), used)
+        if isinstance(layer, keras.Model):
+            out.update(_model_paths(layer, f"{prefix}/{key}/layers"))
+        elif layer.weights:
+            out[f"{prefix}/{key}"] = layer
+    return out
+
+
+# --------------------------------------------------------------------------
+# Matching and assignment
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a restore will do: assignments and everything that did not fit.
+
+    Attributes:
+        assignments: list of `(variable, array)` pairs, all shape-checked.
+        loaded: list of layer names that receive weights.
+        missing: layers with weights in the model but not in the source.
+        unexpected: entries in the source that no model layer takes.
+        mismatched: `(layer, model shapes, source shapes)` triples.
+        match: the matching rule that produced this plan.
+    """
+
+    assignments: list
+    loaded: list
+    missing: list
+    unexpected: list
+    mismatched: list
+    match: str
+
+    def apply(self):
+        """Assign every planned array. Validation already happened."""
+        for variable, array in self.assignments:
+            variable.assign(array)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.mismatched)
+
+    def describe(self, limit: int = 8) -> str:
+        def cut(items):
+            items = [str(i) for i in items]
+            more = f" … (+{len(items) - limit})" if len(items) > limit else ""
+            return ", ".join(items[:limit]) + more
+
+        lines = [f"matched by {self.match}: {len(self.loaded)} layers loaded"]
+        if self.missing:
+            lines.append(f"missing from the source ({len(self.missing)}): {cut(self.missing)}")
+        if self.unexpected:
+            lines.append(f"not used from the source ({len(self.unexpected)}): {cut(self.unexpected)}")
+        if self.mismatched:
+            lines.append(
+                f"shape mismatches ({len(self.mismatched)}): "
+                + cut(f"{n} model {m} vs source {s}" for n, m, s in self.mismatched)
+            )
+        return "\n".join(lines)
+
+
+def _shapes(arrays):
+    return [tuple(np.shape(a)) for a in arrays]
+
+
+def plan_assignment(model, entries: list[Entry], match: str = "auto") -> Plan:
+    """Match source entries to the model's layers without changing anything.
+
+    Args:
+        model: keras.Model. The model to receive weights.
+        entries: list of `Entry`, from `read_weights`.
+        match: str. `"name"` (layer names), `"path"` (Keras 3 storage path:
+            layer type and order), `"order"` (weighted layers in order),
+            `"shape"` (in order, skipping source entries whose shapes do not
+            fit), or `"auto"`: names when the source has them and they
+            cover the model best, otherwise storage paths, otherwise order.
+
+    Example:
+
+    >>> import zoo
+    >>> a = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
+    >>> b = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
+    >>> plan = zoo.weights.plan_assignment(b, zoo.weights.read_weights(a))
+    >>> plan.ok, plan.match
+    (True, 'name')
+    """
+    modes = ("auto", "name", "path", "order", "shape")
+    if match not in modes:
+        raise ValueError(f"`match` must be one of {modes}. Received: match={match!r}")
+    if match != "auto":
+        return _plan(model, entries, match)
+    candidates = []
+    if any(e.name for e in entries):
+        candidates.append("name")
+    if any(e.path for e in entries):
+        candidates.append("path")
+    candidates.append("order")
+    plans = [_plan(model, entries, m) for m in candidates]
+    # Best: fewest problems, then most layers loaded; earlier rule wins ties.
+    return min(
+        plans,
+        key=lambda p: (len(p.missing) + len(p.mismatched), -len(p.loaded)),
+    )
+
+
+def _plan(model, entries, match) -> Plan:
+    weighted = [l for l in leaf_layers(model) if l.weights]
+    pairs, unexpected = [], []
+    if match == "name":
+        by_name = {l.name: l for l in weighted}
+        for e in entries:
+            layer = by_name.get(e.name) if e.name else None
+            pairs.append((layer, e)) if layer is not None else unexpected.append(e.name or e.path)
+    elif match == "path":
+        by_path = _model_paths(model)
+        for e in entries:
+            layer = by_path.get(e.path) if e.path else None
+            pairs.append((layer, e)) if layer is not None else unexpected.append(e.path or e.name)
+    elif match == "order":
+        pairs = list(zip(weighted, entries))
+        unexpected = [e.name or e.path for e in entries[len(weighted):]]
+    else:  # shape
+        remaining = list(entries)
+        for layer in weighted:
+            want = _shapes(layer.weights)
+            for i, e in enumerate(remaining):
+                if _shapes(e.arrays) == want:
+                    pairs.append((layer, e))
+                    del remaining[i]
+                    break
+        unexpected = [e.name or e.path for e in remaining]
+
+    assignments, loaded, mismatched, seen = [], [], [], set()
+    for layer, e in pairs:
+        seen.add(id(layer))
+        want, got = _shapes(layer.weights), _shapes(e.arrays)
+        if want != got:
+            mismatched.append((layer.name, want, got))
+            continue
+        loaded.append(layer.name)
+        assignments.extend(zip(layer.weights, e.arrays))
+    missing = [l.name for l in weighted if id(l) not in seen]
+    return Plan(assignments, loaded, missing, unexpected, mismatched, match)
+
+
+def load_weights(model, source, *, match: str = "auto", allow_unexpected: bool = True) -> Plan:
+    """Load weights into `model` all-or-nothing; raise if anything is missing.
+
+    Every weighted layer of the model must be found with the right shapes,
+    otherwise a `WeightFileError` lists what went wrong and the model keeps
+    the weights it had. Entries the model does not use (a classifier head
+    loaded into `include_top=False`) are allowed unless
+    `allow_unexpected=False`.
+
+    Example:
+
+    >>> import zoo, tempfile, os
+    >>> a = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.weights.h5")
+    >>> a.save_weights(p)
+    >>> b = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
+    >>> zoo.weights.load_weights(b, p).ok
+    True
+    """
+    entries = read_weights(source)
+    plan = plan_assignment(model, entries, match)
+    if not plan.ok or (plan.unexpected and not allow_unexpected):
+        where = source if isinstance(source, (str, os.PathLike)) else type(source).__name__
+        raise WeightFileError(
+            f"The weights in {where!s} do not fit model {model.name!r}; "
+            "nothing was loaded.\n" + plan.describe() + "\nCheck that the "
+            "file was saved from the same architecture (and the same "
+            "`include_top`), or use `surgery.restore(model, source)` for a "
+            "partial load with a report."
+        )
+    plan.apply()
+    if plan.unexpected:
+        logger.info("Ignored %d source entries: %s", len(plan.unexpected), plan.unexpected[:8])
+    return plan
+
+
+def fetch(source: WeightSource) -> str:
+    """Download (or find in Keras' cache) a known weight file, hash-checked.
+
+    Raises a clear error naming the file and where to put it when the
+    download is impossible (no network).
+    """
+    import keras
+
+    # Read KERAS_HOME now, not at import time, so it can be set per process.
+    home = os.environ.get("KERAS_HOME") or keras.src.backend.config.keras_home()
+    cache_dir = os.path.join(os.path.expanduser(home), "models")
+    try:
+        return keras.utils.get_file(
+            source.file_name,
+            source.url,
+            cache_dir=os.path.expanduser(home),
+            cache_subdir="models",
+            file_hash=source.file_hash,
+        )
+    except Exception as e:  # get_file raises bare Exception on URL errors
+        raise WeightFileError(
+            f"Could not download {source.file_name!r} from {source.url} "
+            f"({type(e).__name__}: {e}). For offline use, download it on a "
+            f"machine with network access and place it at "
+            f"{os.path.join(cache_dir, source.file_name)!r} (hash "
+            f"{source.file_hash}), or pass `weights=<path to the file>`."
+        ) from e
