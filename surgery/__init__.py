@@ -1,0 +1,33 @@
+"""surgery: edit any functional Keras 3 model, restore its parameters, choose what trains.
+
+Every edit (`remove`, `cut`, `graft`, `insert`, `replace`, `copy`) returns a
+new model built by one engine (`surgery.engine.rewrite`); the original keeps
+working with its weights. Freezing acts in place, like Keras' own idiom.
+
+>>> import keras, zoo, surgery
+>>> base = zoo.build("resnet18", input_shape=(32, 32, 3))
+>>> features = surgery.cut(base, "conv4")          # a stage or a layer name
+>>> clf = surgery.graft(features, [keras.layers.GlobalAveragePooling2D(),
+...                                keras.layers.Dense(3)])
+>>> _ = surgery.freeze_until(clf, -2)
+"""
+
+from surgery.edits import copy, cut, graft, insert, remove, replace
+from surgery.engine import SurgeryError, resolve, rewrite
+from surgery.freezing import (
+    FreezeResult,
+    TrainableSummary,
+    freeze,
+    freeze_stages,
+    freeze_until,
+    trainable_summary,
+    unfreeze,
+    unfreeze_stages,
+)
+from surgery.restore import RestoreReport, restore
+
+__all__ = [
+    "FreezeResult", "RestoreReport", "SurgeryError", "TrainableSummary", "copy", "cut",
+    "freeze", "freeze_stages", "freeze_until", "graft", "insert", "remove", "replace",
+    "resolve", "restore", "rewrite", "trainable_summary", "unfreeze", "unfreeze_stages",
+]

@@ -1,0 +1,387 @@
+"""The one graph-rewriting engine every `surgery` edit uses.
+
+`rewrite` replays a functional model's graph on fresh inputs, tensor by
+tensor, from the outputs it is asked for back to the inputs (so a cut does not
+even copy what lies after it). Every layer it meets is *cloned* (config and
+weights), so the new model never shares state with the original; an `edits`
+mapping lets a caller change what happens at chosen layers (skip, replace,
+wrap), and `outputs` picks which layer outputs the new model returns.
+
+Nested models (a keras.applications base inside a classifier, a Sequential
+inside a functional model) are kept as one cloned unit unless an edit or an
+output reaches inside them; then they are inlined: their layers join the
+outer graph. Sequential models are edited through their functional graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import sys
+import warnings
+from typing import Callable, Sequence
+
+import keras
+from keras import tree
+
+from zoo.weights import leaf_layers
+
+
+class SurgeryError(ValueError):
+    """An edit that cannot be made; the message says why and what to do."""
+
+
+def graph_of(model) -> keras.Model:
+    """The functional graph behind a Functional or Sequential model.
+
+    Raises `SurgeryError` for subclassed models, whose graph Keras cannot see.
+
+    Example:
+
+    >>> import keras, surgery
+    >>> seq = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> type(surgery.engine.graph_of(seq)).__name__
+    'Functional'
+    """
+    if isinstance(model, keras.Sequential):
+        functional = getattr(model, "_functional", None)
+        if functional is None:
+            raise SurgeryError(
+                f"Sequential model {model.name!r} has no known input shape, so it "
+                "has no graph yet. Start it with `keras.Input(shape)` or call "
+                "`model.build((None, ...))` first."
+            )
+        return functional
+    if isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth") and model.inputs is not None:
+        return model
+    raise SurgeryError(
+        f"surgery edits functional and Sequential Keras models; {model.name!r} "
+        f"is a subclassed model ({type(model).__name__}) whose layer graph Keras "
+        "cannot see. Rebuild it with the functional API (keras.Model(inputs, "
+        "outputs)) or edit its layers by hand."
+    )
+
+
+def resolve(model, spec, *, many: bool = False) -> list:
+    """Find layers by name, glob pattern, layer object or index.
+
+    Names and patterns search nested models too (their leaf layers); an
+    index counts `model.layers` (top level, negative allowed), as
+    `model.layers[i]` does.
+
+    Args:
+        model: keras.Model.
+        spec: str (name or glob such as `"conv4_*"`), a `keras.layers.Layer`,
+            an int, or a list of these.
+        many: bool. Allow a spec to match several layers. Defaults to False.
+
+    Example:
+
+    >>> import zoo, surgery
+    >>> m = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
+    >>> [l.name for l in surgery.engine.resolve(m, "block5_*", many=True)]
+    ['block5_conv1', 'block5_conv2', 'block5_pool']
+    """
+    if isinstance(spec, (list, tuple)):
+        out = []
+        for s in spec:
+            out.extend(resolve(model, s, many=True))
+        return out
+    top = list(model.layers)
+    everything = top + [l for l in leaf_layers(model) if l not in top]
+    if isinstance(spec, keras.layers.Layer):
+        if not any(l is spec for l in everything):
+            raise SurgeryError(f"Layer {spec.name!r} is not part of model {model.name!r}.")
+        return [spec]
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        if not -len(top) <= spec < len(top):
+            raise SurgeryError(
+                f"Model {model.name!r} has {len(top)} layers (indices "
+                f"{-len(top)}..{len(top) - 1}). Received index: {spec}"
+            )
+        return [top[spec]]
+    if not isinstance(spec, str):
+        raise TypeError(f"A layer is named by a str, a Layer or an int. Received: {spec!r}")
+    if any(c in spec for c in "*?["):
+        found = [l for l in everything if fnmatch.fnmatchcase(l.name, spec)]
+    else:
+        found = [l for l in everything if l.name == spec]
+    if not found:
+        import difflib
+
+        close = difflib.get_close_matches(spec, [l.name for l in everything], n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise SurgeryError(f"No layer {spec!r} in model {model.name!r}.{hint}")
+    if len(found) > 1 and not many:
+        raise SurgeryError(
+            f"{spec!r} matches {len(found)} layers ({', '.join(l.name for l in found[:5])}…); "
+            "this edit takes one layer. Give an exact name."
+        )
+    return found
+
+
+# An edit: `edit(layer, args, kwargs, call) -> outputs`. `call(*args,
+# **kwargs)` runs the (cloned) original layer; an edit may call it, skip it,
+# or call other layers around it.
+Edit = Callable
+
+
+@dataclasses.dataclass
+class _State:
+    edits: dict
+    copy: bool
+    inline: set
+    memo: dict = dataclasses.field(default_factory=dict)
+    clones: dict = dataclasses.field(default_factory=dict)
+    aliases: dict = dataclasses.field(default_factory=dict)
+    produced: dict = dataclasses.field(default_factory=dict)
+    used_names: set = dataclasses.field(default_factory=set)
+    weights_to_copy: list = dataclasses.field(default_factory=list)
+    graphs: list = dataclasses.field(default_factory=list)
+
+
+def _containers(model):
+    """Every nested model (Functional or Sequential) inside `model`."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield layer
+            yield from _containers(layer)
+
+
+def rewrite(
+    model,
+    *,
+    edits: dict | None = None,
+    outputs: Sequence | None = None,
+    copy: bool = True,
+    name: str | None = None,
+) -> keras.Model:
+    """Rebuild `model` with `edits` applied; the original is left untouched.
+
+    Args:
+        model: a functional or Sequential `keras.Model`.
+        edits: dict mapping a layer (object) to an `Edit` callable
+            `edit(layer, args, kwargs, call) -> outputs`.
+        outputs: what the new model returns, or `None` for the model's own
+            outputs. A list whose items are layers (their output), tensors
+            of the old graph, or `(item, fn)` pairs: `fn` applied to the new
+            tensor of `item` (how heads are attached).
+        copy: bool. Clone every kept layer with its weights (the new model
+            shares nothing with the original). `False` reuses the layer
+            objects (shared weights). Defaults to True.
+        name: str. Name of the new model. Defaults to the original's.
+
+    Returns:
+        A new functional `keras.Model`.
+
+    Example:
+
+    >>> import keras, zoo, surgery
+    >>> m = zoo.build("resnet18", input_shape=(32, 32, 3))
+    >>> relu = m.get_layer("conv1_relu")
+    >>> gelu = lambda layer, args, kwargs, call: keras.layers.Activation(
+    ...     "gelu", name="conv1_gelu")(*args)
+    >>> new = surgery.engine.rewrite(m, edits={relu: gelu})
+    >>> new.get_layer("conv1_gelu").activation.__name__
+    'gelu'
+    """
+    graph = graph_of(model)
+    edits = dict(edits or {})
+    edit_ids = {id(l): e for l, e in edits.items()}
+    targets = set(edit_ids)
+    output_layers = [o[0] if isinstance(o, tuple) else o for o in (outputs or [])]
+    targets |= {id(l) for l in output_layers if isinstance(l, keras.layers.Layer)}
+    inline = set()
+    for container in _containers(graph):
+        if any(id(l) in targets for l in leaf_layers(container)):
+            inline.add(id(container))
+    state = _State(edits=edit_ids, copy=copy, inline=inline)
+    state.graphs = [graph] + [graph_of(c) for c in _containers(graph) if id(c) in inline]
+
+    new_inputs = []
+    for t in graph.inputs:
+        layer = t._keras_history[0]
+        new = keras.Input(batch_shape=t.shape, dtype=t.dtype, name=layer.name)
+        state.memo[id(t)] = new
+        state.used_names.add(layer.name)
+        new_inputs.append(new)
+    _alias_nested_inputs(graph, state)
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20000))
+    try:
+        if outputs is None:
+            new_outputs = tree.map_structure(lambda t: _tensor(t, state), graph._outputs_struct)
+        else:
+            new_outputs = [_output(o, state) for o in outputs]
+            if len(new_outputs) == 1:
+                new_outputs = new_outputs[0]
+    finally:
+        sys.setrecursionlimit(limit)
+    try:
+        new_model = keras.Model(new_inputs, new_outputs, name=name or model.name)
+    except ValueError as e:
+        if "names should be unique" not in str(e):
+            raise
+        raise SurgeryError(
+            f"The edited model would have duplicate layer names ({e}). "
+            "Give the new layers unique `name=`s."
+        ) from None
+    for clone, values in state.weights_to_copy:
+        clone.set_weights(values)
+    _check_unique_names(new_model)
+    return new_model
+
+
+def _output(item, state):
+    if isinstance(item, tuple):
+        source, fn = item
+        return fn(_output(source, state))
+    if isinstance(item, keras.layers.Layer):
+        return _layer_output(item, state)
+    if isinstance(item, keras.KerasTensor):
+        return _tensor(item, state)
+    raise TypeError(f"An output is a layer, a tensor or a (source, fn) pair. Received: {item!r}")
+
+
+def _layer_output(layer, state):
+    nodes = [n for n in layer._inbound_nodes if _known(n, state)]
+    if not nodes:
+        raise SurgeryError(f"Layer {layer.name!r} is not connected to the model's inputs.")
+    if len(nodes) > 1:
+        raise SurgeryError(
+            f"Layer {layer.name!r} is called {len(nodes)} times (a shared layer); "
+            "name a layer that is called once."
+        )
+    outs = [_tensor(t, state) for t in nodes[0].outputs]
+    return outs[0] if len(outs) == 1 else outs
+
+
+def _known(node, state):
+    """Whether a node belongs to the graph being rewritten (or an inlined one)."""
+    return any(_in_graph(node, g) for g in state.graphs)
+
+
+def _alias_nested_inputs(graph, state):
+    """Map inputs of inlined nested models to the tensors they are called on."""
+    for node_list in graph._nodes_by_depth.values():
+        for node in node_list:
+            op = node.operation
+            if not isinstance(op, keras.Model) or id(op) not in state.inline:
+                continue
+            inner = graph_of(op)
+            if len([n for n in op._inbound_nodes if _in_graph(n, graph)]) > 1:
+                raise SurgeryError(
+                    f"Nested model {op.name!r} is called more than once; edits "
+                    "inside a shared nested model are not supported. Edit the "
+                    "nested model itself, then rebuild the outer one."
+                )
+            args = tree.flatten((node.arguments.args, node.arguments.kwargs))
+            args = [a for a in args if isinstance(a, keras.KerasTensor)]
+            for inner_in, outer_arg in zip(inner.inputs, args):
+                state.aliases[id(inner_in)] = outer_arg
+            _alias_nested_inputs(inner, state)
+
+
+def _in_graph(node, graph):
+    return any(node in nodes for nodes in graph._nodes_by_depth.values())
+
+
+def _tensor(old, state):
+    """The new tensor standing for `old` (a KerasTensor of the old graph)."""
+    key = id(old)
+    if key in state.memo:
+        return state.memo[key]
+    if key in state.aliases:
+        new = _tensor(state.aliases[key], state)
+        state.memo[key] = new
+        return new
+    op, node_index, _ = old._keras_history
+    node = op._inbound_nodes[node_index]
+    if isinstance(op, keras.Model) and id(op) in state.inline:
+        inner = graph_of(op)
+        flat = [_tensor(t, state) for t in inner.outputs]
+    else:
+        flat = tree.flatten(_apply(op, node, state))
+    for t_old, t_new in zip(node.outputs, flat):
+        state.memo[id(t_old)] = t_new
+    if key not in state.memo:
+        raise SurgeryError(f"Could not rebuild the output of {op.name!r}.")
+    return state.memo[key]
+
+
+def _apply(op, node, state):
+    args, kwargs = node.arguments.convert(
+        lambda x: _tensor(x, state) if isinstance(x, keras.KerasTensor) else x
+    )
+    call = _caller(op, state)
+    edit = state.edits.get(id(op))
+    if edit is None:
+        return call(*args, **kwargs)
+    return edit(op, args, kwargs, call)
+
+
+def _caller(op, state):
+    def call(*args, **kwargs):
+        return _clone(op, state)(*args, **kwargs)
+
+    return call
+
+
+def _clone(layer, state):
+    if not state.copy:
+        return layer
+    if id(layer) in state.clones:
+        return state.clones[id(layer)]
+    if isinstance(layer, keras.Model):
+        clone = keras.models.clone_model(layer)
+    else:
+        config = layer.get_config()
+        try:
+            clone = type(layer).from_config(config)
+        except Exception as e:  # any user layer without a working from_config
+            warnings.warn(
+                f"Layer {layer.name!r} ({type(layer).__name__}) could not be "
+                f"cloned from its config ({e}); the new model shares it with the "
+                "original. Implement get_config/from_config to get a copy.",
+                stacklevel=3,
+            )
+            clone = layer
+    clone.trainable = layer.trainable
+    if clone is not layer and layer.weights:
+        state.weights_to_copy.append((clone, layer.get_weights()))
+    state.clones[id(layer)] = clone
+    return clone
+
+
+def _check_unique_names(model):
+    seen, dupes = set(), set()
+    # Keras needs unique names among a model's own layers (nested models are
+    # their own namespaces); inlined layers land here, so they are checked.
+    for layer in model.layers:
+        (dupes if layer.name in seen else seen).add(layer.name)
+    if dupes:
+        raise SurgeryError(
+            f"The edited model would have duplicate layer names: {sorted(dupes)}. "
+            "Give the new layers unique `name=`s."
+        )
+
+
+def fresh_layer(layer_or_factory, index: int, count: int):
+    """The layer to use at the `index`-th of `count` edit points.
+
+    A factory (callable returning a layer) is called each time; a layer is
+    used as is at a single point and cloned (name suffixed) at several.
+    """
+    if isinstance(layer_or_factory, keras.layers.Layer):
+        if count == 1:
+            return layer_or_factory
+        config = layer_or_factory.get_config()
+        config["name"] = f"{layer_or_factory.name}_{index + 1}"
+        return type(layer_or_factory).from_config(config)
+    if callable(layer_or_factory):
+        return layer_or_factory()
+    raise TypeError(
+        "Expected a keras Layer or a function returning one. "
+        f"Received: {layer_or_factory!r}"
+    )
