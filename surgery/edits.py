@@ -3,7 +3,7 @@ and hands it to `surgery.engine.rewrite`; none walks the graph itself."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import keras
 

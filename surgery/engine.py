@@ -134,8 +134,6 @@ class _State:
     memo: dict = dataclasses.field(default_factory=dict)
     clones: dict = dataclasses.field(default_factory=dict)
     aliases: dict = dataclasses.field(default_factory=dict)
-    produced: dict = dataclasses.field(default_factory=dict)
-    used_names: set = dataclasses.field(default_factory=set)
     weights_to_copy: list = dataclasses.field(default_factory=list)
     graphs: list = dataclasses.field(default_factory=list)
 
@@ -203,7 +201,6 @@ def rewrite(
         layer = t._keras_history[0]
         new = keras.Input(batch_shape=t.shape, dtype=t.dtype, name=layer.name)
         state.memo[id(t)] = new
-        state.used_names.add(layer.name)
         new_inputs.append(new)
     _alias_nested_inputs(graph, state)
 
@@ -372,6 +369,13 @@ def fresh_layer(layer_or_factory, index: int, count: int):
 
     A factory (callable returning a layer) is called each time; a layer is
     used as is at a single point and cloned (name suffixed) at several.
+
+    Example:
+
+    >>> import keras, surgery
+    >>> drop = keras.layers.Dropout(0.1, name="drop")
+    >>> surgery.engine.fresh_layer(drop, 1, 3).name
+    'drop_2'
     """
     if isinstance(layer_or_factory, keras.layers.Layer):
         if count == 1:

@@ -47,7 +47,16 @@ class Body:
 
 
 def global_pool_top(x, *, num_classes, classifier_activation):
-    """The default classifier: global average pooling and one Dense layer."""
+    """The default classifier: global average pooling and one Dense layer.
+
+    Example:
+
+    >>> import keras, zoo
+    >>> x = keras.Input((7, 7, 512))
+    >>> zoo.registry.global_pool_top(x, num_classes=10,
+    ...                              classifier_activation="softmax").shape
+    (None, 10)
+    """
     import keras
 
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
