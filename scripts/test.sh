@@ -22,7 +22,7 @@ for backend in tensorflow jax torch; do
     [ "$backend" = tensorflow ] || marker=(-m "not tf_only")
     echo "=== KERAS_BACKEND=$backend ==="
     t0=$(date +%s)
-    KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider --doctest-modules "${marker[@]}" tests zoo surgery || status=$?
+    KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider --doctest-modules "${marker[@]}" tests zoo surgery tuning || status=$?
     echo "=== $backend: $(( $(date +%s) - t0 )) s (exit $status) ==="
     [ "$status" = 0 ] || break
 done

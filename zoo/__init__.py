@@ -5,14 +5,16 @@
 >>> print(zoo.info("resnet50"))  # doctest: +SKIP
 """
 
-from zoo import layers, weights
+from zoo import datasets, layers, weights
 from zoo.api import ModelCard, build, count_macs, info, preprocess, stages_of
 from zoo.registry import Body, ModelSpec, Stage, get_spec, list_models, register
 
 # Families register themselves on import.
-from zoo import resnet, vgg  # noqa: E402,F401  isort: skip
+from zoo import fcn, googlenet, resnet, vgg  # noqa: E402,F401  isort: skip
+from zoo.fcn import convolutionalize  # noqa: E402
+from zoo.googlenet import AuxiliaryClassifierModel, strip_auxiliary  # noqa: E402
 
 __all__ = [
-    "Body", "ModelCard", "ModelSpec", "Stage", "build", "count_macs", "get_spec",
-    "info", "layers", "list_models", "preprocess", "register", "stages_of", "weights",
+    "AuxiliaryClassifierModel", "Body", "ModelCard", "convolutionalize", "ModelSpec", "Stage", "build", "count_macs", "get_spec",
+    "info", "layers", "list_models", "preprocess", "register", "stages_of", "strip_auxiliary", "weights",
 ]

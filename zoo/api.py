@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 import math
 import os
 from typing import Sequence
@@ -123,7 +124,7 @@ def _resolve_weights(spec, weights, *, include_top, num_classes):
 def build(
     name: str,
     *,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     input_shape: Sequence[int | None] | None = None,
     include_top: bool = True,
     pooling: str | None = None,
@@ -133,12 +134,17 @@ def build(
     out_indices: Sequence[int] | None = None,
     include_preprocessing: bool = False,
     dtype: str | None = None,
+    activation: str | None = None,
+    aux_logits: bool = False,
+    backbone: str | None = None,
 ) -> keras.Model:
     """Build a registered model as a functional `keras.Model`.
 
     Args:
         name: str. Registered name, case-insensitive (`zoo.list_models()`).
-        num_classes: int. Classes of the classifier head. Defaults to 1000.
+        num_classes: int. Classes of the classifier (or segmentation) head.
+            Defaults to the model's (1000 for ImageNet classifiers, 21 for
+            FCN).
         input_shape: tuple `(height, width, channels)`. Defaults to the
             model's default size with `include_top=True` on fixed-size heads
             (VGG), else `(None, None, 3)`.
@@ -160,6 +166,14 @@ def build(
             first layer. Defaults to `False`.
         dtype: str. A Keras dtype policy for the layers, e.g.
             `"mixed_bfloat16"`. Defaults to the global policy.
+        activation: str or callable. The backbone's activation, e.g.
+            `"mish"` (any name `keras.activations.get` knows). Defaults to
+            the family's (`"relu"`).
+        aux_logits: bool. Add auxiliary classifiers (GoogLeNet) and return
+            an `AuxiliaryClassifierModel` with outputs `main`, `aux1`,
+            `aux2`. Defaults to `False`.
+        backbone: str. For task models built on a backbone (FCN): the zoo
+            model to build on. Defaults to the task model's (`"vgg16"`).
 
     Returns:
         A functional `keras.Model` named `name`.
@@ -176,6 +190,22 @@ def build(
     [(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)]
     """
     spec = get_spec(name)
+    if num_classes is None:
+        num_classes = spec.default_classes
+    options = _body_options(spec, activation=activation, aux_logits=aux_logits, backbone=backbone)
+    if spec.builder is not None:
+        return spec.builder(
+            num_classes=num_classes, input_shape=input_shape, weights=weights,
+            include_preprocessing=include_preprocessing, dtype=dtype,
+            classifier_activation=classifier_activation, **options,
+        )
+    if aux_logits and not include_top:
+        raise ValueError(
+            "`aux_logits=True` adds auxiliary *classifiers*, so it needs "
+            "`include_top=True` (and `features_only=False`)."
+        )
+    if aux_logits and spec.aux_needs_fixed_size and input_shape is None:
+        input_shape = (spec.default_size, spec.default_size, 3)
     if pooling not in _POOLING:
         raise ValueError(f"`pooling` must be one of {_POOLING}. Received: pooling={pooling!r}")
     if include_top and (not isinstance(num_classes, int) or num_classes < 1):
@@ -192,7 +222,7 @@ def build(
         x = inputs
         if include_preprocessing:
             x = zoo_layers.ImageNormalization(spec.preprocessing, name="preprocessing")(x)
-        body = spec.body(x)
+        body = spec.body(x, **options)
         x = body.output
         if include_top:
             x = spec.top(x, num_classes=num_classes, classifier_activation=classifier_activation)
@@ -200,16 +230,72 @@ def build(
             x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         elif pooling == "max":
             x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-        model = keras.Model(inputs, x, name=spec.name)
+        if body.aux:
+            from zoo.googlenet import AuxiliaryClassifierModel
+
+            outputs = {"main": x}
+            for i, feature in enumerate(body.aux, start=1):
+                outputs[f"aux{i}"] = spec.aux_top(
+                    feature, num_classes=num_classes,
+                    classifier_activation=classifier_activation, name=f"aux{i}",
+                )
+            model = AuxiliaryClassifierModel(inputs, outputs, name=spec.name)
+        else:
+            model = keras.Model(inputs, x, name=spec.name)
 
     if path is not None:
-        zoo_weights.load_weights(model, path)
+        zoo_weights.load_weights(model, _weights_source(spec, path))
     if features_only:
         stages = _select(body.stages, out_indices, spec.name)
         model = keras.Model(
             inputs, [model.get_layer(s.layer).output for s in stages], name=f"{spec.name}_features"
         )
     return model
+
+
+def _body_options(spec, **given):
+    """The extra keyword arguments `spec`'s body (or builder) accepts, checked."""
+    fn = spec.builder or spec.body
+    accepted = inspect.signature(fn).parameters
+    defaults = {"activation": None, "aux_logits": False, "backbone": None}
+    options = {}
+    for key, value in given.items():
+        if value == defaults[key]:
+            continue
+        if key not in accepted:
+            raise ValueError(
+                f"{spec.name!r} does not take `{key}`. Received: {key}={value!r}. "
+                + {
+                    "aux_logits": "Auxiliary classifiers exist for GoogLeNet (`zoo.list_models('googlenet*')`).",
+                    "backbone": "Only task models such as FCN (`zoo.list_models('fcn*')`) take a backbone.",
+                    "activation": "",
+                }[key]
+            )
+        options[key] = value
+    return options
+
+
+def _weights_source(spec, path):
+    """`path`, or its converted content when it is a PyTorch state dict."""
+    torch_file = path.endswith((".pth", ".pt"))
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as data:
+            torch_file = bool(data.files) and all("/" not in k for k in data.files)
+    if not torch_file:
+        return path
+    if spec.state_dict_converter is None:
+        raise zoo_weights.WeightFileError(
+            f"{path!r} holds a PyTorch state dict, and {spec.name!r} has no "
+            "mapping from PyTorch names. Models with one: "
+            f"{[s.name for s in _specs_with_converters()]}."
+        )
+    return spec.state_dict_converter(zoo_weights.read_state_dict(path))
+
+
+def _specs_with_converters():
+    from zoo.registry import _REGISTRY
+
+    return [s for s in _REGISTRY.values() if s.state_dict_converter is not None]
 
 
 def _select(stages, out_indices, name):
@@ -312,13 +398,15 @@ class ModelCard:
     preprocessing: str
     stages: tuple
     weights: dict
+    num_classes: int = 1000
 
     def __str__(self) -> str:
         lines = [
             f"{self.name} — {self.description}",
             f"  family         {self.family}",
             f"  paper          {self.paper}",
-            f"  parameters     {self.params:,} ({self.trainable_params:,} trainable), 1000-class head",
+            f"  parameters     {self.params:,} ({self.trainable_params:,} trainable), "
+            f"{self.num_classes}-class head",
             f"  compute        {self.gmacs:.2f} GMACs at {self.default_size}x{self.default_size}",
             f"  input          {self.default_size}x{self.default_size}x3 (min {self.min_size}), "
             f"preprocessing {self.preprocessing!r}",
@@ -358,6 +446,7 @@ def _card(name: str) -> ModelCard:
         preprocessing=spec.preprocessing,
         stages=stages,
         weights=dict(spec.weights),
+        num_classes=spec.default_classes,
     )
 
 

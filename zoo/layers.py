@@ -245,3 +245,269 @@ def preact_bottleneck_block(
     )
     y = layers.Conv2D(expansion * filters, 1, name=f"{name}_3_conv")(y)
     return layers.Add(name=f"{name}_out")([shortcut, y])
+
+
+def max_pool_ceil(x, pool_size: int, strides: int, *, name: str):
+    """Max pooling with PyTorch/Caffe `ceil_mode=True` output sizes.
+
+    Pads `strides - 1` zeros at the bottom/right, then pools "valid": the
+    output has `ceil((n - pool_size) / strides) + 1` rows, as Caffe's
+    GoogLeNet and torchvision's do. Zero padding equals PyTorch's (ignored)
+    padding here because the blocks feed it non-negative (post-ReLU) maps.
+
+    Example:
+
+    >>> import keras, zoo
+    >>> x = keras.Input((57, 57, 8))
+    >>> zoo.layers.max_pool_ceil(x, 3, 2, name="pool").shape
+    (None, 28, 28, 8)
+    """
+    if strides > 1:
+        x = layers.ZeroPadding2D(((0, strides - 1), (0, strides - 1)), name=f"{name}_pad")(x)
+    return layers.MaxPooling2D(pool_size, strides=strides, name=name)(x)
+
+
+def inception_module(
+    x,
+    *,
+    filters_1x1: int,
+    filters_3x3_reduce: int,
+    filters_3x3: int,
+    filters_5x5_reduce: int,
+    filters_5x5: int,
+    filters_pool_proj: int,
+    name: str,
+    batch_norm: bool = True,
+    kernel_5x5: int = 3,
+    bn_epsilon: float = 1e-3,
+    activation: str = "relu",
+):
+    """Inception v1 module (Szegedy et al. 2014, Figure 2b).
+
+    Four branches, concatenated on channels: a 1x1 convolution; a 1x1
+    bottleneck then a 3x3; a 1x1 bottleneck then the "5x5"; a 3x3/1 max
+    pool then a 1x1 projection. The 1x1 bottlenecks are what keep the module
+    cheap. `batch_norm=True, kernel_5x5=3` is torchvision's layout (BN after
+    every conv, no conv bias, a 3x3 in the "5x5" branch);
+    `batch_norm=False, kernel_5x5=5` is the paper's.
+
+    Layers: `{name}_1x1`, `{name}_3x3_reduce`, `{name}_3x3`,
+    `{name}_5x5_reduce`, `{name}_5x5`, `{name}_pool`, `{name}_pool_proj`
+    (each with `_conv`/`_bn`/`_relu`), and `{name}_out`.
+
+    Example:
+
+    >>> import keras, zoo
+    >>> x = keras.Input((28, 28, 192))
+    >>> zoo.layers.inception_module(
+    ...     x, filters_1x1=64, filters_3x3_reduce=96, filters_3x3=128,
+    ...     filters_5x5_reduce=16, filters_5x5=32, filters_pool_proj=32,
+    ...     name="inception3a").shape
+    (None, 28, 28, 256)
+    """
+    conv = dict(
+        batch_norm=batch_norm, use_bias=not batch_norm, bn_epsilon=bn_epsilon,
+        activation=activation,
+    )
+    b1 = conv_bn(x, filters_1x1, 1, name=f"{name}_1x1", **conv)
+    b2 = conv_bn(x, filters_3x3_reduce, 1, name=f"{name}_3x3_reduce", **conv)
+    b2 = conv_bn(b2, filters_3x3, 3, name=f"{name}_3x3", **conv)
+    b3 = conv_bn(x, filters_5x5_reduce, 1, name=f"{name}_5x5_reduce", **conv)
+    b3 = conv_bn(b3, filters_5x5, kernel_5x5, name=f"{name}_5x5", **conv)
+    b4 = layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x)
+    b4 = conv_bn(b4, filters_pool_proj, 1, name=f"{name}_pool_proj", **conv)
+    return layers.Concatenate(axis=-1, name=f"{name}_out")([b1, b2, b3, b4])
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class LocalResponseNormalization(layers.Layer):
+    """Cross-channel local response normalisation (AlexNet, GoogLeNet).
+
+    Caffe's definition: `x / (bias + alpha / size * sum(x^2))^beta`, the sum
+    over `size` neighbouring channels centred on each channel.
+
+    Args:
+        size: int. Channels in the window (odd). Defaults to 5.
+        alpha: float. Scale. Defaults to 1e-4.
+        beta: float. Exponent. Defaults to 0.75.
+        bias: float. Additive constant. Defaults to 1.0.
+
+    Example:
+
+    >>> import keras, numpy as np, zoo
+    >>> y = zoo.layers.LocalResponseNormalization(size=3, alpha=3.0, beta=1.0)(
+    ...     np.ones((1, 1, 1, 3), "float32"))
+    >>> keras.ops.convert_to_numpy(y).round(3).tolist()
+    [[[[0.333, 0.25, 0.333]]]]
+    """
+
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
+                 bias: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"`size` must be a positive odd int. Received: size={size}")
+        self.size, self.alpha, self.beta, self.bias = size, alpha, beta, bias
+
+    def call(self, x):
+        half = self.size // 2
+        sq = ops.pad(ops.square(x), [[0, 0], [0, 0], [0, 0], [half, half]])
+        channels = x.shape[-1]
+        total = sq[..., 0:channels]
+        for i in range(1, self.size):
+            total = total + sq[..., i:i + channels]
+        return x / ops.power(self.bias + (self.alpha / self.size) * total, self.beta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "alpha": self.alpha,
+                "beta": self.beta, "bias": self.bias}
+
+
+def bilinear_kernel(factor: int, channels: int) -> np.ndarray:
+    """The `(2f, 2f, C, C)` transposed-convolution kernel of bilinear upsampling.
+
+    Caffe's `upsample_filt` on the channel diagonal (Long et al. 2015):
+    channels do not mix. Cropping `factor // 2` pixels from the top-left of
+    the stride-`factor` transposed convolution then equals half-pixel
+    bilinear resizing away from the border.
+
+    Example:
+
+    >>> import zoo
+    >>> zoo.layers.bilinear_kernel(2, 1)[:, 0, 0, 0].tolist()
+    [0.0625, 0.1875, 0.1875, 0.0625]
+    """
+    size = 2 * factor
+    center = factor - 0.5
+    og = np.arange(size)
+    filt1d = 1 - np.abs(og - center) / factor
+    filt = np.outer(filt1d, filt1d)
+    kernel = np.zeros((size, size, channels, channels), dtype="float32")
+    for c in range(channels):
+        kernel[:, :, c, c] = filt
+    return kernel
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class BilinearUpsamplingInitializer(keras.initializers.Initializer):
+    """Initialises a `Conv2DTranspose` kernel to bilinear upsampling.
+
+    Args:
+        factor: int. The transposed convolution's stride.
+
+    Example:
+
+    >>> import keras, zoo
+    >>> init = zoo.layers.BilinearUpsamplingInitializer(2)
+    >>> tuple(init((4, 4, 3, 3)).shape)
+    (4, 4, 3, 3)
+    """
+
+    def __init__(self, factor: int):
+        self.factor = factor
+
+    def __call__(self, shape, dtype=None):
+        kh, kw, out_c, in_c = shape
+        if (kh, kw) != (2 * self.factor, 2 * self.factor) or out_c != in_c:
+            raise ValueError(
+                f"A bilinear kernel for factor {self.factor} has shape "
+                f"({2 * self.factor}, {2 * self.factor}, C, C). Received: shape={shape}"
+            )
+        return ops.convert_to_tensor(bilinear_kernel(self.factor, in_c), dtype=dtype)
+
+    def get_config(self):
+        return {"factor": self.factor}
+
+
+def bilinear_upsample(x, factor: int, *, name: str):
+    """A learnable, bias-free transposed convolution initialised to bilinear.
+
+    Output side is `(n + 1) * factor`; `CropLike(offset=factor // 2)` aligns it
+    with a reference map (FCN's skips and final output).
+
+    Example:
+
+    >>> import keras, zoo
+    >>> x = keras.Input((7, 7, 21))
+    >>> zoo.layers.bilinear_upsample(x, 2, name="upscore2").shape
+    (None, 16, 16, 21)
+    """
+    return layers.Conv2DTranspose(
+        x.shape[-1], 2 * factor, strides=factor, padding="valid", use_bias=False,
+        kernel_initializer=BilinearUpsamplingInitializer(factor), name=name,
+    )(x)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class CropLike(layers.Layer):
+    """Crops `x` to the spatial size of `reference`, starting at `offset`.
+
+    Called as `CropLike(offset)([x, reference])`; works with unknown
+    (None) sizes on every backend.
+
+    Example:
+
+    >>> import numpy as np, zoo
+    >>> y = zoo.layers.CropLike(offset=1)([np.zeros((1, 9, 9, 2)), np.zeros((1, 5, 6, 3))])
+    >>> tuple(y.shape)
+    (1, 5, 6, 2)
+    """
+
+    def __init__(self, offset: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.offset = offset
+
+    def call(self, inputs):
+        x, reference = inputs
+        ref_shape = ops.shape(reference)
+        h, w = ref_shape[1], ref_shape[2]
+        o = self.offset
+        return x[:, o:o + h, o:o + w, :]
+
+    def compute_output_shape(self, input_shapes):
+        x_shape, ref_shape = input_shapes
+        return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "offset": self.offset}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class PadToMultiple(layers.Layer):
+    """Zero-pads height and width at the bottom/right up to a multiple.
+
+    FCN pads its input to a multiple of the backbone's stride, so every skip
+    divides exactly and the upsampled scores cover the whole image; the
+    output is cropped back to the input size.
+
+    Args:
+        multiple: int. Defaults to 32.
+
+    Example:
+
+    >>> import numpy as np, zoo
+    >>> tuple(zoo.layers.PadToMultiple(32)(np.zeros((1, 33, 64, 3))).shape)
+    (1, 64, 64, 3)
+    """
+
+    def __init__(self, multiple: int = 32, **kwargs):
+        super().__init__(**kwargs)
+        self.multiple = multiple
+
+    def call(self, x):
+        shape = ops.shape(x)
+        m = self.multiple
+        pad_h = (m - shape[1] % m) % m
+        pad_w = (m - shape[2] % m) % m
+        return ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+
+    def compute_output_shape(self, input_shape):
+        def up(n):
+            return None if n is None else -(-n // self.multiple) * self.multiple
+
+        return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "multiple": self.multiple}

@@ -40,10 +40,14 @@ class Body:
     Args:
         output: KerasTensor. The last feature map (before any head).
         stages: tuple of `Stage`. The stages, shallow to deep.
+        aux: tuple of KerasTensor. Feature maps that feed auxiliary
+            classifiers (GoogLeNet's 4a and 4d), when asked for. Defaults
+            to `()`.
     """
 
     output: object
     stages: tuple
+    aux: tuple = ()
 
 
 def global_pool_top(x, *, num_classes, classifier_activation):
@@ -85,6 +89,17 @@ class ModelSpec:
             or `"tf"` (see `zoo.preprocess`).
         weights: mapping of tag to `WeightSource`.
         description: str. One line for listings.
+        aux_top: callable. `aux_top(x, *, num_classes, classifier_activation,
+            name)` builds an auxiliary classifier on each `Body.aux` map.
+        aux_needs_fixed_size: bool. Whether the auxiliary heads flatten a
+            map whose size depends on the input (needs a fixed input size).
+        state_dict_converter: callable. Turns a PyTorch state dict
+            (name -> array) into zoo weights (`"<layer>/<i>" -> array`), for
+            `.pth` files and torch-named `.npz` files.
+        builder: callable. For task models that are not backbone + classifier
+            (FCN): `builder(**build_arguments) -> keras.Model` replaces
+            `zoo.build`'s own assembly.
+        default_classes: int. `num_classes` when the user gives none.
     """
 
     name: str
@@ -98,6 +113,11 @@ class ModelSpec:
     preprocessing: str = "caffe"
     weights: Mapping[str, WeightSource] = dataclasses.field(default_factory=dict)
     description: str = ""
+    aux_top: Callable | None = None
+    aux_needs_fixed_size: bool = False
+    state_dict_converter: Callable | None = None
+    builder: Callable | None = None
+    default_classes: int = 1000
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -115,6 +135,11 @@ def register(
     preprocessing: str = "caffe",
     weights: Mapping[str, WeightSource] | None = None,
     description: str = "",
+    aux_top: Callable | None = None,
+    aux_needs_fixed_size: bool = False,
+    state_dict_converter: Callable | None = None,
+    builder: Callable | None = None,
+    default_classes: int = 1000,
     overwrite: bool = False,
 ):
     """Register a model body so `zoo.build`, `list_models` and `info` know it.
@@ -126,7 +151,8 @@ def register(
             function's name.
         family: str. Family the model belongs to.
         paper, top, fixed_size_top, default_size, min_size, preprocessing,
-        weights, description: see `ModelSpec`.
+        weights, description, aux_top, aux_needs_fixed_size,
+        state_dict_converter, builder, default_classes: see `ModelSpec`.
         overwrite: bool. Allow replacing an existing entry. Defaults to
             `False`.
 
@@ -168,6 +194,11 @@ def register(
             preprocessing=preprocessing,
             weights=dict(weights or {}),
             description=description,
+            aux_top=aux_top,
+            aux_needs_fixed_size=aux_needs_fixed_size,
+            state_dict_converter=state_dict_converter,
+            builder=builder,
+            default_classes=default_classes,
         )
         return body
 

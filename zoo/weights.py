@@ -222,6 +222,46 @@ def _paths_from_config(config, prefix, out):
             _paths_from_config(layer, f"{path}/layers", out)
 
 
+def read_state_dict(path: str | os.PathLike) -> dict:
+    """Read a PyTorch state dict from `.pth`/`.pt` (needs torch) or `.npz`.
+
+    `.pth` files are read with `torch.load(weights_only=True)`, which
+    refuses pickled code. A `.npz` holds the same names as arrays, for
+    machines without torch.
+
+    Example:
+
+    >>> import numpy as np, os, tempfile, zoo
+    >>> p = os.path.join(tempfile.mkdtemp(), "sd.npz")
+    >>> np.savez(p, **{"fc.bias": np.zeros(3)})
+    >>> list(zoo.weights.read_state_dict(p))
+    ['fc.bias']
+    """
+    path = os.fspath(path)
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(
+            f"Reading {path!r} needs PyTorch (`pip install torch`). Without it, "
+            "convert the state dict to .npz on a machine that has torch: "
+            "`np.savez(out, **{k: v.numpy() for k, v in sd.items()})`."
+        ) from e
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt pickles
+        raise WeightFileError(
+            f"Could not read a PyTorch state dict from {path!r} "
+            f"({type(e).__name__}: {e}). The file is corrupt, truncated, or "
+            "not a plain state dict."
+        ) from e
+    if "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    return {k: v.detach().cpu().numpy() for k, v in sd.items()}
+
+
 # --------------------------------------------------------------------------
 # The model side
 # --------------------------------------------------------------------------
@@ -473,13 +513,16 @@ def fetch(source: WeightSource) -> str:
     # Read KERAS_HOME now, not at import time, so it can be set per process.
     home = os.environ.get("KERAS_HOME") or keras.src.backend.config.keras_home()
     cache_dir = os.path.join(os.path.expanduser(home), "models")
+    # torchvision publishes only a sha256 prefix (in the file name); check
+    # that ourselves, keras.utils.get_file checks full md5/sha256 hashes.
+    prefix_only = len(source.file_hash) < 32
     try:
-        return keras.utils.get_file(
+        path = keras.utils.get_file(
             source.file_name,
             source.url,
             cache_dir=os.path.expanduser(home),
             cache_subdir="models",
-            file_hash=source.file_hash,
+            file_hash=None if prefix_only else source.file_hash,
         )
     except Exception as e:  # get_file raises bare Exception on URL errors
         raise WeightFileError(
@@ -489,3 +532,20 @@ def fetch(source: WeightSource) -> str:
             f"{os.path.join(cache_dir, source.file_name)!r} (hash "
             f"{source.file_hash}), or pass `weights=<path to the file>`."
         ) from e
+    if prefix_only and not _sha256(path).startswith(source.file_hash):
+        os.remove(path)  # never leave a corrupt file in the cache
+        raise WeightFileError(
+            f"{path!r} does not match its published sha256 prefix "
+            f"{source.file_hash!r}; it was removed. Download it again."
+        )
+    return path
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

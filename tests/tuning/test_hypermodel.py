@@ -1,0 +1,76 @@
+"""TransferHyperModel: prefixed space, two phases, BN kept frozen, cached features."""
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import pytest
+
+import tuning
+import zoo
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, y, _ = zoo.datasets.shapes(10, size=32, split="train")
+    xv, yv, _ = zoo.datasets.shapes(4, size=32, split="val")
+    return x, y, xv, yv
+
+
+def _hp(**values):
+    hp = kt.HyperParameters()
+    for k, v in values.items():
+        hp.Fixed(k, v)
+    return hp
+
+
+def test_space_is_prefixed_and_stage_aware():
+    hm = tuning.TransferHyperModel("resnet18", num_classes=3, input_shape=(32, 32, 3))
+    hp = kt.HyperParameters()
+    hm.build(hp)
+    assert all(n.startswith(("head/", "finetune/")) for n in hp.values)
+    stages = hp._hps["finetune/stages"][0]
+    assert list(stages.values) == list(range(len(zoo.stages_of(hm._template)) + 1))
+
+
+def test_two_phases_train_only_the_sampled_depth(data):
+    x, y, xv, yv = data
+    hm = tuning.TransferHyperModel("resnet18", num_classes=6, input_shape=(32, 32, 3),
+                                   unfreeze_space={"augment": [False]})
+    hp = _hp(**{"finetune/stages": 1, "finetune/train_bn": False, "head/dense_layers": 0,
+                "head/optimizer": "adam"})
+    model = hm.build(hp)
+    watch = {n: keras.ops.convert_to_numpy(model.get_layer(n).weights[0]).copy()
+             for n in ("conv4_block2_2_conv", "conv5_block2_2_conv", "conv5_block2_2_bn")}
+    bn_mean = keras.ops.convert_to_numpy(model.get_layer("conv5_block2_2_bn").moving_mean).copy()
+    history = hm.fit(hp, model, x, y, epochs=2, validation_data=(xv, yv), verbose=0)
+    assert len(history.history["loss"]) == 2  # one epoch per phase
+    after = {n: keras.ops.convert_to_numpy(model.get_layer(n).weights[0]) for n in watch}
+    assert np.array_equal(after["conv4_block2_2_conv"], watch["conv4_block2_2_conv"])  # frozen stage
+    assert not np.array_equal(after["conv5_block2_2_conv"], watch["conv5_block2_2_conv"])  # unfrozen
+    assert np.array_equal(after["conv5_block2_2_bn"], watch["conv5_block2_2_bn"])  # BN kept frozen
+    assert np.array_equal(
+        keras.ops.convert_to_numpy(model.get_layer("conv5_block2_2_bn").moving_mean), bn_mean)
+
+
+def test_cached_features_match_the_naive_path(data):
+    x, y, xv, yv = data
+    hp_values = {"finetune/stages": 0, "finetune/augment": False, "head/pooling": "avg",
+                 "head/dense_layers": 1, "head/units": 64, "head/dropout": 0.0,
+                 "head/batch_norm": False, "head/optimizer": "adam", "head/learning_rate": 3e-3}
+    scores = []
+    for cached in (True, False):
+        keras.utils.set_random_seed(1)
+        hm = tuning.TransferHyperModel("resnet18", num_classes=6, input_shape=(32, 32, 3),
+                                       cache_features=cached, seed=3)
+        hp = _hp(**hp_values)
+        keras.utils.set_random_seed(2)
+        model = hm.build(hp)
+        h = hm.fit(hp, model, x, y, epochs=3, validation_data=(xv, yv), shuffle=False,
+                   batch_size=20, verbose=0)
+        scores.append(h.history["val_accuracy"][-1])
+        if cached:
+            assert len(hm._feature_cache) == 2  # train and val, computed once
+            # The full model carries the head trained on features.
+            full = model.evaluate(xv, yv, verbose=0, return_dict=True)["accuracy"]
+            assert abs(full - scores[-1]) < 1e-6
+    assert abs(scores[0] - scores[1]) <= 0.01

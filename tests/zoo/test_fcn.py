@@ -1,0 +1,119 @@
+"""FCN: exact size, any input size, bilinear upsampling, convolutionalize, weights."""
+
+import keras
+import numpy as np
+import pytest
+
+import zoo
+from zoo import layers as blocks
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def test_fcn8s_vgg16_parameter_count():
+    assert zoo.build("fcn8s", num_classes=21).count_params() == 134_489_759
+
+
+@pytest.mark.parametrize("backbone", ["vgg11", "resnet18", "googlenet"])
+@pytest.mark.parametrize("variant", ["fcn32s", "fcn16s", "fcn8s"])
+def test_output_size_equals_input_size(backbone, variant):
+    model = zoo.build(variant, backbone=backbone, num_classes=3)
+    for h, w in ((75, 100), (33, 47), (64, 64)):
+        x = np.zeros((1, h, w, 3), "float32")
+        assert tuple(_np(model(x)).shape) == (1, h, w, 3), (h, w)
+
+
+def test_skips_align_and_start_at_zero():
+    model = zoo.build("fcn8s", backbone="vgg11", num_classes=4, classifier_activation=None)
+    for name in ("score_pool4", "score_pool3"):
+        assert not np.any(_np(model.get_layer(name).kernel))
+    # A 375x500 image (PASCAL size) keeps its size; pool3/pool4 scores and the
+    # cropped upsampled maps have equal shapes (Add would fail otherwise).
+    assert model.compute_output_shape((1, 375, 500, 3)) == (1, 375, 500, 4)
+    for fuse in ("fuse_pool4", "fuse_pool3"):
+        a, b = model.get_layer(fuse).input
+        assert a.shape[1:] == b.shape[1:]
+
+
+@pytest.mark.parametrize("factor", [2, 8])
+def test_bilinear_deconvolution_is_bilinear_upsampling_inside(factor):
+    rng = np.random.default_rng(factor)
+    x = rng.standard_normal((1, 9, 7, 2)).astype("float32")
+    inputs = keras.Input((9, 7, 2))
+    up = blocks.bilinear_upsample(inputs, factor, name="up")
+    ref = keras.Input((9 * factor, 7 * factor, 2))
+    out = blocks.CropLike(factor // 2)([up, ref])
+    y = _np(keras.Model([inputs, ref], out)([x, np.zeros((1, 9 * factor, 7 * factor, 2), "float32")]))
+    expected = _np(keras.ops.image.resize(x, (9 * factor, 7 * factor), interpolation="bilinear",
+                                          antialias=False))
+    f = factor
+    np.testing.assert_allclose(y[:, f:-f, f:-f], expected[:, f:-f, f:-f], atol=1e-5)
+    assert not np.allclose(y[:, :1], expected[:, :1])  # borders differ (zero padding)
+
+
+def test_convolutionalize_vgg16_equals_dense_head_and_gives_score_maps():
+    vgg = zoo.build("vgg16", num_classes=10, input_shape=(224, 224, 3))
+    conv = zoo.convolutionalize(vgg)
+    assert not any(isinstance(l, keras.layers.Dense) for l in conv.layers)
+    x = np.random.default_rng(0).uniform(0, 255, (1, 224, 224, 3)).astype("float32")
+    dense_out = _np(vgg(x))
+    conv_out = _np(conv(x))
+    assert conv_out.shape == (1, 1, 1, 10)
+    np.testing.assert_allclose(conv_out[:, 0, 0], dense_out, atol=1e-5)
+    assert conv.compute_output_shape((1, 384, 384, 3)) == (1, 6, 6, 10)
+    # The FCN built from this classifier gets fc1/fc2 as fc6/fc7.
+    fcn = zoo.build("fcn32s", num_classes=5, weights=vgg)
+    np.testing.assert_array_equal(
+        _np(fcn.get_layer("fc6").kernel), _np(vgg.get_layer("fc1").kernel).reshape(7, 7, 512, 4096))
+    np.testing.assert_array_equal(_np(fcn.get_layer("fc7").kernel)[0, 0], _np(vgg.get_layer("fc2").kernel))
+    np.testing.assert_array_equal(
+        _np(fcn.get_layer("block3_conv2").kernel), _np(vgg.get_layer("block3_conv2").kernel))
+
+
+def test_convolutionalize_refuses_what_it_cannot_do():
+    m = zoo.build("resnet18", num_classes=3, input_shape=(32, 32, 3))
+    with pytest.raises(ValueError, match="not a Flatten"):
+        zoo.convolutionalize(m)
+    conv_only = zoo.build("vgg11", include_top=False, input_shape=(32, 32, 3))
+    with pytest.raises(ValueError, match="no Dense layer"):
+        zoo.convolutionalize(conv_only)
+
+
+def test_backbone_weights_flow_into_fcn_and_fcn_weights_round_trip(tmp_path):
+    backbone = zoo.build("resnet18", include_top=False, input_shape=(64, 64, 3))
+    path = str(tmp_path / "r18.weights.h5")
+    backbone.save_weights(path)
+    fcn = zoo.build("fcn16s", backbone="resnet18", num_classes=3, weights=path)
+    np.testing.assert_array_equal(
+        _np(fcn.get_layer("conv4_block2_2_conv").kernel),
+        _np(backbone.get_layer("conv4_block2_2_conv").kernel))
+    full = str(tmp_path / "fcn.weights.h5")
+    fcn.save_weights(full)
+    again = zoo.build("fcn16s", backbone="resnet18", num_classes=3, weights=full)
+    x = np.random.default_rng(0).uniform(0, 1, (1, 40, 56, 3)).astype("float32")
+    np.testing.assert_array_equal(_np(again(x)), _np(fcn(x)))
+    with pytest.raises(zoo.weights.WeightFileError, match="do not fit"):
+        zoo.build("fcn16s", backbone="vgg11", num_classes=3, weights=full)
+
+
+def test_segmentation_metrics_and_training_step():
+    # Logits + from_logits: Keras 3.15's torch backend fails in backward for
+    # probabilities on 4D outputs (nll_loss on a moved axis).
+    model = zoo.build("fcn8s", backbone="resnet18", num_classes=3, classifier_activation=None)
+    model.compile("adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=zoo.fcn.segmentation_metrics(3))
+    x = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 3)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 3, (2, 64, 64))
+    logs = model.fit(x, y, epochs=1, verbose=0).history
+    assert 0.0 <= logs["mean_iou"][0] <= 1.0 and 0.0 <= logs["pixel_accuracy"][0] <= 1.0
+
+
+def test_fcn_card_and_errors():
+    card = zoo.info("fcn8s")
+    assert card.params == 134_489_759 and card.num_classes == 21
+    with pytest.raises(ValueError, match="Did you mean"):
+        zoo.build("fcn8s", backbone="resnet5")
+    with pytest.raises(ValueError, match="does not take `aux_logits`"):
+        zoo.build("fcn8s", aux_logits=True)

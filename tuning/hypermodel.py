@@ -1,0 +1,361 @@
+"""`TransferHyperModel`: the search space of transfer learning.
+
+What transfer learning actually varies: the classifier head, how deep to
+unfreeze the backbone, and the learning rates of the two phases. The
+backbone comes from `zoo` (or is any Keras model), the head is attached with
+`surgery.graft`, depth is set with `surgery.unfreeze_stages`; nothing here
+builds or freezes layers a third way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+
+import keras
+import keras_tuner as kt
+import numpy as np
+
+import surgery
+import zoo
+from tuning.losses import SparseCategoricalCrossentropyWithSmoothing
+from tuning.optimizers import RAdam
+
+DEFAULT_HEAD_SPACE = {
+    "pooling": ["avg", "max", "flatten"],
+    "dense_layers": (0, 2),
+    "units": [64, 128, 256, 512],
+    "dropout": (0.0, 0.5, 0.1),
+    "batch_norm": [False, True],
+    "label_smoothing": [0.0, 0.1],
+    "learning_rate": (1e-4, 1e-2),
+    "optimizer": ["adam", "radam"],
+}
+DEFAULT_UNFREEZE_SPACE = {
+    "stages": None,  # 0..number of stages
+    "lr_factor": [0.1, 0.01],
+    "train_bn": [False],
+    "augment": [False, True],
+}
+
+
+def _choice(hp, name, values, default=None):
+    values = list(values)
+    if len(values) == 1:
+        return hp.Fixed(name, values[0])
+    return hp.Choice(name, values, default=default if default in values else values[0])
+
+
+class TransferHyperModel(kt.HyperModel):
+    """Search heads, unfreeze depth and learning rates over a pretrained backbone.
+
+    Hyperparameters (prefixed): `head/pooling`, `head/dense_layers`,
+    `head/units`, `head/dropout`, `head/batch_norm`, `head/label_smoothing`,
+    `head/learning_rate`, `head/optimizer` (`adam`, `radam`, `sgd`, ...);
+    `finetune/stages` (0 = frozen backbone, k = the last k stages, all),
+    `finetune/lr_factor` (phase-2 learning rate = head rate x factor),
+    `finetune/train_bn` (BatchNorm in inference mode unless True),
+    `finetune/augment` (random flips/rotations/zooms before the backbone).
+
+    Each trial trains in two phases (Chollet's recipe): the head with the
+    backbone frozen, then, if `finetune/stages > 0`, the unfrozen stages and
+    the head together at the lower rate. A trial with a frozen backbone and
+    no augmentation trains the head on cached backbone features (computed
+    once per dataset): the same result, many times faster.
+
+    Args:
+        backbone: str or keras.Model. A zoo name (`zoo.list_models()`) or a
+            functional Keras model producing a feature map (its stages are
+            inferred).
+        num_classes: int. Classes to predict.
+        input_shape: tuple. `(height, width, 3)` of the images (uint8 or
+            float 0-255; the backbone's normalisation is built in).
+        weights: None, "imagenet" or a path: the backbone's weights.
+        head_space: dict. Overrides of `DEFAULT_HEAD_SPACE` (lists are
+            choices, `(min, max[, step])` ranges).
+        unfreeze_space: dict. Overrides of `DEFAULT_UNFREEZE_SPACE`.
+        cache_features: bool. Use cached features for frozen trials.
+            Defaults to True.
+        phase1_fraction: float. Share of a trial's epochs spent on the head
+            alone when the trial unfreezes stages. Defaults to 0.5.
+        seed: int. Seeds the backbone's random initialisation. Defaults to 0.
+
+    Example:
+
+    >>> import keras_tuner as kt, tuning
+    >>> hm = tuning.TransferHyperModel("resnet18", num_classes=3, input_shape=(32, 32, 3))
+    >>> model = hm.build(kt.HyperParameters())
+    >>> model.output_shape
+    (None, 3)
+    """
+
+    def __init__(self, backbone, *, num_classes: int, input_shape, weights=None,
+                 head_space: dict | None = None, unfreeze_space: dict | None = None,
+                 cache_features: bool = True, phase1_fraction: float = 0.5, seed: int = 0,
+                 name: str | None = None):
+        super().__init__(name=name, tunable=True)
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes!r}")
+        self.num_classes = num_classes
+        self.input_shape = tuple(input_shape)
+        self.head_space = {**DEFAULT_HEAD_SPACE, **(head_space or {})}
+        self.unfreeze_space = {**DEFAULT_UNFREEZE_SPACE, **(unfreeze_space or {})}
+        unknown = (set(head_space or {}) - set(DEFAULT_HEAD_SPACE)) | (
+            set(unfreeze_space or {}) - set(DEFAULT_UNFREEZE_SPACE))
+        if unknown:
+            raise ValueError(
+                f"Unknown search-space keys {sorted(unknown)}. Head keys: "
+                f"{sorted(DEFAULT_HEAD_SPACE)}; unfreeze keys: {sorted(DEFAULT_UNFREEZE_SPACE)}."
+            )
+        self.cache_features = cache_features
+        self.phase1_fraction = phase1_fraction
+        keras.utils.set_random_seed(seed)
+        if isinstance(backbone, str):
+            self.backbone_name = zoo.get_spec(backbone).name
+            # Built once: every trial starts from these same weights, which
+            # is also what makes cached features valid across trials.
+            self._template = zoo.build(backbone, include_top=False, weights=weights,
+                                       input_shape=self.input_shape, include_preprocessing=True)
+        elif isinstance(backbone, keras.Model):
+            self.backbone_name = backbone.name
+            self._template = backbone
+        else:
+            raise TypeError(f"`backbone` must be a zoo model name or a keras.Model. Received: {backbone!r}")
+        self.stages = zoo.stages_of(self._template)
+        self._feature_cache: dict = {}
+        # Set by `tuning.search`: called with (model, score, hyperparameters)
+        # after each trial, to keep the best model on disk.
+        self.on_trial_trained = None
+        self.objective_name, self.objective_direction = "val_accuracy", "max"
+
+    # ----------------------------------------------------------------- build
+    def _space(self, hp):
+        h, u = self.head_space, self.unfreeze_space
+        s = {}
+        s["pooling"] = _choice(hp, "head/pooling", h["pooling"], "avg")
+        lo, hi = h["dense_layers"]
+        s["dense_layers"] = hp.Int("head/dense_layers", lo, hi) if hi > lo else hp.Fixed("head/dense_layers", lo)
+        s["units"] = _choice(hp, "head/units", h["units"])
+        lo, hi, step = (tuple(h["dropout"]) + (0.1,))[:3]
+        s["dropout"] = hp.Float("head/dropout", lo, hi, step=step) if hi > lo else hp.Fixed("head/dropout", lo)
+        s["batch_norm"] = _choice(hp, "head/batch_norm", h["batch_norm"])
+        s["label_smoothing"] = _choice(hp, "head/label_smoothing", h["label_smoothing"])
+        lo, hi = h["learning_rate"]
+        s["learning_rate"] = (hp.Float("head/learning_rate", lo, hi, sampling="log", default=min(max(1e-3, lo), hi))
+                              if hi > lo else hp.Fixed("head/learning_rate", lo))
+        s["optimizer"] = _choice(hp, "head/optimizer", h["optimizer"])
+        stages = u["stages"] if u["stages"] is not None else list(range(len(self.stages) + 1))
+        s["stages"] = _choice(hp, "finetune/stages", stages, 0)
+        s["lr_factor"] = _choice(hp, "finetune/lr_factor", u["lr_factor"])
+        s["train_bn"] = _choice(hp, "finetune/train_bn", u["train_bn"])
+        s["augment"] = _choice(hp, "finetune/augment", u["augment"], False)
+        return s
+
+    def _head(self, s) -> keras.Sequential:
+        layers = []
+        if s["pooling"] == "avg":
+            layers.append(keras.layers.GlobalAveragePooling2D(name="head_pool"))
+        elif s["pooling"] == "max":
+            layers.append(keras.layers.GlobalMaxPooling2D(name="head_pool"))
+        else:
+            layers.append(keras.layers.Flatten(name="head_flatten"))
+        for i in range(s["dense_layers"]):
+            layers.append(keras.layers.Dense(s["units"], activation="relu", name=f"head_dense{i + 1}"))
+            if s["batch_norm"]:
+                layers.append(keras.layers.BatchNormalization(name=f"head_bn{i + 1}"))
+            if s["dropout"] > 0:
+                layers.append(keras.layers.Dropout(s["dropout"], name=f"head_dropout{i + 1}"))
+        if s["dense_layers"] == 0 and s["dropout"] > 0:
+            layers.append(keras.layers.Dropout(s["dropout"], name="head_dropout"))
+        layers.append(keras.layers.Dense(self.num_classes, activation="softmax", dtype="float32",
+                                         name="predictions"))
+        head = keras.Sequential(layers, name="head")
+        head.build((None,) + tuple(self._template.output.shape[1:]))
+        return head
+
+    def build(self, hp):
+        s = self._space(hp)
+        model = surgery.graft(self._template, self._head(s), name=f"{self.backbone_name}_transfer")
+        if s["augment"]:
+            model = surgery.insert(model, augmentation_layers(), after=model.layers[0].name)
+        self._compile(model, s, s["learning_rate"])
+        return model
+
+    def _compile(self, model, s, learning_rate):
+        name = s["optimizer"]
+        optimizer = RAdam(learning_rate) if name == "radam" else keras.optimizers.get(
+            {"class_name": name, "config": {"learning_rate": learning_rate}})
+        model.compile(
+            optimizer=optimizer,
+            loss=SparseCategoricalCrossentropyWithSmoothing(s["label_smoothing"]),
+            metrics=["accuracy"],
+        )
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, hp, model, x=None, y=None, *, epochs=1, validation_data=None,
+            callbacks=None, initial_epoch=0, **kwargs):
+        s = self._space(hp)
+        callbacks = list(callbacks or [])
+        total = max(1, epochs - initial_epoch)
+        phase1 = total if s["stages"] == 0 else max(1, math.ceil(total * self.phase1_fraction))
+        history = {}
+
+        def record(h):
+            for k, v in h.history.items():
+                history.setdefault(k, []).extend(v)
+
+        head = model.get_layer("head")
+        _set_depth(model, 0, keep_bn_frozen=True)  # phase 1: the head alone
+        self._compile(model, s, s["learning_rate"])
+        if self.cache_features and not s["augment"] and s["stages"] == 0 and y is None:
+            raise ValueError("Cached features need `x` and `y` arrays or a dataset of (x, y).")
+        if self.cache_features and not s["augment"] and s["stages"] == 0:
+            fx, fy = self.features(x, y)
+            val = None
+            if validation_data is not None:
+                val = self.features(*_split_xy(validation_data))
+            self._compile(head, s, s["learning_rate"])
+            redirected = [_Redirect(cb, model) for cb in callbacks]
+            record(head.fit(fx, fy, epochs=initial_epoch + phase1, initial_epoch=initial_epoch,
+                            validation_data=val, callbacks=redirected, **kwargs))
+            return self._finish(hp, model, history)
+        record(model.fit(x, y, epochs=initial_epoch + phase1, initial_epoch=initial_epoch,
+                         validation_data=validation_data, callbacks=callbacks, **kwargs))
+        if s["stages"] > 0 and phase1 < total and not model.stop_training:
+            _set_depth(model, s["stages"], keep_bn_frozen=not s["train_bn"])
+            self._compile(model, s, s["learning_rate"] * s["lr_factor"])
+            record(model.fit(x, y, epochs=initial_epoch + total, initial_epoch=initial_epoch + phase1,
+                             validation_data=validation_data, callbacks=callbacks, **kwargs))
+        return self._finish(hp, model, history)
+
+    def _finish(self, hp, model, history):
+        """Offer the trained model to `on_trial_trained` (search keeps the best)."""
+        if self.on_trial_trained is not None and history:
+            key = self.objective_name if self.objective_name in history else next(iter(history))
+            values = [v for v in history[key] if v is not None]
+            if values:
+                score = max(values) if self.objective_direction == "max" else min(values)
+                values_hp = {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
+                self.on_trial_trained(model, float(score), values_hp)
+        return _history(history)
+
+    # -------------------------------------------------------------- features
+    def features(self, x, y=None):
+        """Backbone outputs for a dataset, computed once and cached.
+
+        Args:
+            x: array of images, or a dataset yielding `(images, labels)`.
+            y: array of labels, when `x` is an array.
+
+        Returns:
+            `(features, labels)` numpy arrays.
+        """
+        key = _fingerprint(x, y)
+        if key not in self._feature_cache:
+            if y is not None:
+                feats = self._template.predict(x, batch_size=64, verbose=0)
+                labels = np.asarray(y)
+            else:  # one pass over the dataset, labels collected in the same order
+                fs, ls = [], []
+                for bx, by in x:
+                    fs.append(keras.ops.convert_to_numpy(self._template(bx, training=False)))
+                    ls.append(np.asarray(by))
+                feats, labels = np.concatenate(fs), np.concatenate(ls)
+            self._feature_cache[key] = (feats, labels)
+        return self._feature_cache[key]
+
+
+def _set_depth(model, stages, *, keep_bn_frozen):
+    # Recompiled right after, so the "compiled before freezing" warning is moot.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        surgery.unfreeze_stages(model, stages, keep_bn_frozen=keep_bn_frozen)
+    # keep_bn_frozen also froze the head's BatchNorm; the head always trains.
+    for layer in model.get_layer("head").layers:
+        layer.trainable = True
+
+
+def augmentation_layers():
+    """The seeds' `ImageDataGenerator` settings as Keras preprocessing layers.
+
+    Horizontal flips, rotations of up to 0.1 turn (36 degrees), 20% zoom and
+    10% translations; active only in training, on the device.
+
+    Example:
+
+    >>> import tuning
+    >>> [l.name for l in tuning.hypermodel.augmentation_layers()]
+    ['augment_flip', 'augment_rotation', 'augment_zoom', 'augment_translation']
+    """
+    return [
+        keras.layers.RandomFlip("horizontal", name="augment_flip"),
+        keras.layers.RandomRotation(0.1, fill_mode="reflect", name="augment_rotation"),
+        keras.layers.RandomZoom(0.2, fill_mode="reflect", name="augment_zoom"),
+        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", name="augment_translation"),
+    ]
+
+
+def _split_xy(data):
+    if isinstance(data, (tuple, list)):
+        return data[0], data[1] if len(data) > 1 else None
+    return data, None
+
+
+def _fingerprint(x, y):
+    if y is None:
+        return ("dataset", id(x))
+    x = np.asarray(x)
+    digest = hashlib.sha1(np.ascontiguousarray(x[:: max(1, len(x) // 16)]).tobytes())
+    digest.update(np.asarray(y).tobytes())
+    return ("arrays", x.shape, digest.hexdigest())
+
+
+def _history(merged):
+    h = keras.callbacks.History()
+    h.history = merged
+    return h
+
+
+class _Redirect(keras.callbacks.Callback):
+    """Runs a callback against the full model while a part of it trains.
+
+    Cached-feature trials fit the head alone; KerasTuner's checkpoint,
+    EarlyStopping and TensorBoard must still see (and save) the full model,
+    which shares the head's weights.
+    """
+
+    def __init__(self, inner, model):
+        super().__init__()
+        self.inner = inner
+        self.full = model
+        inner.set_model(model)
+        self._fit_model = None
+
+    def set_model(self, model):
+        self._fit_model = model
+
+    def set_params(self, params):
+        self.inner.set_params(params)
+
+    def _sync_stop(self):
+        if self.full.stop_training and self._fit_model is not None:
+            self._fit_model.stop_training = True
+
+    def on_train_begin(self, logs=None):
+        self.full.stop_training = False
+        self.inner.on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        self.inner.on_train_end(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.inner.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.inner.on_epoch_end(epoch, logs)
+        self._sync_stop()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.inner.on_train_batch_end(batch, logs)
+        self._sync_stop()

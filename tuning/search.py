@@ -1,0 +1,348 @@
+"""`tuning.search` and `tuning.load_best`: KerasTuner runs with a best model,
+a leaderboard and resume, on KerasTuner's own engine."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+
+import keras
+import keras_tuner as kt
+import numpy as np
+
+from tuning.hypermodel import TransferHyperModel
+
+logger = logging.getLogger(__name__)
+TUNERS = {"hyperband": kt.Hyperband, "random": kt.RandomSearch, "bayesian": kt.BayesianOptimization}
+BEST_MODEL = "best.keras"
+BEST_INFO = "best.json"
+LEADERBOARD = "leaderboard"
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What a search leaves: the trained best model, its hyperparameters, the leaderboard.
+
+    Attributes:
+        model: keras.Model. The best trial's trained model (best epoch).
+        hyperparameters: dict. Its hyperparameter values.
+        score: float. Its objective value.
+        leaderboard: list of dicts, best first (`trial_id`, `score`,
+            `status`, `seconds`, and every hyperparameter).
+        directory: str. The project directory (best.keras, leaderboard.csv/json,
+            TensorBoard logs under `logs/`).
+    """
+
+    model: keras.Model
+    hyperparameters: dict
+    score: float
+    leaderboard: list
+    directory: str
+
+    def __str__(self):
+        return format_leaderboard(self.leaderboard)
+
+
+def format_leaderboard(rows, limit: int = 10) -> str:
+    """The leaderboard as an aligned text table (best first)."""
+    if not rows:
+        return "(no finished trials)"
+    keys = [k for k in rows[0] if k not in ("status",)]
+    cells = [[_cell(r.get(k)) for k in keys] for r in rows[:limit]]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
+    return "\n".join([line(keys)] + [line(c) for c in cells])
+
+
+def _cell(v):
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def _atomic_write(path, write):
+    """Write through a temporary file in the same folder, then rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    suffix = os.path.basename(path)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class BestModelKeeper:
+    """Saves a trial's model as `best.keras` when it beats every earlier trial.
+
+    Atomic (temporary file + rename) and guarded by a file lock, so a killed
+    process or concurrent workers never leave a half-written or worse model.
+    """
+
+    def __init__(self, directory: str, objective: kt.Objective):
+        self.directory = directory
+        self.objective = objective
+
+    def best(self):
+        path = os.path.join(self.directory, BEST_INFO)
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    def offer(self, model, score: float, hyperparameters: dict):
+        if score is None or not np.isfinite(score):
+            return False
+        import fcntl
+
+        os.makedirs(self.directory, exist_ok=True)
+        with open(os.path.join(self.directory, ".best.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self.best()
+            better = current is None or (
+                score > current["score"] if self.objective.direction == "max" else score < current["score"])
+            if not better:
+                return False
+            _atomic_write(os.path.join(self.directory, BEST_MODEL), model.save)
+            info = {"score": float(score), "objective": self.objective.name,
+                    "hyperparameters": hyperparameters}
+            _atomic_write(os.path.join(self.directory, BEST_INFO),
+                          lambda p: open(p, "w").write(json.dumps(info, indent=2)))
+            return True
+
+
+class _TrialHooks:
+    """Mixed into KerasTuner's tuners: timing, one line per trial, leaderboard on disk."""
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        self._trial_started = getattr(self, "_trial_started", {})
+        self._trial_started[trial.trial_id] = time.time()
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        started = getattr(self, "_trial_started", {}).get(trial.trial_id)
+        seconds = time.time() - started if started else None
+        times = _load_times(self.project_dir)
+        if seconds is not None:
+            times[trial.trial_id] = seconds
+            _atomic_write(os.path.join(self.project_dir, "trial_times.json"),
+                          lambda p: open(p, "w").write(json.dumps(times)))
+        values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+        score = trial.score
+        logger.info("trial %s  score %s  %.1fs  %s", trial.trial_id,
+                    "n/a" if score is None else f"{score:.4f}", seconds or 0, values)
+        if getattr(self, "_print_trials", False):
+            print(f"[trial {trial.trial_id}] {self.oracle.objective.name}="
+                  f"{'n/a' if score is None else f'{score:.4f}'} ({seconds or 0:.1f}s) {values}",
+                  flush=True)
+        write_leaderboard(self)
+
+
+def _load_times(project_dir):
+    path = os.path.join(project_dir, "trial_times.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def leaderboard(tuner) -> list:
+    """Finished trials of a tuner, best first, as dicts."""
+    times = _load_times(tuner.project_dir)
+    trials = tuner.oracle.get_best_trials(num_trials=len(tuner.oracle.trials) or 1)
+    rows = []
+    for t in trials:
+        row = {"trial_id": t.trial_id, "score": t.score, "status": str(t.status),
+               "seconds": round(times[t.trial_id], 2) if t.trial_id in times else None}
+        row.update({k: v for k, v in t.hyperparameters.values.items() if not k.startswith("tuner/")})
+        rows.append(row)
+    return rows
+
+
+def write_leaderboard(tuner) -> list:
+    rows = leaderboard(tuner)
+    base = os.path.join(tuner.project_dir, LEADERBOARD)
+    keys = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+
+    def write_csv(path):
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    _atomic_write(base + ".csv", write_csv)
+    _atomic_write(base + ".json", lambda p: open(p, "w").write(json.dumps(rows, indent=2, default=str)))
+    return rows
+
+
+def make_tuner(hypermodel, *, tuner: str = "hyperband", objective="val_accuracy", max_trials: int = 10,
+               epochs: int = 5, directory: str = "tuning_runs", project_name: str = "search",
+               overwrite: bool = False, seed: int = 0, executions_per_trial: int = 1,
+               distribution_strategy=None):
+    """A KerasTuner tuner (with this package's trial hooks) for `hypermodel`."""
+    if tuner not in TUNERS:
+        raise ValueError(f"`tuner` must be one of {tuple(TUNERS)}. Received: tuner={tuner!r}")
+    base = TUNERS[tuner]
+    cls = type(f"Transfer{base.__name__}", (_TrialHooks, base), {})
+    common = dict(objective=objective, directory=directory, project_name=project_name,
+                  overwrite=overwrite, seed=seed, executions_per_trial=executions_per_trial,
+                  distribution_strategy=distribution_strategy)
+    if tuner == "hyperband":
+        return cls(hypermodel, max_epochs=epochs, factor=3, **common)
+    return cls(hypermodel, max_trials=max_trials, **common)
+
+
+def search(train, val=None, *, backbone, num_classes: int | None = None, input_shape=None,
+           weights=None, tuner: str = "hyperband", max_trials: int = 10, epochs: int = 5,
+           directory: str = "tuning_runs", project_name: str = "search",
+           objective: str = "val_accuracy", overwrite: bool = False, head_space=None,
+           unfreeze_space=None, batch_size: int = 32, patience: int = 3, seed: int = 0,
+           cache_features: bool = True, tensorboard: bool = True, print_trials: bool = False,
+           verbose: int = 0, distribution=None) -> SearchResult:
+    """Search heads and unfreeze depth on a backbone; return the trained best model.
+
+    Built on KerasTuner: `tuner` picks Hyperband, random search or Bayesian
+    optimisation; a search started again with the same `directory` and
+    `project_name` (and `overwrite=False`) resumes where it stopped, without
+    repeating finished trials. KerasTuner's chief/worker environment
+    variables (`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`,
+    `KERASTUNER_ORACLE_PORT`) distribute it.
+
+    Each trial trains with early stopping (best epoch restored) and writes
+    TensorBoard logs under `<directory>/<project_name>/logs/`; the best
+    model so far is kept as `best.keras` (atomic writes) and the leaderboard
+    as `leaderboard.csv`/`.json`, updated after every trial.
+
+    Args:
+        train: `(x, y)` arrays (uint8/float images 0-255, integer labels) or
+            a dataset of `(images, labels)` batches.
+        val: the same, for the objective. Defaults to None (then the
+            objective must not be a `val_` metric).
+        backbone: str or keras.Model. See `TransferHyperModel`.
+        num_classes: int. Defaults to `max(y) + 1` for arrays.
+        input_shape: tuple. Defaults to the images' shape for arrays.
+        weights: backbone weights (None, "imagenet", path).
+        tuner: "hyperband", "random" or "bayesian". Defaults to "hyperband".
+        max_trials: int. Trials for random/Bayesian search.
+        epochs: int. Epochs per trial (Hyperband's `max_epochs`).
+        directory, project_name: str. Where everything is written.
+        objective: str. Defaults to "val_accuracy".
+        overwrite: bool. Start afresh instead of resuming. Defaults to False.
+        head_space, unfreeze_space: dicts, see `TransferHyperModel`.
+        batch_size: int. Defaults to 32 (ignored for datasets).
+        patience: int. Early-stopping patience in epochs. Defaults to 3.
+        seed: int. Defaults to 0.
+        cache_features: bool. Train frozen-backbone trials on cached
+            features. Defaults to True.
+        tensorboard: bool. Write TensorBoard logs per trial. Defaults to True.
+        print_trials: bool. Print one line per finished trial.
+        verbose: int. Keras progress output per epoch. Defaults to 0.
+        distribution: a `keras.distribution` (e.g. `DataParallel`) to train
+            each trial across devices (JAX). Defaults to None.
+
+    Returns:
+        A `SearchResult`.
+
+    Example:
+
+    >>> import tempfile, zoo, tuning
+    >>> x, y, _ = zoo.datasets.shapes(4, size=32)
+    >>> result = tuning.search((x, y), (x, y), backbone="resnet18", tuner="random",
+    ...                        max_trials=2, epochs=1, directory=tempfile.mkdtemp(),
+    ...                        unfreeze_space={"stages": [0], "augment": [False]})
+    >>> len(result.leaderboard), result.model.output_shape
+    (2, (None, 6))
+    """
+    if isinstance(train, (tuple, list)):
+        x, y = train
+        num_classes = num_classes or int(np.max(y)) + 1
+        input_shape = input_shape or tuple(np.shape(x)[1:])
+        fit_args = dict(x=x, y=y, batch_size=batch_size)
+    else:
+        if num_classes is None or input_shape is None:
+            raise ValueError("With a dataset, give `num_classes` and `input_shape`.")
+        fit_args = dict(x=train)
+    if val is None and objective.startswith("val_"):
+        raise ValueError(
+            f"objective={objective!r} needs validation data; pass `val` or an objective "
+            "such as 'accuracy'."
+        )
+    validation = tuple(val) if isinstance(val, (tuple, list)) else val
+    hypermodel = TransferHyperModel(
+        backbone, num_classes=num_classes, input_shape=input_shape, weights=weights,
+        head_space=head_space, unfreeze_space=unfreeze_space, cache_features=cache_features,
+        seed=seed)
+    t = make_tuner(hypermodel, tuner=tuner, objective=objective, max_trials=max_trials,
+                   epochs=epochs, directory=directory, project_name=project_name,
+                   overwrite=overwrite, seed=seed)
+    t._print_trials = print_trials
+    keeper = BestModelKeeper(t.project_dir, t.oracle.objective)
+    hypermodel.on_trial_trained = keeper.offer
+    hypermodel.objective_name = t.oracle.objective.name
+    hypermodel.objective_direction = t.oracle.objective.direction
+    callbacks = [keras.callbacks.EarlyStopping(monitor=objective, mode=t.oracle.objective.direction,
+                                               patience=patience, restore_best_weights=True)]
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(t.project_dir, "logs")))
+    if distribution is not None:
+        keras.distribution.set_distribution(distribution)
+    try:
+        t.search(**fit_args, validation_data=validation, epochs=epochs, callbacks=callbacks,
+                 verbose=verbose)
+    finally:
+        if getattr(t, "oracle", None) is not None and not _is_worker():
+            write_leaderboard(t)
+        if distribution is not None:
+            keras.distribution.set_distribution(None)
+    if _is_worker():
+        return None
+    return load_best(directory, project_name)
+
+
+def _is_worker() -> bool:
+    return os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief"
+
+
+def load_best(directory: str, project_name: str = "search") -> SearchResult:
+    """Reload the best model, its hyperparameters and the leaderboard of a search.
+
+    Example:
+
+    >>> import tuning
+    >>> tuning.load_best("no/such/dir", "x")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: No finished search in 'no/such/dir/x' (no best.keras). Run `tuning.search(...)` with this directory and project_name first.
+    """
+    project = os.path.join(directory, project_name)
+    path = os.path.join(project, BEST_MODEL)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"No finished search in {project!r} (no {BEST_MODEL}). Run "
+            "`tuning.search(...)` with this directory and project_name first."
+        )
+    with open(os.path.join(project, BEST_INFO)) as f:
+        info = json.load(f)
+    rows = []
+    board = os.path.join(project, LEADERBOARD + ".json")
+    if os.path.exists(board):
+        with open(board) as f:
+            rows = json.load(f)
+    return SearchResult(
+        model=keras.saving.load_model(path),
+        hyperparameters=info["hyperparameters"],
+        score=info["score"],
+        leaderboard=rows,
+        directory=project,
+    )

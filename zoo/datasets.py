@@ -1,0 +1,174 @@
+"""The embedded demo data: coloured shapes on textured backgrounds.
+
+Six classes (circle, square, triangle, star, cross, ring) drawn with random
+colours, sizes, rotations and positions on noisy, striped backgrounds, with
+exact segmentation masks. Deterministic by seed, generated in a second, no
+download: the README's main job, the examples and the tests all use it.
+
+- `shapes(n_per_class, ...)` returns arrays in memory.
+- `write_shapes(directory, ...)` writes PNG folders that
+  `keras.utils.image_dataset_from_directory` reads (`train/`, `val/`,
+  `test/`, one sub-folder per class) and the masks beside them
+  (`masks/<split>/<class>/<same file name>`); `read_segmentation` reads
+  image/mask pairs back.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
+SPLITS = {"train": 0.7, "val": 0.15, "test": 0.15}
+
+
+def _inside(name, u, v, r, radius):
+    """Boolean mask of the shape in rotated coordinates (u, v), polar r."""
+    if name == "circle":
+        return r <= radius
+    if name == "ring":
+        return (r <= radius) & (r >= 0.55 * radius)
+    if name == "square":
+        half = 0.75 * radius
+        return (np.abs(u) <= half) & (np.abs(v) <= half)
+    if name == "cross":
+        arm = 0.3 * radius
+        return ((np.abs(u) <= arm) & (np.abs(v) <= radius)) | ((np.abs(v) <= arm) & (np.abs(u) <= radius))
+    if name == "triangle":
+        inside = np.ones_like(u, dtype=bool)
+        for k in range(3):  # three half-planes, inradius radius / 2
+            a = np.pi / 2 + 2 * np.pi * k / 3
+            inside &= u * np.cos(a) + v * np.sin(a) <= 0.5 * radius
+        return inside
+    if name == "star":
+        phi = np.arctan2(v, u)
+        t = (phi % (2 * np.pi / 5)) / (2 * np.pi / 5)
+        return r <= radius * (0.42 + 0.58 * np.abs(2 * t - 1) ** 1.5)
+    raise ValueError(f"Unknown shape {name!r}; known: {CLASSES}")
+
+
+def render(label: int, rng: np.random.Generator, size: int = 64):
+    """One `(size, size, 3)` uint8 image of shape `CLASSES[label]` and its mask.
+
+    The mask holds `label + 1` on the shape and 0 on the background.
+
+    Example:
+
+    >>> import numpy as np, zoo
+    >>> img, mask = zoo.datasets.render(0, np.random.default_rng(0), size=32)
+    >>> img.shape, img.dtype.name, sorted(np.unique(mask).tolist())
+    ((32, 32, 3), 'uint8', [0, 1])
+    """
+    yy, xx = np.mgrid[0:size, 0:size].astype("float32")
+    # Background: a random base colour, oriented stripes, pixel noise.
+    base = rng.uniform(40, 215, 3)
+    angle, freq = rng.uniform(0, np.pi), rng.uniform(0.1, 0.5)
+    stripes = np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)) + rng.uniform(0, 6.3))
+    bg = base + rng.uniform(10, 35) * stripes[..., None] + rng.normal(0, 10, (size, size, 3))
+    # The shape: contrasting colour, random size, rotation and position.
+    radius = rng.uniform(0.22, 0.38) * size
+    cx, cy = rng.uniform(radius, size - radius, 2)
+    theta = rng.uniform(0, 2 * np.pi)
+    dx, dy = xx - cx, yy - cy
+    u = dx * np.cos(theta) + dy * np.sin(theta)
+    v = -dx * np.sin(theta) + dy * np.cos(theta)
+    inside = _inside(CLASSES[label], u, v, np.hypot(dx, dy), radius)
+    colour = rng.uniform(0, 255, 3)
+    while np.abs(colour - base).mean() < 60:
+        colour = rng.uniform(0, 255, 3)
+    fg = colour + rng.normal(0, 8, (size, size, 3))
+    image = np.where(inside[..., None], fg, bg)
+    mask = np.where(inside, label + 1, 0).astype("uint8")
+    return np.clip(image, 0, 255).astype("uint8"), mask
+
+
+def shapes(n_per_class: int = 50, *, size: int = 64, seed: int = 0, split: str = "train"):
+    """The demo set in memory: `(images uint8, labels int32, masks uint8)`.
+
+    Args:
+        n_per_class: int. Images per class. Defaults to 50.
+        size: int. Image side. Defaults to 64.
+        seed: int. Same seed and split, same images. Defaults to 0.
+        split: str. Different splits draw different images.
+
+    Example:
+
+    >>> import zoo
+    >>> x, y, m = zoo.datasets.shapes(2, size=32)
+    >>> x.shape, y.tolist(), m.shape
+    ((12, 32, 32, 3), [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5], (12, 32, 32))
+    """
+    split_id = list(SPLITS).index(split) if split in SPLITS else abs(hash(split)) % 1000
+    images, labels, masks = [], [], []
+    for label in range(len(CLASSES)):
+        for i in range(n_per_class):
+            rng = np.random.default_rng([seed, split_id, label, i])
+            img, mask = render(label, rng, size)
+            images.append(img)
+            labels.append(label)
+            masks.append(mask)
+    return np.stack(images), np.array(labels, "int32"), np.stack(masks)
+
+
+def write_shapes(directory, *, images_per_class: int = 200, size: int = 64, seed: int = 0) -> str:
+    """Write the demo set as PNG folders (and masks); return `directory`.
+
+    Splits 70/15/15 into `train/`, `val/`, `test/`, one folder per class;
+    masks go to `masks/<split>/<class>/`. An existing, complete set with the
+    same settings is kept (a marker file records them).
+
+    Example:
+
+    >>> import os, tempfile, zoo
+    >>> root = zoo.datasets.write_shapes(tempfile.mkdtemp(), images_per_class=4, size=32)
+    >>> sorted(os.listdir(os.path.join(root, "train")))
+    ['circle', 'cross', 'ring', 'square', 'star', 'triangle']
+    """
+    from PIL import Image
+
+    directory = os.fspath(directory)
+    marker = os.path.join(directory, ".zoo_shapes")
+    stamp = f"images_per_class={images_per_class} size={size} seed={seed}\n"
+    if os.path.exists(marker) and open(marker).read() == stamp:
+        return directory
+    for split, fraction in SPLITS.items():
+        n = max(1, round(images_per_class * fraction))
+        x, y, m = shapes(n, size=size, seed=seed, split=split)
+        for i, (img, label, mask) in enumerate(zip(x, y, m)):
+            name = f"{CLASSES[label]}_{i:05d}.png"
+            for root, array in ((os.path.join(directory, split), img),
+                                (os.path.join(directory, "masks", split), mask)):
+                folder = os.path.join(root, CLASSES[label])
+                os.makedirs(folder, exist_ok=True)
+                Image.fromarray(array).save(os.path.join(folder, name))
+    with open(marker, "w") as f:
+        f.write(stamp)
+    return directory
+
+
+def read_segmentation(directory, split: str = "train"):
+    """Image/mask pairs written by `write_shapes`: `(images, masks)` arrays.
+
+    Example:
+
+    >>> import tempfile, zoo
+    >>> root = zoo.datasets.write_shapes(tempfile.mkdtemp(), images_per_class=4, size=32)
+    >>> x, m = zoo.datasets.read_segmentation(root, "val")
+    >>> x.shape[1:], m.shape[1:], int(m.max()) <= len(zoo.datasets.CLASSES)
+    ((32, 32, 3), (32, 32), True)
+    """
+    from PIL import Image
+
+    images, masks = [], []
+    split_dir = os.path.join(os.fspath(directory), split)
+    if not os.path.isdir(split_dir):
+        raise FileNotFoundError(
+            f"No {split!r} split in {directory!r}. Write the demo set with "
+            "`zoo.datasets.write_shapes(directory)` first."
+        )
+    for cls in sorted(os.listdir(split_dir)):
+        for name in sorted(os.listdir(os.path.join(split_dir, cls))):
+            images.append(np.asarray(Image.open(os.path.join(split_dir, cls, name)).convert("RGB")))
+            masks.append(np.asarray(Image.open(os.path.join(directory, "masks", split, cls, name))))
+    return np.stack(images), np.stack(masks)

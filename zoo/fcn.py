@@ -1,0 +1,300 @@
+"""FCN: "Fully Convolutional Networks for Semantic Segmentation", Long,
+Shelhamer & Darrell 2015, https://arxiv.org/abs/1411.4038.
+
+`fcn32s`, `fcn16s`, `fcn8s` on any zoo backbone with stage metadata
+(`vgg16` by default). Scores from the stride-32 map are upsampled by
+bias-free transposed convolutions initialised to bilinear upsampling; FCN-16s
+and FCN-8s add skips from the stride-16 and stride-8 stages, scored by 1x1
+convolutions that start at zero (so training begins from the coarser net).
+
+Any input size works: the input is zero-padded at the bottom/right to a
+multiple of 32, so every skip divides exactly and the upsampled scores cover
+the image; each upsampled map is cropped by `factor // 2` (the bilinear
+kernel's centre) to align with the next, and the output is cropped back to
+the input size: `(H, W, 3)` in, `(H, W, num_classes)` out.
+
+VGG backbones keep their classifier as convolutions (fc6: 7x7x4096, fc7:
+1x1x4096, via `convolutionalize`), so ImageNet VGG weights flow into fc6/fc7.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import keras
+from keras import layers
+
+from zoo import layers as blocks
+from zoo import weights as zoo_weights
+from zoo.registry import get_spec, register
+
+PAPER = "Long, Shelhamer & Darrell 2015, Fully Convolutional Networks for Semantic Segmentation, https://arxiv.org/abs/1411.4038"
+VARIANTS = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
+# Layers that pass a Dense input through unchanged in shape semantics.
+_PASSTHROUGH = (layers.Dropout, layers.Activation, layers.ReLU, layers.BatchNormalization)
+
+
+def convolutionalize(model: keras.Model, *, input_shape=(None, None, 3)) -> keras.Model:
+    """Turn Dense layers on a Flatten into convolutions ("convolutionalization").
+
+    The first Dense after the Flatten becomes a `(h, w)` convolution over the
+    flattened `(h, w, c)` map, with its kernel reshaped (Keras flattens
+    row-major, channels last); later Dense layers become 1x1 convolutions.
+    Every other layer keeps its weights. At the training resolution the
+    output is the original's, as a 1x1 map; larger inputs give a spatial
+    score map (VGG16: 224 -> 1x1, 384 -> 6x6).
+
+    Args:
+        model: keras.Model. A functional classifier (e.g.
+            `zoo.build("vgg16")` or `keras.applications.VGG16`).
+        input_shape: tuple. Input shape of the result. Defaults to
+            `(None, None, 3)` (any size).
+
+    Returns:
+        A new functional `keras.Model` (the original is unchanged).
+
+    Example:
+
+    >>> import zoo
+    >>> m = zoo.build("vgg11", num_classes=5, input_shape=(64, 64, 3))
+    >>> fcn = zoo.convolutionalize(m)
+    >>> fcn.compute_output_shape((1, 96, 96, 3))
+    (1, 2, 2, 5)
+    """
+    if not isinstance(model, keras.Model) or not (
+        isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")
+    ):
+        raise TypeError(
+            "`model` must be a functional or Sequential keras.Model. Received: "
+            f"{type(model).__name__}"
+        )
+    kernels = {}  # Dense name -> (kh, kw)
+    for layer in model.layers:
+        if isinstance(layer, layers.Dense):
+            kernels[layer.name] = _dense_window(layer)
+    if not kernels:
+        raise ValueError(
+            f"Model {model.name!r} has no Dense layer to convolutionalize; it is "
+            "already fully convolutional."
+        )
+
+    def clone(layer):
+        if isinstance(layer, layers.Flatten):
+            return layers.Identity(name=layer.name)
+        if isinstance(layer, layers.Dense):
+            return layers.Conv2D(
+                layer.units, kernels[layer.name], activation=layer.activation,
+                use_bias=layer.use_bias, dtype=layer.dtype_policy, name=layer.name,
+            )
+        return layer.__class__.from_config(layer.get_config())
+
+    new = keras.models.clone_model(
+        model, input_tensors=keras.Input(input_shape, name=model.inputs[0].name),
+        clone_function=clone,
+    )
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        values = [keras.ops.convert_to_numpy(w) for w in layer.weights]
+        target = new.get_layer(layer.name)
+        if isinstance(layer, layers.Dense):
+            kh, kw = kernels[layer.name]
+            values[0] = values[0].reshape(kh, kw, -1, layer.units)
+        target.set_weights(values)
+    return new
+
+
+def _dense_window(dense):
+    """(kh, kw) of the convolution replacing `dense`: the map it flattens."""
+    node = dense._inbound_nodes[0]
+    upstream = node.parent_nodes[0].operation if node.parent_nodes else None
+    while isinstance(upstream, _PASSTHROUGH):
+        parents = upstream._inbound_nodes[0].parent_nodes
+        upstream = parents[0].operation if parents else None
+    if isinstance(upstream, layers.Flatten):
+        shape = upstream.input.shape
+        if len(shape) != 4 or None in shape[1:3]:
+            raise ValueError(
+                f"Dense layer {dense.name!r} follows a Flatten of shape {shape}; "
+                "convolutionalize needs a flattened (batch, h, w, c) map of known size."
+            )
+        return (shape[1], shape[2])
+    if isinstance(upstream, layers.Dense):
+        return (1, 1)
+    raise ValueError(
+        f"Dense layer {dense.name!r} is fed by {type(upstream).__name__}, not a "
+        "Flatten or another Dense: convolutionalize handles classifier heads "
+        "of the form Flatten -> Dense -> ... -> Dense."
+    )
+
+
+def fcn(
+    *,
+    stride: int,
+    backbone: str = "vgg16",
+    num_classes: int = 21,
+    input_shape=None,
+    weights=None,
+    include_preprocessing: bool = False,
+    dtype: str | None = None,
+    classifier_activation: str | None = "softmax",
+) -> keras.Model:
+    """Build FCN-32s/16s/8s (`stride` 32, 16 or 8) on a zoo backbone.
+
+    Use through `zoo.build("fcn8s", backbone=..., num_classes=...)`.
+
+    Args:
+        stride: int. Output stride of the finest skip: 32, 16 or 8.
+        backbone: str. A zoo model with stages at strides 8, 16 and 32.
+            Defaults to `"vgg16"`.
+        num_classes: int. Classes per pixel. Defaults to 21 (PASCAL VOC).
+        input_shape: tuple. Defaults to `(None, None, 3)` (any size).
+        weights: `None`, a backbone source tag (`"imagenet"`), a path to
+            weights of this FCN or of the backbone classifier (VGG16 with
+            top: fc1/fc2 become fc6/fc7), or a Keras model to take them from.
+        include_preprocessing: bool. Take raw 0-255 RGB images.
+        dtype: str. A dtype policy, e.g. `"mixed_bfloat16"`.
+        classifier_activation: str or None. Per-pixel activation; `None`
+            gives logits, to train with `from_logits=True` (recommended; on
+            Keras 3.15's torch backend probabilities on 4D outputs fail in
+            backward). Defaults to `"softmax"`.
+
+    Example:
+
+    >>> import zoo
+    >>> m = zoo.build("fcn8s", backbone="vgg11", num_classes=3,
+    ...               input_shape=(75, 100, 3))
+    >>> m.output_shape
+    (None, 75, 100, 3)
+    """
+    from zoo.api import _dtype_policy, _resolve_input_shape
+
+    name = {v: k for k, v in VARIANTS.items()}[stride]
+    spec = get_spec(backbone)
+    shape = _resolve_input_shape(spec, input_shape, include_top=False, weights=None)
+    with _dtype_policy(dtype):
+        inputs = keras.Input(shape, name="input_layer")
+        x = inputs
+        if include_preprocessing:
+            x = blocks.ImageNormalization(spec.preprocessing, name="preprocessing")(x)
+        x = blocks.PadToMultiple(32, name="pad_to_32")(x)
+        body = spec.body(x)
+        stage_out = _stage_outputs(keras.Model(inputs, body.output), body.stages, spec.name)
+        x = stage_out[32]
+        if spec.family == "vgg":
+            # fc6/fc7 of the VGG classifier, as convolutions (Long et al. 3.1).
+            x = layers.Conv2D(4096, 7, padding="same", activation="relu", name="fc6")(x)
+            x = layers.Dropout(0.5, name="drop6")(x)
+            x = layers.Conv2D(4096, 1, activation="relu", name="fc7")(x)
+            x = layers.Dropout(0.5, name="drop7")(x)
+        score = layers.Conv2D(num_classes, 1, name="score_fr")(x)
+        for skip, pool in ((16, "pool4"), (8, "pool3")):
+            if stride > skip:
+                break
+            up = blocks.bilinear_upsample(score, 2, name=f"upscore_{'2' if skip == 16 else 'pool4'}")
+            skip_score = layers.Conv2D(
+                num_classes, 1, kernel_initializer="zeros", name=f"score_{pool}"
+            )(stage_out[skip])
+            up = blocks.CropLike(1, name=f"{up.name.split('/')[0]}_crop")([up, skip_score])
+            score = layers.Add(name=f"fuse_{pool}")([up, skip_score])
+        up = blocks.bilinear_upsample(score, stride, name=f"upscore{stride}")
+        score = blocks.CropLike(stride // 2, name="score")([up, inputs])
+        outputs = layers.Activation(classifier_activation or "linear", dtype="float32",
+                                    name="predictions")(score)
+        model = keras.Model(inputs, outputs, name=f"{name}_{spec.name}")
+    if weights is not None:
+        _load(model, weights, spec)
+    return model
+
+
+def segmentation_metrics(num_classes: int) -> list:
+    """Mean IoU and pixel accuracy, Keras' own metrics, for `compile`.
+
+    Both take integer masks `(batch, H, W)` and per-pixel class scores
+    `(batch, H, W, num_classes)`.
+
+    Example:
+
+    >>> import numpy as np, zoo
+    >>> miou, acc = zoo.fcn.segmentation_metrics(2)
+    >>> scores = np.eye(2)[np.array([[[0, 1], [1, 1]]])]
+    >>> _ = miou.update_state(np.array([[[0, 1], [0, 1]]]), scores)
+    >>> round(float(miou.result()), 4)
+    0.5833
+    """
+    return [
+        keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, name="mean_iou"),
+        keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy"),
+    ]
+
+
+def _stage_outputs(model, stages, backbone):
+    out = {}
+    for s in stages:
+        out[s.reduction] = model.get_layer(s.layer).output  # deepest stage per stride wins
+    missing = [r for r in (8, 16, 32) if r not in out]
+    if missing:
+        raise ValueError(
+            f"FCN needs backbone stages at strides 8, 16 and 32; {backbone!r} has "
+            f"{sorted(out)}. Pick a backbone from `zoo.list_models()` with a "
+            "stride-32 stage list (VGG, ResNet, GoogLeNet)."
+        )
+    return out
+
+
+def _load(model, weights, spec):
+    """Load FCN weights, or backbone (classifier) weights into the FCN."""
+    if isinstance(weights, keras.Model):
+        source_model = weights
+    elif isinstance(weights, (str, os.PathLike)) and os.fspath(weights) not in spec.weights \
+            and weights != "imagenet":
+        path = os.fspath(weights)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"No weight file at {path!r}.")
+        plan = zoo_weights.plan_assignment(model, zoo_weights.read_weights(path))
+        if plan.ok:
+            plan.apply()
+            return
+        source_model = _backbone_classifier(spec, path)
+    else:
+        source_model = _backbone_classifier(spec, weights)
+    if any(isinstance(l, layers.Flatten) for l in source_model.layers):
+        source_model = convolutionalize(source_model)
+    entries = zoo_weights.read_weights(source_model)
+    for e in entries:
+        e.name = {"fc1": "fc6", "fc2": "fc7"}.get(e.name, e.name)
+    plan = zoo_weights.plan_assignment(model, entries, match="name")
+    head = {"score_fr", "score_pool4", "score_pool3", "upscore_2", "upscore_pool4",
+            "upscore32", "upscore16", "upscore8"}
+    problems = [n for n in plan.missing if n not in head] + [m[0] for m in plan.mismatched]
+    if problems:
+        raise zoo_weights.WeightFileError(
+            f"The weights do not fit the {spec.name!r} backbone of {model.name!r}; "
+            f"nothing was loaded.\n{plan.describe()}"
+        )
+    plan.apply()
+
+
+def _backbone_classifier(spec, weights):
+    from zoo.api import build
+
+    include_top = spec.family == "vgg"  # fc6/fc7 come from the VGG classifier
+    kwargs = {"input_shape": (spec.default_size, spec.default_size, 3)} if include_top else {}
+    return build(spec.name, include_top=include_top, weights=weights, **kwargs)
+
+
+def _fcn_body(x, **kwargs):
+    # Declared stages of an FCN are its default backbone's (VGG16).
+    return get_spec("vgg16").body(x)
+
+
+for _name, _stride in VARIANTS.items():
+    register(
+        _name,
+        family="fcn",
+        paper=PAPER,
+        builder=functools.partial(fcn, stride=_stride),
+        default_classes=21,
+        description=f"FCN-{_stride}s semantic segmentation (default backbone VGG16)",
+    )(functools.partial(_fcn_body))

@@ -1,0 +1,389 @@
+"""GoogLeNet (Inception v1): "Going Deeper with Convolutions", Szegedy et al.
+2014, https://arxiv.org/abs/1409.4842.
+
+Two layouts of the same Table 1:
+
+- `googlenet`: torchvision's (BatchNorm after every convolution, no conv
+  biases, a 3x3 convolution in the "5x5" branch, 2x2 max pool before 5a).
+  It loads torchvision's ImageNet state dict through `from_torchvision`.
+- `googlenet_paper`: the 2014 topology as published (5x5 branch, conv
+  biases, no BatchNorm, local response normalisation after the stem pool and
+  after conv3, 3x3/2 pool before 5a, dropout 0.4).
+
+`zoo.build("googlenet", aux_logits=True)` adds the two auxiliary classifiers
+after 4a and 4d and returns an `AuxiliaryClassifierModel`: named outputs
+`main`, `aux1`, `aux2`, trained from one label with loss
+main + 0.3 * (aux1 + aux2). `strip_auxiliary` gives the inference model.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+import numpy as np
+from keras import layers
+
+from zoo import layers as blocks
+from zoo.registry import Body, Stage, register
+from zoo.weights import WeightSource
+
+PAPER = "Szegedy et al. 2014, Going Deeper with Convolutions, https://arxiv.org/abs/1409.4842"
+
+# Table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.
+INCEPTION = {
+    "3a": (64, 96, 128, 16, 32, 32),
+    "3b": (128, 128, 192, 32, 96, 64),
+    "4a": (192, 96, 208, 16, 48, 64),
+    "4b": (160, 112, 224, 24, 64, 64),
+    "4c": (128, 128, 256, 24, 64, 64),
+    "4d": (112, 144, 288, 32, 64, 64),
+    "4e": (256, 160, 320, 32, 128, 128),
+    "5a": (256, 160, 320, 32, 128, 128),
+    "5b": (384, 192, 384, 48, 128, 128),
+}
+_FIELDS = ("filters_1x1", "filters_3x3_reduce", "filters_3x3",
+           "filters_5x5_reduce", "filters_5x5", "filters_pool_proj")
+# Between groups: (stage that ends, its last layer, its stride, the pool).
+_POOL_BEFORE = {
+    "4a": ("inception3", "inception3b_out", 8, "pool3"),
+    "5a": ("inception4", "inception4e_out", 16, "pool4"),
+}
+AUX_AFTER = ("4a", "4d")  # the auxiliary classifiers tap these modules
+AUX_LOSS_WEIGHT = 0.3
+
+TORCHVISION_WEIGHTS = {
+    # torchvision's GoogLeNet_Weights.IMAGENET1K_V1 (ported from TensorFlow);
+    # the hash is the sha256 prefix torchvision puts in the file name.
+    "imagenet": WeightSource(
+        "https://download.pytorch.org/models/googlenet-1378be20.pth",
+        "googlenet-1378be20.pth", "1378be20", include_top=True, origin="torchvision",
+    ),
+}
+
+
+def googlenet(x, *, layout: str = "torchvision", aux_logits: bool = False,
+              activation: str = "relu") -> Body:
+    """GoogLeNet body: stem, inception 3a-5b with pools between groups.
+
+    Args:
+        x: KerasTensor. Preprocessed images.
+        layout: str. `"torchvision"` (BN layout) or `"paper"` (2014).
+        aux_logits: bool. Expose the 4a and 4d outputs for the auxiliary
+            classifiers (`Body.aux`). Defaults to `False`.
+        activation: str. Defaults to `"relu"`.
+    """
+    paper = layout == "paper"
+    conv = dict(batch_norm=not paper, use_bias=paper, bn_epsilon=1e-3, activation=activation)
+    x = blocks.conv_bn(x, 64, 7, strides=2, padding="symmetric", name="conv1", **conv)
+    stages = [Stage("stem", f"conv1_{activation}", 2)]
+    x = blocks.max_pool_ceil(x, 3, 2, name="pool1")
+    if paper:
+        x = blocks.LocalResponseNormalization(name="pool1_lrn")(x)
+    x = blocks.conv_bn(x, 64, 1, name="conv2", **conv)
+    x = blocks.conv_bn(x, 192, 3, name="conv3", **conv)
+    last = f"conv3_{activation}"
+    if paper:
+        x = blocks.LocalResponseNormalization(name="conv3_lrn")(x)
+        last = "conv3_lrn"
+    stages.append(Stage("conv3", last, 4))
+    x = blocks.max_pool_ceil(x, 3, 2, name="pool2")
+    aux = []
+    for block, filters in INCEPTION.items():
+        if block in _POOL_BEFORE:
+            stage, stage_end, reduction, pool = _POOL_BEFORE[block]
+            stages.append(Stage(stage, stage_end, reduction))
+            # torchvision pools 2x2 before 5a where the paper pools 3x3.
+            size = 2 if (block == "5a" and not paper) else 3
+            x = blocks.max_pool_ceil(x, size, 2, name=pool)
+        x = blocks.inception_module(
+            x, **dict(zip(_FIELDS, filters)), name=f"inception{block}",
+            batch_norm=not paper, kernel_5x5=5 if paper else 3, activation=activation,
+        )
+        if aux_logits and block in AUX_AFTER:
+            aux.append(x)
+    stages.append(Stage("inception5", "inception5b_out", 32))
+    return Body(x, tuple(stages), aux=tuple(aux))
+
+
+def googlenet_top(x, *, num_classes, classifier_activation, dropout: float = 0.2):
+    """Main classifier: global average pool, dropout, one Dense layer."""
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    return layers.Dense(num_classes, activation=classifier_activation, name="predictions")(x)
+
+
+def googlenet_aux_top(x, *, num_classes, classifier_activation, name: str,
+                      layout: str = "torchvision"):
+    """Auxiliary classifier: pool to 4x4, 1x1 conv 128, FC 1024, dropout 0.7, FC.
+
+    The paper pools 5x5/3 (4x4 at 224x224 input); torchvision pools
+    adaptively to 4x4, which fits any input size.
+    """
+    if layout == "paper":
+        x = layers.AveragePooling2D(5, strides=3, name=f"{name}_pool")(x)
+        x = blocks.conv_bn(x, 128, 1, batch_norm=False, use_bias=True, name=name)
+    else:
+        x = layers.AdaptiveAveragePooling2D((4, 4), name=f"{name}_pool")(x)
+        x = blocks.conv_bn(x, 128, 1, bn_epsilon=1e-3, name=name)
+    x = layers.Flatten(name=f"{name}_flatten")(x)
+    x = layers.Dense(1024, activation="relu", name=f"{name}_fc1")(x)
+    x = layers.Dropout(0.7, name=f"{name}_dropout")(x)
+    return layers.Dense(num_classes, activation=classifier_activation, name=f"{name}_predictions")(x)
+
+
+register(
+    "googlenet",
+    family="googlenet",
+    paper=PAPER,
+    top=googlenet_top,
+    aux_top=googlenet_aux_top,
+    preprocessing="tf",  # torchvision's transform_input=True maps to (x - 0.5) / 0.5
+    weights=TORCHVISION_WEIGHTS,
+    state_dict_converter=lambda sd: from_torchvision(sd),
+    description="GoogLeNet (Inception v1), BatchNorm layout of torchvision",
+)(functools.partial(googlenet, layout="torchvision"))
+
+register(
+    "googlenet_paper",
+    family="googlenet",
+    paper=PAPER,
+    top=functools.partial(googlenet_top, dropout=0.4),
+    aux_top=functools.partial(googlenet_aux_top, layout="paper"),
+    aux_needs_fixed_size=True,
+    preprocessing="caffe",
+    description="GoogLeNet (Inception v1) as published in 2014: 5x5 branches, LRN, no BatchNorm",
+)(functools.partial(googlenet, layout="paper"))
+
+
+# --------------------------------------------------------------------------
+# Auxiliary classifiers: one label, weighted losses, stripping
+# --------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class AuxiliaryClassifierModel(keras.Model):
+    """A functional model with a `main` output and auxiliary classifiers.
+
+    `compile(loss=...)` with a single loss applies it to every output,
+    weighting the auxiliary ones by `aux_weight` (0.3, as in the paper);
+    metrics given as a list apply to `main`. `fit`/`evaluate` then take one
+    label array `y` for all outputs: nobody duplicates labels by hand.
+    Explicit dicts (`loss={...}`, `loss_weights={...}`) still work.
+
+    Example:
+
+    >>> import numpy as np, zoo
+    >>> m = zoo.build("googlenet", num_classes=3, aux_logits=True,
+    ...               input_shape=(96, 96, 3))
+    >>> sorted(m(np.zeros((1, 96, 96, 3))))
+    ['aux1', 'aux2', 'main']
+    >>> m.compile("sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    >>> x, y = np.random.rand(2, 96, 96, 3), np.array([0, 2])
+    >>> logs = m.fit(x, y, epochs=1, verbose=0).history
+    >>> "loss" in logs
+    True
+    """
+
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,
+                aux_weight: float = AUX_LOSS_WEIGHT, **kwargs):
+        keys = self._output_keys()
+        if loss is not None and not isinstance(loss, dict):
+            loss = {k: loss for k in keys}
+        if loss_weights is None:
+            loss_weights = {k: 1.0 if k == "main" else aux_weight for k in keys}
+        if metrics is not None and not isinstance(metrics, dict):
+            metrics = {"main": metrics}
+        super().compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights,
+                        metrics=metrics, **kwargs)
+
+    def _output_keys(self):
+        return sorted(self._outputs_struct) if isinstance(self._outputs_struct, dict) else []
+
+    def _expand(self, y, y_pred):
+        if y is not None and isinstance(y_pred, dict) and not isinstance(y, dict):
+            return {k: y for k in y_pred}
+        return y
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return super().compute_loss(
+            x=x, y=self._expand(y, y_pred), y_pred=y_pred,
+            sample_weight=self._expand(sample_weight, y_pred), training=training,
+        )
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(
+            x, self._expand(y, y_pred), y_pred, self._expand(sample_weight, y_pred)
+        )
+
+
+def strip_auxiliary(model: keras.Model, output: str = "predictions") -> keras.Model:
+    """The inference model: the main classifier only, sharing the weights.
+
+    Args:
+        model: keras.Model. A model with auxiliary outputs (e.g.
+            `zoo.build("googlenet", aux_logits=True)`).
+        output: str. Name of the main classifier layer. Defaults to
+            `"predictions"`.
+
+    Returns:
+        A single-output functional `keras.Model` using the same layers (and
+        so the same, trained, variables).
+
+    Example:
+
+    >>> import zoo
+    >>> train = zoo.build("googlenet", num_classes=5, aux_logits=True,
+    ...                   input_shape=(96, 96, 3))
+    >>> infer = zoo.strip_auxiliary(train)
+    >>> infer.output_shape, len(infer.weights) < len(train.weights)
+    ((None, 5), True)
+    """
+    try:
+        main = model.get_layer(output)
+    except ValueError as e:
+        raise ValueError(
+            f"Model {model.name!r} has no layer {output!r} to keep as the main "
+            f"output. Received: output={output!r}"
+        ) from e
+    return keras.Model(model.inputs, main.output, name=model.name)
+
+
+# --------------------------------------------------------------------------
+# torchvision weights
+# --------------------------------------------------------------------------
+
+
+def _torchvision_layout(aux: bool = True):
+    """(torch module, keras base name, kind) for every weighted module.
+
+    kind is "conv" (BasicConv2d: conv without bias + BN) or "linear"
+    (or "linear_chw" for a Linear fed by a torch NCHW flatten).
+    """
+    rows = [("conv1", "conv1", "conv"), ("conv2", "conv2", "conv"), ("conv3", "conv3", "conv")]
+    branches = (("branch1", "1x1"), ("branch2.0", "3x3_reduce"), ("branch2.1", "3x3"),
+                ("branch3.0", "5x5_reduce"), ("branch3.1", "5x5"), ("branch4.1", "pool_proj"))
+    for block in INCEPTION:
+        rows += [(f"inception{block}.{t}", f"inception{block}_{k}", "conv") for t, k in branches]
+    if aux:
+        for i in (1, 2):
+            rows += [(f"aux{i}.conv", f"aux{i}", "conv"), (f"aux{i}.fc1", f"aux{i}_fc1", "linear_chw"),
+                     (f"aux{i}.fc2", f"aux{i}_predictions", "linear")]
+    rows.append(("fc", "predictions", "linear"))
+    return rows
+
+
+def _chw_to_hwc(weight, channels=128, size=4):
+    # torch flattens (C, H, W); Keras flattens (H, W, C).
+    out = weight.shape[0]
+    return weight.reshape(out, channels, size, size).transpose(0, 2, 3, 1).reshape(out, -1)
+
+
+def _hwc_to_chw(weight, channels=128, size=4):
+    out = weight.shape[0]
+    return weight.reshape(out, size, size, channels).transpose(0, 3, 1, 2).reshape(out, -1)
+
+
+def from_torchvision(state_dict) -> dict:
+    """Convert a torchvision GoogLeNet state dict to zoo weights.
+
+    The mapping (torch module → Keras layer): `conv1` → `conv1_conv`/`conv1_bn`;
+    `inception4b.branch2.1` → `inception4b_3x3_conv`/`_bn` (branch1 → `_1x1`,
+    branch2.0 → `_3x3_reduce`, branch3.0/3.1 → `_5x5_reduce`/`_5x5`,
+    branch4.1 → `_pool_proj`); `aux1.conv/fc1/fc2` → `aux1_conv`,
+    `aux1_fc1`, `aux1_predictions`; `fc` → `predictions`. Conv kernels go
+    from OIHW to HWIO, Linear weights are transposed (the aux `fc1` rows
+    re-ordered from torch's CHW flatten to Keras' HWC), BN running
+    statistics become moving mean/variance; `num_batches_tracked` is dropped.
+
+    Args:
+        state_dict: mapping of torch parameter names to arrays (numpy or
+            torch tensors), e.g. `torch.load("googlenet.pth", weights_only=True)`.
+
+    Returns:
+        A dict `{"<layer>/<index>": array}` that `zoo.build(weights=...)`,
+        `zoo.weights.load_weights` and `surgery.restore` accept.
+
+    Example:
+
+    >>> import zoo
+    >>> m = zoo.build("googlenet", num_classes=10, input_shape=(64, 64, 3))
+    >>> sd = zoo.googlenet.to_torchvision(m)
+    >>> zoo.weights.load_weights(m, zoo.googlenet.from_torchvision(sd)).ok
+    True
+    """
+    sd = {k: _to_numpy(v) for k, v in state_dict.items()}
+    known = {k for k in sd if not k.endswith("num_batches_tracked")}
+    out = {}
+    for torch_name, keras_name, kind in _torchvision_layout(aux=True):
+        if kind == "conv":
+            keys = [f"{torch_name}.conv.weight"] + [
+                f"{torch_name}.bn.{p}" for p in ("weight", "bias", "running_mean", "running_var")
+            ]
+            if keys[0] not in sd:
+                continue
+            out[f"{keras_name}_conv/0"] = sd[keys[0]].transpose(2, 3, 1, 0)
+            for i, k in enumerate(keys[1:]):
+                out[f"{keras_name}_bn/{i}"] = sd[k]
+        else:
+            keys = [f"{torch_name}.weight", f"{torch_name}.bias"]
+            if keys[0] not in sd:
+                continue
+            w = sd[keys[0]]
+            if kind == "linear_chw":
+                w = _chw_to_hwc(w)
+            out[f"{keras_name}/0"] = w.T
+            out[f"{keras_name}/1"] = sd[keys[1]]
+        known -= set(keys)
+    if known:
+        raise ValueError(
+            f"{len(known)} entries of the state dict are not part of torchvision's "
+            f"GoogLeNet: {sorted(known)[:5]}. Is this a GoogLeNet state dict?"
+        )
+    return out
+
+
+def to_torchvision(model: keras.Model) -> dict:
+    """The inverse of `from_torchvision`: a zoo GoogLeNet as a torchvision state dict.
+
+    Returns numpy arrays keyed like `torchvision.models.googlenet().state_dict()`
+    (`num_batches_tracked` omitted); auxiliary heads are included when the
+    model has them. Load with `tv_model.load_state_dict({k: torch.from_numpy(v)
+    ...}, strict=False)`.
+
+    Example:
+
+    >>> import zoo
+    >>> m = zoo.build("googlenet", num_classes=10, input_shape=(64, 64, 3))
+    >>> sd = zoo.googlenet.to_torchvision(m)
+    >>> sd["conv1.conv.weight"].shape, sd["fc.weight"].shape
+    ((64, 3, 7, 7), (10, 1024))
+    """
+    names = {l.name for l in model.layers}
+
+    def arrays(layer_name):
+        return [keras.ops.convert_to_numpy(v) for v in model.get_layer(layer_name).weights]
+
+    out = {}
+    for torch_name, keras_name, kind in _torchvision_layout(aux=True):
+        if kind == "conv":
+            if f"{keras_name}_conv" not in names:
+                continue
+            out[f"{torch_name}.conv.weight"] = arrays(f"{keras_name}_conv")[0].transpose(3, 2, 0, 1)
+            for p, a in zip(("weight", "bias", "running_mean", "running_var"), arrays(f"{keras_name}_bn")):
+                out[f"{torch_name}.bn.{p}"] = a
+        else:
+            if keras_name not in names:
+                continue
+            w, b = arrays(keras_name)
+            w = w.T
+            if kind == "linear_chw":
+                w = _hwc_to_chw(w)
+            out[f"{torch_name}.weight"], out[f"{torch_name}.bias"] = w, b
+    return {k: np.ascontiguousarray(v) for k, v in out.items()}
+
+
+def _to_numpy(value):
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
