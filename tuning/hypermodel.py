@@ -178,7 +178,8 @@ class TransferHyperModel(kt.HyperModel):
         s = self._space(hp)
         model = surgery.graft(self._template, self._head(s), name=f"{self.backbone_name}_transfer")
         if s["augment"]:
-            model = surgery.insert(model, augmentation_layers(), after=model.layers[0].name)
+            model = surgery.insert(model, keras.Sequential(augmentation_layers(), name="augment"),
+                                   after=model.layers[0].name)
         self._compile(model, s, s["learning_rate"])
         return model
 
@@ -225,8 +226,12 @@ class TransferHyperModel(kt.HyperModel):
         if s["stages"] > 0 and phase1 < total and not model.stop_training:
             _set_depth(model, s["stages"], keep_bn_frozen=not s["train_bn"])
             self._compile(model, s, s["learning_rate"] * s["lr_factor"])
+            # KerasTuner's TensorBoard hparams callback records one session
+            # per trial and refuses a second `fit`; phase 1 already logged it.
+            phase2_callbacks = [cb for cb in callbacks
+                                if not type(cb).__module__.startswith("tensorboard.plugins.hparams")]
             record(model.fit(x, y, epochs=initial_epoch + total, initial_epoch=initial_epoch + phase1,
-                             validation_data=validation_data, callbacks=callbacks, **kwargs))
+                             validation_data=validation_data, callbacks=phase2_callbacks, **kwargs))
         return self._finish(hp, model, history)
 
     def _finish(self, hp, model, history):
@@ -237,7 +242,7 @@ class TransferHyperModel(kt.HyperModel):
             if values:
                 score = max(values) if self.objective_direction == "max" else min(values)
                 values_hp = {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
-                self.on_trial_trained(model, float(score), values_hp)
+                self.on_trial_trained(model, float(score), values_hp, history)
         return _history(history)
 
     # -------------------------------------------------------------- features

@@ -98,7 +98,7 @@ class BestModelKeeper:
         with open(path) as f:
             return json.load(f)
 
-    def offer(self, model, score: float, hyperparameters: dict):
+    def offer(self, model, score: float, hyperparameters: dict, history: dict | None = None):
         if score is None or not np.isfinite(score):
             return False
         import fcntl
@@ -113,7 +113,8 @@ class BestModelKeeper:
                 return False
             _atomic_write(os.path.join(self.directory, BEST_MODEL), model.save)
             info = {"score": float(score), "objective": self.objective.name,
-                    "hyperparameters": hyperparameters}
+                    "hyperparameters": hyperparameters,
+                    "history": {k: [float(v) for v in vals] for k, vals in (history or {}).items()}}
             _atomic_write(os.path.join(self.directory, BEST_INFO),
                           lambda p: open(p, "w").write(json.dumps(info, indent=2)))
             return True
@@ -209,7 +210,7 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
            objective: str = "val_accuracy", overwrite: bool = False, head_space=None,
            unfreeze_space=None, batch_size: int = 32, patience: int = 3, seed: int = 0,
            cache_features: bool = True, tensorboard: bool = True, print_trials: bool = False,
-           verbose: int = 0, distribution=None) -> SearchResult:
+           verbose: int = 0, distribution=None, phase1_fraction: float = 0.5) -> SearchResult:
     """Search heads and unfreeze depth on a backbone; return the trained best model.
 
     Built on KerasTuner: `tuner` picks Hyperband, random search or Bayesian
@@ -250,6 +251,8 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
         verbose: int. Keras progress output per epoch. Defaults to 0.
         distribution: a `keras.distribution` (e.g. `DataParallel`) to train
             each trial across devices (JAX). Defaults to None.
+        phase1_fraction: float. Share of epochs for the head alone in
+            trials that unfreeze stages. Defaults to 0.5.
 
     Returns:
         A `SearchResult`.
@@ -282,7 +285,7 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
     hypermodel = TransferHyperModel(
         backbone, num_classes=num_classes, input_shape=input_shape, weights=weights,
         head_space=head_space, unfreeze_space=unfreeze_space, cache_features=cache_features,
-        seed=seed)
+        seed=seed, phase1_fraction=phase1_fraction)
     t = make_tuner(hypermodel, tuner=tuner, objective=objective, max_trials=max_trials,
                    epochs=epochs, directory=directory, project_name=project_name,
                    overwrite=overwrite, seed=seed)
@@ -307,6 +310,11 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
             keras.distribution.set_distribution(None)
     if _is_worker():
         return None
+    if not os.path.exists(os.path.join(t.project_dir, BEST_MODEL)):
+        raise RuntimeError(
+            f"No trial of the search in {t.project_dir!r} finished training (see the "
+            "errors above, e.g. out of memory or a bad search space). Nothing was saved."
+        )
     return load_best(directory, project_name)
 
 

@@ -1,0 +1,221 @@
+"""`python -m tuning run|predict|bench`: the main job and its companions.
+
+    python -m tuning run                       # demo data, default settings
+    python -m tuning run --data DIR --out DIR --backbone resnet50 --weights imagenet
+    python -m tuning predict --model runs/demo/best.keras IMAGE_OR_DIR ...
+    python -m tuning bench                     # cached features vs naive trials
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+DEFAULT_OUT = os.path.join("runs", "demo")
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m tuning", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="search, fine-tune, evaluate and report on an image folder",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    run.add_argument("--data", help="image folder, one sub-folder per class (train/val/test "
+                     "sub-folders honoured); default: write and use the embedded demo set")
+    run.add_argument("--out", default=DEFAULT_OUT, help="output folder")
+    run.add_argument("--backbone", default="resnet18", help="zoo model name (python -m zoo list)")
+    run.add_argument("--weights", default=None, help="backbone weights: a path or 'imagenet' "
+                     "(default: random init, which fine-tunes every stage)")
+    run.add_argument("--image-size", type=int, default=64, help="square input side in pixels")
+    run.add_argument("--max-trials", type=int, default=3, help="trials (random/bayesian)")
+    run.add_argument("--epochs", type=int, default=8, help="epochs per trial")
+    run.add_argument("--tuner", default="random", choices=["hyperband", "random", "bayesian"])
+    run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--overwrite", action="store_true",
+                     help="start afresh in an --out folder holding an earlier run "
+                     "(default: resume it)")
+    run.add_argument("--demo-images-per-class", type=int, default=200, help=argparse.SUPPRESS)
+
+    pred = sub.add_parser("predict", help="top-k labels for images")
+    pred.add_argument("--model", required=True, help="a best.keras written by `run`")
+    pred.add_argument("--top", type=int, default=3)
+    pred.add_argument("images", nargs="+", help="image files or folders")
+
+    bench = sub.add_parser("bench", help="head-only trials: cached features vs the naive path")
+    bench.add_argument("--backbone", default="resnet50")
+    bench.add_argument("--image-size", type=int, default=96)
+    bench.add_argument("--per-class", type=int, default=40)
+    bench.add_argument("--epochs", type=int, default=3)
+    bench.add_argument("--trials", type=int, default=3)
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    return {"run": run, "predict": predict, "bench": bench}[args.command](args)
+
+
+def run(args):
+    import keras
+
+    import tuning
+    import zoo
+    from tuning import report
+    from tuning.data import DataError, load_splits
+    from tuning.search import _atomic_write as atomic_write
+
+    t0 = time.time()
+    out = os.path.abspath(args.out)
+    try:
+        zoo.get_spec(args.backbone)
+        if args.image_size < zoo.get_spec(args.backbone).min_size:
+            raise ValueError(f"--image-size {args.image_size} is too small for {args.backbone!r} "
+                             f"(minimum {zoo.get_spec(args.backbone).min_size}).")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    project = os.path.join(out, "search")
+    if os.path.exists(project):
+        if args.overwrite:
+            shutil.rmtree(project)
+            print(f"--overwrite: removed the earlier search in {project}")
+        else:
+            print(f"resuming the earlier run in {out} (pass --overwrite to start afresh)")
+    data = args.data
+    if data is None:
+        data = zoo.datasets.write_shapes(os.path.join(out, "data"),
+                                         images_per_class=args.demo_images_per_class,
+                                         size=args.image_size, seed=args.seed)
+        print(f"demo data: {data} (six shape classes, train/val/test)")
+    try:
+        train, val, test, classes = load_splits(data, image_size=args.image_size,
+                                                batch_size=args.batch_size, seed=args.seed)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    counts = {name: int(sum(len(y) for _, y in ds)) for name, ds in
+              (("train", train), ("val", val), ("test", test))}
+    print(f"classes {classes}; images {counts}")
+    keras.utils.set_random_seed(args.seed)
+    pretrained = args.weights is not None
+    unfreeze = None if pretrained else {"stages": [len(zoo.info(args.backbone).stages)],
+                                        "augment": [False, True]}
+    t_search = time.time()
+    try:
+        result = tuning.search(
+            train, val, backbone=args.backbone, num_classes=len(classes),
+            input_shape=(args.image_size, args.image_size, 3), weights=args.weights,
+            tuner=args.tuner, max_trials=args.max_trials, epochs=args.epochs, directory=out,
+            project_name="search", seed=args.seed, print_trials=True, verbose=2,
+            unfreeze_space=unfreeze, phase1_fraction=0.5 if pretrained else 0.2,
+            head_space=None if pretrained else {"optimizer": ["adam", "radam"],
+                                                "learning_rate": (1e-3, 3e-3)},
+        )
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the best model so far and the leaderboard are in {project} "
+              "(run the same command again to resume).", file=sys.stderr)
+        return 130
+    search_seconds = time.time() - t_search
+    print("\nleaderboard (best first):\n" + str(result))
+    with open(os.path.join(out, "classes.json"), "w") as f:
+        json.dump(classes, f)
+    atomic_write(os.path.join(out, "best.keras"), result.model.save)
+    shutil.copyfile(os.path.join(project, "leaderboard.csv"), os.path.join(out, "leaderboard.csv"))
+    evaluation = report.evaluate(result.model, test, classes)
+    with open(os.path.join(project, "best.json")) as f:
+        history = json.load(f).get("history", {})
+    plots = report.write_plots(out, model=result.model, history=history,
+                               leaderboard=result.leaderboard, evaluation=evaluation,
+                               class_names=classes, backbone=args.backbone)
+    timings = {"search": search_seconds, "total": time.time() - t0}
+    path = report.write_report(out, args=args, classes=classes, counts=counts, result=result,
+                               evaluation=evaluation, timings=timings, plots=plots)
+    print(f"\ntest accuracy {evaluation['accuracy']:.4f}; wrote {out}/best.keras, "
+          f"leaderboard.csv, {os.path.basename(path)}, plots/ ({len(plots)} PNGs) "
+          f"in {timings['total']:.0f} s")
+    return 0
+
+
+def predict(args):
+    import keras
+    import numpy as np
+
+    from tuning.data import IMAGE_EXTENSIONS
+
+    if not os.path.exists(args.model):
+        print(f"error: no model at {args.model!r}; run `python -m tuning run` first.", file=sys.stderr)
+        return 2
+    model = keras.saving.load_model(args.model)
+    names_path = os.path.join(os.path.dirname(args.model), "classes.json")
+    classes = json.load(open(names_path)) if os.path.exists(names_path) else None
+    size = model.input_shape[1:3]
+    files = []
+    for item in args.images:
+        if os.path.isdir(item):
+            for root, _, fs in sorted(os.walk(item)):
+                files += [os.path.join(root, f) for f in sorted(fs) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        else:
+            files.append(item)
+    for path in files:
+        try:
+            img = keras.utils.img_to_array(keras.utils.load_img(path, target_size=size))
+        except Exception as e:  # PIL raises many types for unreadable files
+            print(f"{path}: cannot read ({type(e).__name__}: {e})")
+            continue
+        probs = keras.ops.convert_to_numpy(model(img[None].astype("uint8"), training=False))[0]
+        top = np.argsort(probs)[::-1][: args.top]
+        labels = ", ".join(f"{classes[i] if classes else i} {probs[i]:.3f}" for i in top)
+        print(f"{path}: {labels}")
+    return 0
+
+
+def bench(args):
+    import keras
+
+    import tuning
+    import zoo
+
+    x, y, _ = zoo.datasets.shapes(args.per_class, size=args.image_size, split="train")
+    xv, yv, _ = zoo.datasets.shapes(max(2, args.per_class // 4), size=args.image_size, split="val")
+    space = {"finetune/stages": 0, "finetune/augment": False, "head/pooling": "avg",
+             "head/dense_layers": 1, "head/units": 128, "head/dropout": 0.2,
+             "head/batch_norm": False, "head/optimizer": "adam", "head/learning_rate": 1e-3}
+    import keras_tuner as kt
+
+    rows = []
+    for cached in (False, True):
+        hm = tuning.TransferHyperModel(args.backbone, num_classes=len(zoo.datasets.CLASSES),
+                                       input_shape=(args.image_size,) * 2 + (3,),
+                                       cache_features=cached)
+        seconds, scores = [], []
+        for _ in range(args.trials):
+            hp = kt.HyperParameters()
+            for k, v in space.items():
+                hp.Fixed(k, v)
+            keras.utils.set_random_seed(0)
+            model = hm.build(hp)
+            start = time.perf_counter()
+            h = hm.fit(hp, model, x, y, epochs=args.epochs, validation_data=(xv, yv), verbose=0,
+                       batch_size=32)
+            seconds.append(time.perf_counter() - start)
+            scores.append(h.history["val_accuracy"][-1])
+        rows.append((("cached" if cached else "naive"), seconds, scores))
+    naive, cached = rows
+    print(f"{args.backbone} {args.image_size}px, {len(x)} train images, {args.epochs} epochs, "
+          f"{args.trials} head-only trials each (keras backend {keras.backend.backend()})")
+    print(f"{'path':<8} {'first trial s':>14} {'later trials s':>15} {'val acc':>8}")
+    for name, secs, scores in rows:
+        later = sum(secs[1:]) / max(1, len(secs) - 1)
+        print(f"{name:<8} {secs[0]:>14.2f} {later:>15.2f} {scores[-1]:>8.3f}")
+    total_naive, total_cached = sum(naive[1]), sum(cached[1])
+    print(f"speed-up over {args.trials} trials: {total_naive / total_cached:.1f}x "
+          f"(later trials: {sum(naive[1][1:]) / max(1e-9, sum(cached[1][1:])):.1f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

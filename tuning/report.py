@@ -1,0 +1,232 @@
+"""The main job's report: per-class metrics (Keras metrics), plots, report.md."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+
+import surgery
+import zoo
+
+
+def evaluate(model, dataset, class_names):
+    """Accuracy, per-class precision/recall/F1 (Keras metrics) and the confusion matrix."""
+    n = len(class_names)
+    ys, ps, images = [], [], []
+    for x, y in dataset:
+        ps.append(keras.ops.convert_to_numpy(model(x, training=False)))
+        ys.append(np.asarray(y))
+        if sum(len(i) for i in images) < 16:
+            images.append(np.asarray(x))
+    y_true, probs = np.concatenate(ys), np.concatenate(ps)
+    y_pred = probs.argmax(-1)
+    one_hot = np.eye(n, dtype="float32")[y_true]
+    f1 = keras.metrics.F1Score(average=None, threshold=None)
+    f1.update_state(one_hot, probs)
+    rows = []
+    for c, name in enumerate(class_names):
+        precision = keras.metrics.Precision(class_id=c)
+        recall = keras.metrics.Recall(class_id=c)
+        pred_one_hot = np.eye(n, dtype="float32")[y_pred]
+        precision.update_state(one_hot, pred_one_hot)
+        recall.update_state(one_hot, pred_one_hot)
+        rows.append({"class": name, "precision": float(precision.result()),
+                     "recall": float(recall.result()),
+                     "f1": float(keras.ops.convert_to_numpy(f1.result())[c]),
+                     "support": int((y_true == c).sum())})
+    confusion = np.zeros((n, n), "int64")
+    np.add.at(confusion, (y_true, y_pred), 1)
+    return {"accuracy": float((y_pred == y_true).mean()), "per_class": rows,
+            "confusion": confusion, "images": np.concatenate(images)[:16],
+            "labels": y_true[:16], "predicted": y_pred[:16]}
+
+
+def _grad_of(fn, x):
+    """d fn(x) / dx with the active backend's own autodiff."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+        return y, tape.gradient(y, x)
+    if backend == "jax":
+        import jax
+
+        y, grad = jax.value_and_grad(lambda v: fn(v).sum())(x)
+        return y, grad
+    if backend == "torch":
+        import torch
+
+        x = torch.as_tensor(keras.ops.convert_to_numpy(x)).requires_grad_(True)
+        y = fn(x)
+        y.sum().backward()
+        return y, x.grad
+    raise NotImplementedError(f"Grad-CAM has no gradient path for backend {backend!r}.")
+
+
+def grad_cam(model, images, *, layer: str, class_index=None):
+    """Grad-CAM heat maps (Selvaraju et al. 2017), one per image, in [0, 1].
+
+    The model is split at `layer`: `surgery.cut` gives the feature map, the
+    layers after it are replayed on it as the scoring function; gradients of the class score with respect to
+    the feature map weight its channels.
+    """
+    features_model = surgery.cut(model, layer)
+    feats = keras.ops.convert_to_numpy(features_model(images, training=False))
+    head_fn = _tail(model, layer)
+    preds = keras.ops.convert_to_numpy(head_fn(keras.ops.convert_to_tensor(feats)))
+    if class_index is None:
+        class_index = preds.argmax(-1)
+    mask = np.eye(preds.shape[-1], dtype="float32")[class_index]
+
+    def score(f):
+        return head_fn(f) * keras.ops.convert_to_tensor(mask)
+
+    _, grads = _grad_of(score, keras.ops.convert_to_tensor(feats))
+    grads = keras.ops.convert_to_numpy(grads)
+    weights = grads.mean(axis=(1, 2), keepdims=True)
+    cam = np.maximum((weights * feats).sum(-1), 0)
+    cam /= cam.max(axis=(1, 2), keepdims=True) + 1e-8
+    return cam
+
+
+def _tail(model, layer):
+    """A function feature_map -> scores replaying the layers after `layer`."""
+    start = model.get_layer(layer)
+    names = [l.name for l in model.layers]
+    after = names.index(start.name) if start.name in names else None
+    if after is None:
+        raise ValueError(f"{layer!r} is not a top-level layer of {model.name!r}.")
+    tail_input = keras.Input(start.output.shape[1:])
+    # Rebuild the graph from `layer` on: every later node re-run on the new input.
+    mapping = {id(start.output): tail_input}
+    for l in model.layers[after + 1:]:
+        for node in l._inbound_nodes:
+            args = node.arguments.keras_tensors
+            if all(id(a) in mapping for a in args):
+                inputs = [mapping[id(a)] for a in args]
+                out = l(inputs[0] if len(inputs) == 1 else inputs)
+                for o, new in zip(node.outputs, keras.tree.flatten(out)):
+                    mapping[id(o)] = new
+    tail = keras.Model(tail_input, mapping[id(model.outputs[0])])
+    return lambda f: tail(f, training=False)
+
+
+def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names, backbone):
+    """PNG plots: learning curves, confusion matrix, trials, Grad-CAM, feature maps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = os.path.join(out_dir, "plots")
+    os.makedirs(plots, exist_ok=True)
+    written = []
+
+    def save(fig, name):
+        path = os.path.join(plots, name)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    if history:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, key in zip(axes, ("loss", "accuracy")):
+            for k in (key, f"val_{key}"):
+                if k in history:
+                    ax.plot(range(1, len(history[k]) + 1), history[k], marker="o", label=k)
+            ax.set_xlabel("epoch (phase 1: head, then phase 2: fine-tuning)")
+            ax.set_title(key)
+            ax.legend()
+        save(fig, "learning_curves.png")
+
+    cm = evaluation["confusion"]
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, cm[i, j], ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion matrix (test accuracy {evaluation['accuracy']:.3f})")
+    save(fig, "confusion_matrix.png")
+
+    numeric = [k for k in (leaderboard[0] if leaderboard else {})
+               if k.startswith(("head/", "finetune/"))]
+    if leaderboard and numeric:
+        cols = min(4, len(numeric))
+        rows_n = -(-len(numeric) // cols)
+        fig, axes = plt.subplots(rows_n, cols, figsize=(3.2 * cols, 2.8 * rows_n), squeeze=False)
+        for ax, key in zip(axes.flat, numeric):
+            xs = [str(r.get(key)) for r in leaderboard if r.get("score") is not None]
+            ys = [r["score"] for r in leaderboard if r.get("score") is not None]
+            ax.scatter(xs, ys)
+            ax.set_title(key, fontsize=9)
+            ax.set_ylabel("score")
+        for ax in list(axes.flat)[len(numeric):]:
+            ax.axis("off")
+        save(fig, "trials.png")
+
+    stages = zoo.stages_of(model)
+    images = evaluation["images"][:6]
+    try:
+        cams = grad_cam(model, images, layer=stages[-1].layer)
+        fig, axes = plt.subplots(2, len(images), figsize=(2.2 * len(images), 4.6))
+        for i, img in enumerate(images):
+            axes[0, i].imshow(img.astype("uint8"))
+            axes[0, i].set_title(f"true {class_names[evaluation['labels'][i]]}\n"
+                                 f"pred {class_names[evaluation['predicted'][i]]}", fontsize=8)
+            axes[1, i].imshow(img.astype("uint8"))
+            axes[1, i].imshow(cams[i], cmap="jet", alpha=0.45, extent=(0, img.shape[1], img.shape[0], 0))
+            for ax in axes[:, i]:
+                ax.axis("off")
+        save(fig, "grad_cam.png")
+    except NotImplementedError:
+        pass
+
+    for tag, stage in (("early", stages[min(1, len(stages) - 1)]), ("late", stages[-1])):
+        fmap = keras.ops.convert_to_numpy(surgery.cut(model, stage.layer)(images[:1], training=False))[0]
+        n = min(16, fmap.shape[-1])
+        fig, axes = plt.subplots(4, 4, figsize=(6, 6))
+        for k, ax in enumerate(axes.flat):
+            if k < n:
+                ax.imshow(fmap[..., k], cmap="viridis")
+            ax.axis("off")
+        fig.suptitle(f"{backbone}: first {n} channels of {stage.layer} (stride {stage.reduction})")
+        save(fig, f"feature_maps_{tag}.png")
+    return written
+
+
+def write_report(out_dir, *, args, classes, counts, result, evaluation, timings, plots):
+    lines = [
+        "# Transfer-learning run", "",
+        "## Data", "",
+        f"- classes ({len(classes)}): {', '.join(classes)}",
+        f"- images: {counts}",
+        f"- image size {args.image_size}x{args.image_size}, backbone `{args.backbone}`, "
+        f"weights `{args.weights}`", "",
+        "## Best trial", "",
+        f"- objective val_accuracy: {result.score:.4f}", "",
+        "| hyperparameter | value |", "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in result.hyperparameters.items()]
+    lines += ["", f"## Test set: accuracy {evaluation['accuracy']:.4f}", "",
+              "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    lines += [f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
+              f"{r['support']} |" for r in evaluation["per_class"]]
+    lines += ["", "## Timings", ""] + [f"- {k}: {v:.1f} s" for k, v in timings.items()]
+    lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}](plots/{os.path.basename(p)})"
+                                     for p in plots]
+    path = os.path.join(out_dir, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
