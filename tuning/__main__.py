@@ -102,8 +102,11 @@ def run(args):
     print(f"classes {classes}; images {counts}")
     keras.utils.set_random_seed(args.seed)
     pretrained = args.weights is not None
+    # From random weights there is nothing to protect: train every stage at
+    # the full rate from the first epoch (a frozen random backbone or a 100x
+    # smaller phase-2 rate only wastes the budget).
     unfreeze = None if pretrained else {"stages": [len(zoo.info(args.backbone).stages)],
-                                        "augment": [False, True]}
+                                        "augment": [False], "lr_factor": [1.0]}
     t_search = time.time()
     try:
         result = tuning.search(
@@ -111,7 +114,7 @@ def run(args):
             input_shape=(args.image_size, args.image_size, 3), weights=args.weights,
             tuner=args.tuner, max_trials=args.max_trials, epochs=args.epochs, directory=out,
             project_name="search", seed=args.seed, print_trials=True, verbose=2,
-            unfreeze_space=unfreeze, phase1_fraction=0.5 if pretrained else 0.2,
+            unfreeze_space=unfreeze, phase1_fraction=0.5 if pretrained else 0.0,
             head_space=None if pretrained else {"optimizer": ["adam", "radam"],
                                                 "learning_rate": (1e-3, 3e-3)},
         )

@@ -199,7 +199,7 @@ class TransferHyperModel(kt.HyperModel):
         s = self._space(hp)
         callbacks = list(callbacks or [])
         total = max(1, epochs - initial_epoch)
-        phase1 = total if s["stages"] == 0 else max(1, math.ceil(total * self.phase1_fraction))
+        phase1 = total if s["stages"] == 0 else min(total, max(1, math.ceil(total * self.phase1_fraction)))
         history = {}
 
         def record(h):

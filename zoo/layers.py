@@ -337,8 +337,8 @@ class LocalResponseNormalization(layers.Layer):
     >>> import keras, numpy as np, zoo
     >>> y = zoo.layers.LocalResponseNormalization(size=3, alpha=3.0, beta=1.0)(
     ...     np.ones((1, 1, 1, 3), "float32"))
-    >>> keras.ops.convert_to_numpy(y).round(3).tolist()
-    [[[[0.333, 0.25, 0.333]]]]
+    >>> [round(float(v), 3) for v in keras.ops.convert_to_numpy(y).ravel()]
+    [0.333, 0.25, 0.333]
     """
 
     def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
