@@ -15,6 +15,6 @@ from zoo.fcn import convolutionalize  # noqa: E402
 from zoo.googlenet import AuxiliaryClassifierModel, strip_auxiliary  # noqa: E402
 
 __all__ = [
-    "AuxiliaryClassifierModel", "Body", "ModelCard", "convolutionalize", "ModelSpec", "Stage", "build", "count_macs", "get_spec",
+    "AuxiliaryClassifierModel", "Body", "ModelCard", "convolutionalize", "datasets", "ModelSpec", "Stage", "build", "count_macs", "get_spec",
     "info", "layers", "list_models", "preprocess", "register", "stages_of", "strip_auxiliary", "weights",
 ]

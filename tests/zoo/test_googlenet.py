@@ -1,6 +1,5 @@
 """GoogLeNet: exact sizes, auxiliary losses from one label, torchvision interop."""
 
-import os
 
 import keras
 import numpy as np
