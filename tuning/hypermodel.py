@@ -209,8 +209,6 @@ class TransferHyperModel(kt.HyperModel):
         head = model.get_layer("head")
         _set_depth(model, 0, keep_bn_frozen=True)  # phase 1: the head alone
         self._compile(model, s, s["learning_rate"])
-        if self.cache_features and not s["augment"] and s["stages"] == 0 and y is None:
-            raise ValueError("Cached features need `x` and `y` arrays or a dataset of (x, y).")
         if self.cache_features and not s["augment"] and s["stages"] == 0:
             fx, fy = self.features(x, y)
             val = None

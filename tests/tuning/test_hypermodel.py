@@ -74,3 +74,19 @@ def test_cached_features_match_the_naive_path(data):
             full = model.evaluate(xv, yv, verbose=0, return_dict=True)["accuracy"]
             assert abs(full - scores[-1]) < 1e-6
     assert abs(scores[0] - scores[1]) <= 0.01
+
+
+@pytest.mark.tf_only  # tf.data, as keras.utils.image_dataset_from_directory yields
+def test_cached_features_from_a_dataset(data):
+    import tensorflow as tf
+
+    x, y, xv, yv = data
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    val = tf.data.Dataset.from_tensor_slices((xv, yv)).batch(16)
+    hm = tuning.TransferHyperModel("resnet18", num_classes=6, input_shape=(32, 32, 3))
+    hp = _hp(**{"finetune/stages": 0, "finetune/augment": False})
+    model = hm.build(hp)
+    h = hm.fit(hp, model, train, epochs=1, validation_data=val, verbose=0)
+    assert len(hm._feature_cache) == 2 and "val_accuracy" in h.history
+    fx, fy = hm._feature_cache[next(iter(hm._feature_cache))]
+    assert len(fx) == len(fy) == len(x)
