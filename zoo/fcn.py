@@ -189,14 +189,15 @@ def fcn(
             x = layers.Conv2D(4096, 1, activation="relu", name="fc7")(x)
             x = layers.Dropout(0.5, name="drop7")(x)
         score = layers.Conv2D(num_classes, 1, name="score_fr")(x)
-        for skip, pool in ((16, "pool4"), (8, "pool3")):
+        # Skips (Long et al. Figure 3): 2x upsample, crop, add the scored stage.
+        for skip, pool, up_name in ((16, "pool4", "upscore_2"), (8, "pool3", "upscore_pool4")):
             if stride > skip:
                 break
-            up = blocks.bilinear_upsample(score, 2, name=f"upscore_{'2' if skip == 16 else 'pool4'}")
+            up = blocks.bilinear_upsample(score, 2, name=up_name)
             skip_score = layers.Conv2D(
                 num_classes, 1, kernel_initializer="zeros", name=f"score_{pool}"
             )(stage_out[skip])
-            up = blocks.CropLike(1, name=f"{up.name.split('/')[0]}_crop")([up, skip_score])
+            up = blocks.CropLike(1, name=f"{up_name}_crop")([up, skip_score])
             score = layers.Add(name=f"fuse_{pool}")([up, skip_score])
         up = blocks.bilinear_upsample(score, stride, name=f"upscore{stride}")
         score = blocks.CropLike(stride // 2, name="score")([up, inputs])
@@ -265,8 +266,8 @@ def _load(model, weights, spec):
     for e in entries:
         e.name = {"fc1": "fc6", "fc2": "fc7"}.get(e.name, e.name)
     plan = zoo_weights.plan_assignment(model, entries, match="name")
-    head = {"score_fr", "score_pool4", "score_pool3", "upscore_2", "upscore_pool4",
-            "upscore32", "upscore16", "upscore8"}
+    # The FCN's own layers (scores, deconvolutions) have no counterpart in a backbone.
+    head = {l.name for l in model.layers if l.name.startswith(("score_", "upscore"))}
     problems = [n for n in plan.missing if n not in head] + [m[0] for m in plan.mismatched]
     if problems:
         raise zoo_weights.WeightFileError(
