@@ -49,7 +49,15 @@ class SearchResult:
 
 
 def format_leaderboard(rows, limit: int = 10) -> str:
-    """The leaderboard as an aligned text table (best first)."""
+    """The leaderboard as an aligned text table (best first).
+
+    Example:
+
+    >>> from tuning.search import format_leaderboard
+    >>> print(format_leaderboard([{"trial_id": "0", "score": 0.91234}]))
+    trial_id  score
+    0         0.9123
+    """
     if not rows:
         return "(no finished trials)"
     keys = [k for k in rows[0] if k not in ("status",)]
@@ -191,7 +199,19 @@ def make_tuner(hypermodel, *, tuner: str = "hyperband", objective="val_accuracy"
                epochs: int = 5, directory: str = "tuning_runs", project_name: str = "search",
                overwrite: bool = False, seed: int = 0, executions_per_trial: int = 1,
                distribution_strategy=None):
-    """A KerasTuner tuner (with this package's trial hooks) for `hypermodel`."""
+    """A KerasTuner tuner (with this package's trial hooks) for `hypermodel`.
+
+    `search` uses it; call it directly to drive KerasTuner yourself
+    (`tuner.search(...)`, `tuner.results_summary()`).
+
+    Example:
+
+    >>> import tempfile, tuning
+    >>> hm = tuning.TransferHyperModel("resnet18", num_classes=3, input_shape=(32, 32, 3))
+    >>> t = tuning.make_tuner(hm, tuner="random", max_trials=2, directory=tempfile.mkdtemp())
+    >>> type(t).__name__
+    'TransferRandomSearch'
+    """
     if tuner not in TUNERS:
         raise ValueError(f"`tuner` must be one of {tuple(TUNERS)}. Received: tuner={tuner!r}")
     base = TUNERS[tuner]
