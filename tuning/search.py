@@ -63,7 +63,7 @@ def format_leaderboard(rows, limit: int = 10) -> str:
     keys = [k for k in rows[0] if k not in ("status",)]
     cells = [[_cell(r.get(k)) for k in keys] for r in rows[:limit]]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
     return "\n".join([line(keys)] + [line(c) for c in cells])
 
 
