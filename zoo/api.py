@@ -268,7 +268,8 @@ def _body_options(spec, **given):
                 + {
                     "aux_logits": "Auxiliary classifiers exist for GoogLeNet (`zoo.list_models('googlenet*')`).",
                     "backbone": "Only task models such as FCN (`zoo.list_models('fcn*')`) take a backbone.",
-                    "activation": "",
+                    "activation": "VGG, ResNet and GoogLeNet bodies take `activation`; "
+                    "leave it out for this model.",
                 }[key]
             )
         options[key] = value
