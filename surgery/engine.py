@@ -200,8 +200,10 @@ def rewrite(
     for t in graph.inputs:
         layer = t._keras_history[0]
         new = keras.Input(batch_shape=t.shape, dtype=t.dtype, name=layer.name)
-        state.memo[id(t)] = new
         new_inputs.append(new)
+        if id(layer) in edit_ids:  # an input is never "called": its edit sees the identity
+            new = edit_ids[id(layer)](layer, (new,), {}, lambda x: x)
+        state.memo[id(t)] = new
     _alias_nested_inputs(graph, state)
 
     limit = sys.getrecursionlimit()

@@ -124,6 +124,17 @@ def test_insert_and_replace(resnet, x, tmp_path):
         surgery.insert(resnet, keras.layers.Identity(name="conv1_bn"), after="conv1_conv")
 
 
+def test_insert_after_the_input_layer(resnet, x):
+    # The input layer is never called in the graph; inserting after it must
+    # still put the layer first (augmentation goes there).
+    scale = keras.layers.Rescaling(0.5, name="half")
+    new = surgery.insert(resnet, scale, after=resnet.layers[0].name)
+    assert new.layers[1].name == "half"
+    np.testing.assert_allclose(np_(new(x)), np_(resnet(x * 0.5)), atol=1e-5)
+    by_index = surgery.insert(resnet, keras.layers.Rescaling(0.5, name="half"), after=0)
+    assert by_index.layers[1].name == "half"
+
+
 def test_sequential_and_index_specs(x):
     seq = keras.Sequential([
         keras.Input(SHAPE), keras.layers.Conv2D(4, 3, name="c1"), keras.layers.Flatten(name="f"),
