@@ -11,10 +11,12 @@ from zoo.registry import Body, ModelSpec, Stage, get_spec, list_models, register
 
 # Families register themselves on import.
 from zoo import fcn, googlenet, resnet, vgg  # noqa: E402,F401  isort: skip
+from zoo import averaging  # noqa: E402
+from zoo.averaging import ensemble  # noqa: E402
 from zoo.fcn import convolutionalize  # noqa: E402
 from zoo.googlenet import AuxiliaryClassifierModel, strip_auxiliary  # noqa: E402
 
 __all__ = [
-    "AuxiliaryClassifierModel", "Body", "ModelCard", "convolutionalize", "datasets", "ModelSpec", "Stage", "build", "count_macs", "get_spec",
+    "AuxiliaryClassifierModel", "Body", "ModelCard", "averaging", "convolutionalize", "datasets", "ensemble", "ModelSpec", "Stage", "build", "count_macs", "get_spec",
     "info", "layers", "list_models", "preprocess", "register", "stages_of", "strip_auxiliary", "weights",
 ]
