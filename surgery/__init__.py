@@ -24,10 +24,12 @@ from surgery.freezing import (
     unfreeze,
     unfreeze_stages,
 )
+from surgery.hub import HubLayer, export_feature_extractor, hub_layer
 from surgery.restore import RestoreReport, restore
 
 __all__ = [
-    "FreezeResult", "RestoreReport", "SurgeryError", "TrainableSummary", "copy", "cut",
-    "freeze", "freeze_stages", "freeze_until", "graft", "insert", "remove", "replace",
+    "FreezeResult", "HubLayer", "RestoreReport", "SurgeryError", "TrainableSummary", "copy", "cut",
+    "export_feature_extractor", "freeze", "freeze_stages", "freeze_until", "graft",
+    "hub_layer", "insert", "remove", "replace",
     "resolve", "restore", "rewrite", "trainable_summary", "unfreeze", "unfreeze_stages",
 ]
