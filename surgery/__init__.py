@@ -20,6 +20,7 @@ from surgery.freezing import (
     freeze,
     freeze_stages,
     freeze_until,
+    stage_groups,
     trainable_summary,
     unfreeze,
     unfreeze_stages,
@@ -31,5 +32,5 @@ __all__ = [
     "FreezeResult", "HubLayer", "RestoreReport", "SurgeryError", "TrainableSummary", "copy", "cut",
     "export_feature_extractor", "freeze", "freeze_stages", "freeze_until", "graft",
     "hub_layer", "insert", "remove", "replace",
-    "resolve", "restore", "rewrite", "trainable_summary", "unfreeze", "unfreeze_stages",
+    "resolve", "restore", "rewrite", "stage_groups", "trainable_summary", "unfreeze", "unfreeze_stages",
 ]

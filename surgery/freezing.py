@@ -150,6 +150,32 @@ def _stage_boundaries(model):
     return stages, [order[s.layer] for s in stages]
 
 
+def stage_groups(model) -> dict:
+    """Leaf layers grouped by stage, in graph order: `{stage name: [layers]}`.
+
+    Everything after the last stage (pooling, the head) is grouped under
+    `"head"`. `trainable_summary(by="stage")` and per-stage learning rates
+    (`tuning`) both read this one grouping.
+
+    Example:
+
+    >>> import zoo, surgery
+    >>> m = zoo.build("resnet18", input_shape=(32, 32, 3), num_classes=3)
+    >>> groups = surgery.stage_groups(m)
+    >>> list(groups)
+    ['stem', 'conv2', 'conv3', 'conv4', 'conv5', 'head']
+    >>> groups["conv5"][-1].name, [l.name for l in groups["head"]]
+    ('conv5_block2_out', ['avg_pool', 'predictions'])
+    """
+    stages, ends = _stage_boundaries(model)
+    groups = {s.name: [] for s in stages}
+    groups["head"] = []
+    for idx, layer in enumerate(leaf_layers(model)):
+        key = next((s.name for s, e in zip(stages, ends) if idx <= e), "head")
+        groups[key].append(layer)
+    return groups
+
+
 def freeze_stages(model, n: int, *, keep_bn_frozen: bool = False) -> FreezeResult:
     """Freeze the first `n` stages (everything up to the end of stage `n`).
 
@@ -270,16 +296,10 @@ def trainable_summary(model, *, by: str = "layer") -> TrainableSummary:
     layers = [l for l in leaf_layers(model) if l.weights]
     rows = [(l.name, type(l).__name__, _count(l.trainable_weights), _count(l.non_trainable_weights)) for l in layers]
     if by == "stage":
-        stages, ends = _stage_boundaries(model)
-        order = {l.name: i for i, l in enumerate(leaf_layers(model))}
-        grouped = {s.name: [0, 0] for s in stages}
-        grouped["head"] = [0, 0]
-        for name, _, t, n in rows:
-            idx = order[name]
-            key = next((s.name for s, e in zip(stages, ends) if idx <= e), "head")
-            grouped[key][0] += t
-            grouped[key][1] += n
-        rows = [(k, "stage" if k != "head" else "after last stage", t, n) for k, (t, n) in grouped.items()]
+        rows = [(key, "stage" if key != "head" else "after last stage",
+                 sum(_count(l.trainable_weights) for l in group),
+                 sum(_count(l.non_trainable_weights) for l in group))
+                for key, group in stage_groups(model).items()]
     elif by != "layer":
         raise ValueError(f"`by` must be 'layer' or 'stage'. Received: by={by!r}")
     return TrainableSummary(rows, _count(model.trainable_weights), _count(model.non_trainable_weights))
