@@ -13,9 +13,9 @@ leaderboard.
 from tuning import losses
 from tuning.hypermodel import TransferHyperModel, augmentation_layers
 from tuning.optimizers import LearningRateLogger, RAdam, warmup_cosine
-from tuning.search import TUNERS, SearchResult, load_best, make_tuner, search
+from tuning.search import TUNERS, SearchResult, format_leaderboard, load_best, make_tuner, search
 
 __all__ = [
     "LearningRateLogger", "RAdam", "SearchResult", "TUNERS", "TransferHyperModel",
-    "augmentation_layers", "load_best", "losses", "make_tuner", "search", "warmup_cosine",
+    "augmentation_layers", "format_leaderboard", "load_best", "losses", "make_tuner", "search", "warmup_cosine",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import warnings
 
 import keras
@@ -20,7 +21,7 @@ import numpy as np
 import surgery
 import zoo
 from tuning.losses import SparseCategoricalCrossentropyWithSmoothing
-from tuning.optimizers import RAdam
+from tuning.optimizers import RAdam, warmup_cosine
 
 DEFAULT_HEAD_SPACE = {
     "pooling": ["avg", "max", "flatten"],
@@ -32,9 +33,11 @@ DEFAULT_HEAD_SPACE = {
     "learning_rate": (1e-4, 1e-2),
     "optimizer": ["adam", "radam"],
 }
+AUGMENTATIONS = ("flip", "rotation", "zoom", "translation")
 DEFAULT_UNFREEZE_SPACE = {
     "stages": None,  # 0..number of stages
     "lr_factor": [0.1, 0.01],
+    "stage_lr_decay": [1.0],  # e.g. [1.0, 0.5]: discriminative fine-tuning
     "train_bn": [False],
     "augment": [False, True],
 }
@@ -55,6 +58,9 @@ class TransferHyperModel(kt.HyperModel):
     `head/learning_rate`, `head/optimizer` (`adam`, `radam`, `sgd`, ...);
     `finetune/stages` (0 = frozen backbone, k = the last k stages, all),
     `finetune/lr_factor` (phase-2 learning rate = head rate x factor),
+    `finetune/stage_lr_decay` (discriminative fine-tuning: in phase 2 the
+    last stage trains at the phase-2 rate x decay, the one before at x
+    decay**2, ...; the head at the phase-2 rate; 1.0 = one rate for all),
     `finetune/train_bn` (BatchNorm in inference mode unless True),
     `finetune/augment` (random flips/rotations/zooms before the backbone).
 
@@ -78,7 +84,14 @@ class TransferHyperModel(kt.HyperModel):
         cache_features: bool. Use cached features for frozen trials.
             Defaults to True.
         phase1_fraction: float. Share of a trial's epochs spent on the head
-            alone when the trial unfreezes stages. Defaults to 0.5.
+            alone when the trial unfreezes stages; 0 trains the sampled depth
+            from the first epoch (random-init backbones). Defaults to 0.5.
+        augmentation: tuple of str. Which of `augmentation_layers`' kinds a
+            trial with `finetune/augment` uses. Defaults to all four.
+        schedule: str. `"constant"` learning rates, or `"cosine"`: each
+            phase warms up linearly for one epoch then decays to 0 by its
+            last epoch (`tuning.warmup_cosine`); needs the steps per epoch
+            (arrays, or a dataset of known length). Defaults to "constant".
         seed: int. Seeds the backbone's random initialisation. Defaults to 0.
 
     Example:
@@ -93,7 +106,7 @@ class TransferHyperModel(kt.HyperModel):
     def __init__(self, backbone, *, num_classes: int, input_shape, weights=None,
                  head_space: dict | None = None, unfreeze_space: dict | None = None,
                  cache_features: bool = True, phase1_fraction: float = 0.5, seed: int = 0,
-                 name: str | None = None):
+                 schedule: str = "constant", augmentation=AUGMENTATIONS, name: str | None = None):
         super().__init__(name=name, tunable=True)
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes!r}")
@@ -108,8 +121,13 @@ class TransferHyperModel(kt.HyperModel):
                 f"Unknown search-space keys {sorted(unknown)}. Head keys: "
                 f"{sorted(DEFAULT_HEAD_SPACE)}; unfreeze keys: {sorted(DEFAULT_UNFREEZE_SPACE)}."
             )
+        if schedule not in ("constant", "cosine"):
+            raise ValueError(f"`schedule` must be 'constant' or 'cosine'. Received: {schedule!r}")
         self.cache_features = cache_features
         self.phase1_fraction = phase1_fraction
+        self.schedule = schedule
+        augmentation_layers(augmentation)  # validates the names now, not in a trial
+        self.augmentation = tuple(augmentation)
         keras.utils.set_random_seed(seed)
         if isinstance(backbone, str):
             self.backbone_name = zoo.get_spec(backbone).name
@@ -117,6 +135,14 @@ class TransferHyperModel(kt.HyperModel):
             # is also what makes cached features valid across trials.
             self._template = zoo.build(backbone, include_top=False, weights=weights,
                                        input_shape=self.input_shape, include_preprocessing=True)
+            if weights is None:
+                # From scratch the weights move fast and a trial is a few
+                # hundred steps: Keras' default BN momentum (0.99) leaves the
+                # inference statistics far behind the training ones. Use
+                # torchvision's 0.9 (its `momentum=0.1`).
+                for layer in self._template.layers:
+                    if isinstance(layer, keras.layers.BatchNormalization):
+                        layer.momentum = 0.9
         elif isinstance(backbone, keras.Model):
             self.backbone_name = backbone.name
             self._template = backbone
@@ -128,6 +154,9 @@ class TransferHyperModel(kt.HyperModel):
         # after each trial, to keep the best model on disk.
         self.on_trial_trained = None
         self.objective_name, self.objective_direction = "val_accuracy", "max"
+        # A `keras.distribution` (e.g. DataParallel) for every trial's model;
+        # set per build because KerasTuner clears the session before each.
+        self.distribution = None
 
     # ----------------------------------------------------------------- build
     def _space(self, hp):
@@ -148,6 +177,7 @@ class TransferHyperModel(kt.HyperModel):
         stages = u["stages"] if u["stages"] is not None else list(range(len(self.stages) + 1))
         s["stages"] = _choice(hp, "finetune/stages", stages, 0)
         s["lr_factor"] = _choice(hp, "finetune/lr_factor", u["lr_factor"])
+        s["stage_lr_decay"] = _choice(hp, "finetune/stage_lr_decay", u["stage_lr_decay"])
         s["train_bn"] = _choice(hp, "finetune/train_bn", u["train_bn"])
         s["augment"] = _choice(hp, "finetune/augment", u["augment"], False)
         return s
@@ -175,23 +205,44 @@ class TransferHyperModel(kt.HyperModel):
         return head
 
     def build(self, hp):
+        if self.distribution is not None:
+            keras.distribution.set_distribution(self.distribution)
         s = self._space(hp)
         model = surgery.graft(self._template, self._head(s), name=f"{self.backbone_name}_transfer")
         if s["augment"]:
-            model = surgery.insert(model, keras.Sequential(augmentation_layers(), name="augment"),
+            model = surgery.insert(model, keras.Sequential(augmentation_layers(self.augmentation),
+                                                           name="augment"),
                                    after=model.layers[0].name)
         self._compile(model, s, s["learning_rate"])
         return model
 
-    def _compile(self, model, s, learning_rate):
-        name = s["optimizer"]
-        optimizer = RAdam(learning_rate) if name == "radam" else keras.optimizers.get(
-            {"class_name": name, "config": {"learning_rate": learning_rate}})
+    def _compile(self, model, s, learning_rate, *, epochs=None, steps_per_epoch=None,
+                 stage_decay=1.0, stages=0):
+        def make(rate):
+            if self.schedule == "cosine" and epochs and steps_per_epoch:
+                rate = warmup_cosine(rate, total_steps=epochs * steps_per_epoch,
+                                     warmup_steps=min(steps_per_epoch, epochs * steps_per_epoch // 2))
+            if s["optimizer"] == "radam":
+                return RAdam(rate)
+            return keras.optimizers.get({"class_name": s["optimizer"], "config": {"learning_rate": rate}})
+
+        optimizer = make(learning_rate)
+        if stage_decay != 1.0 and stages > 0:
+            # Discriminative fine-tuning with Keras' own machinery: one
+            # optimizer per unfrozen stage, selected by variable path.
+            by_path = keras.optimizers.OptimizerMap(optimizer)
+            groups = [g for name, g in surgery.stage_groups(model).items() if name != "head"]
+            for depth, layers in enumerate(reversed(groups[-stages:]), start=1):
+                names = "|".join(re.escape(l.name) for l in layers if l.weights)
+                if names:
+                    by_path[f"(?:.*/)?(?:{names})/[^/]+"] = make(learning_rate * stage_decay ** depth)
+            optimizer = keras.optimizers.MultiOptimizer(by_path)
         model.compile(
             optimizer=optimizer,
             loss=SparseCategoricalCrossentropyWithSmoothing(s["label_smoothing"]),
             metrics=["accuracy"],
         )
+        _build_training_state(model)
 
     # ------------------------------------------------------------------- fit
     def fit(self, hp, model, x=None, y=None, *, epochs=1, validation_data=None,
@@ -199,40 +250,54 @@ class TransferHyperModel(kt.HyperModel):
         s = self._space(hp)
         callbacks = list(callbacks or [])
         total = max(1, epochs - initial_epoch)
-        phase1 = total if s["stages"] == 0 else min(total, max(1, math.ceil(total * self.phase1_fraction)))
+        # phase1_fraction=0 with stages > 0 trains everything from the first
+        # epoch (a random-init backbone has nothing to protect).
+        phase1 = total if s["stages"] == 0 else min(total, math.ceil(total * self.phase1_fraction))
         history = {}
 
-        def record(h):
+        def record(h, phase):
             for k, v in h.history.items():
                 history.setdefault(k, []).extend(v)
+            # Which phase each epoch belonged to (the report marks the switch).
+            phases.extend([phase] * len(next(iter(h.history.values()), [])))
+
+        phases = []
 
         head = model.get_layer("head")
+        steps = _steps_per_epoch(x, kwargs.get("batch_size"))
+        full_kwargs = dict(kwargs)
+        if y is None:  # a dataset shuffles itself; Keras warns about `shuffle=True` every fit
+            full_kwargs.setdefault("shuffle", False)
         _set_depth(model, 0, keep_bn_frozen=True)  # phase 1: the head alone
-        self._compile(model, s, s["learning_rate"])
+        self._compile(model, s, s["learning_rate"], epochs=phase1, steps_per_epoch=steps)
         if self.cache_features and not s["augment"] and s["stages"] == 0:
             fx, fy = self.features(x, y)
             val = None
             if validation_data is not None:
                 val = self.features(*_split_xy(validation_data))
-            self._compile(head, s, s["learning_rate"])
+            self._compile(head, s, s["learning_rate"], epochs=phase1,
+                          steps_per_epoch=_steps_per_epoch(fx, kwargs.get("batch_size")))
             redirected = [_Redirect(cb, model) for cb in callbacks]
             record(head.fit(fx, fy, epochs=initial_epoch + phase1, initial_epoch=initial_epoch,
-                            validation_data=val, callbacks=redirected, **kwargs))
-            return self._finish(hp, model, history)
-        record(model.fit(x, y, epochs=initial_epoch + phase1, initial_epoch=initial_epoch,
-                         validation_data=validation_data, callbacks=callbacks, **kwargs))
+                            validation_data=val, callbacks=redirected, **kwargs), 1)
+            return self._finish(hp, model, history, phases)
+        if phase1 > 0:
+            record(model.fit(x, y, epochs=initial_epoch + phase1, initial_epoch=initial_epoch,
+                             validation_data=validation_data, callbacks=callbacks, **full_kwargs), 1)
         if s["stages"] > 0 and phase1 < total and not model.stop_training:
             _set_depth(model, s["stages"], keep_bn_frozen=not s["train_bn"])
-            self._compile(model, s, s["learning_rate"] * s["lr_factor"])
+            self._compile(model, s, s["learning_rate"] * s["lr_factor"], epochs=total - phase1,
+                          steps_per_epoch=steps, stage_decay=s["stage_lr_decay"], stages=s["stages"])
             # KerasTuner's TensorBoard hparams callback records one session
             # per trial and refuses a second `fit`; phase 1 already logged it.
             phase2_callbacks = [cb for cb in callbacks
-                                if not type(cb).__module__.startswith("tensorboard.plugins.hparams")]
+                                if phase1 == 0 or not type(cb).__module__.startswith("tensorboard.plugins.hparams")]
             record(model.fit(x, y, epochs=initial_epoch + total, initial_epoch=initial_epoch + phase1,
-                             validation_data=validation_data, callbacks=phase2_callbacks, **kwargs))
-        return self._finish(hp, model, history)
+                             validation_data=validation_data, callbacks=phase2_callbacks,
+                             **full_kwargs), 2)
+        return self._finish(hp, model, history, phases)
 
-    def _finish(self, hp, model, history):
+    def _finish(self, hp, model, history, phases=()):
         """Offer the trained model to `on_trial_trained` (search keeps the best)."""
         if self.on_trial_trained is not None and history:
             key = self.objective_name if self.objective_name in history else next(iter(history))
@@ -240,7 +305,7 @@ class TransferHyperModel(kt.HyperModel):
             if values:
                 score = max(values) if self.objective_direction == "max" else min(values)
                 values_hp = {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
-                self.on_trial_trained(model, float(score), values_hp, history)
+                self.on_trial_trained(model, float(score), values_hp, {**history, "phase": list(phases)})
         return _history(history)
 
     # -------------------------------------------------------------- features
@@ -269,6 +334,23 @@ class TransferHyperModel(kt.HyperModel):
         return self._feature_cache[key]
 
 
+def _build_training_state(model):
+    """Create the optimizer's, metrics' and loss's variables now, eagerly.
+
+    Left to `fit`, TensorFlow creates them inside a traced graph, and their
+    initialisers become conditional graphs that it never frees: about 3 MB
+    per `fit` for a small model, and a search fits twice per trial. Built
+    here, 20 trials in one process stay within the memory budget
+    (`tests/tuning/test_search.py` measures it). Harmless on JAX and torch.
+    """
+    model.optimizer.build(model.trainable_variables)
+    n = model.output_shape[-1]
+    y_true, y_pred = keras.ops.zeros((1,), "int32"), keras.ops.ones((1, n)) / n
+    model.compute_loss(None, y_true, y_pred)
+    model.compute_metrics(None, y_true, y_pred, None)
+    model.reset_metrics()
+
+
 def _set_depth(model, stages, *, keep_bn_frozen):
     # Recompiled right after, so the "compiled before freezing" warning is moot.
     with warnings.catch_warnings():
@@ -279,24 +361,50 @@ def _set_depth(model, stages, *, keep_bn_frozen):
         layer.trainable = True
 
 
-def augmentation_layers():
+def augmentation_layers(kinds=AUGMENTATIONS):
     """The seeds' `ImageDataGenerator` settings as Keras preprocessing layers.
 
     Horizontal flips, rotations of up to 0.1 turn (36 degrees), 20% zoom and
     10% translations; active only in training, on the device.
+
+    Args:
+        kinds: tuple of str. A subset of `("flip", "rotation", "zoom",
+            "translation")`. Defaults to all four.
 
     Example:
 
     >>> import tuning
     >>> [l.name for l in tuning.hypermodel.augmentation_layers()]
     ['augment_flip', 'augment_rotation', 'augment_zoom', 'augment_translation']
+    >>> [l.name for l in tuning.hypermodel.augmentation_layers(("flip", "rotation"))]
+    ['augment_flip', 'augment_rotation']
     """
-    return [
-        keras.layers.RandomFlip("horizontal", name="augment_flip"),
-        keras.layers.RandomRotation(0.1, fill_mode="reflect", name="augment_rotation"),
-        keras.layers.RandomZoom(0.2, fill_mode="reflect", name="augment_zoom"),
-        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", name="augment_translation"),
-    ]
+    if isinstance(kinds, str):
+        kinds = (kinds,)
+    unknown = [k for k in kinds if k not in AUGMENTATIONS]
+    if unknown or not kinds:
+        raise ValueError(f"Augmentation kinds are a non-empty subset of {AUGMENTATIONS}. "
+                         f"Received: {tuple(kinds)!r}")
+    make = {
+        "flip": lambda: keras.layers.RandomFlip("horizontal", name="augment_flip"),
+        "rotation": lambda: keras.layers.RandomRotation(0.1, fill_mode="reflect",
+                                                        name="augment_rotation"),
+        "zoom": lambda: keras.layers.RandomZoom(0.2, fill_mode="reflect", name="augment_zoom"),
+        "translation": lambda: keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect",
+                                                              name="augment_translation"),
+    }
+    return [make[k]() for k in AUGMENTATIONS if k in kinds]
+
+
+def _steps_per_epoch(x, batch_size):
+    """Batches per epoch of `x` (arrays or a sized dataset), or None if unknown."""
+    if hasattr(x, "shape"):
+        return max(1, math.ceil(x.shape[0] / (batch_size or 32)))
+    try:
+        n = len(x)
+    except (TypeError, ValueError):  # unsized iterables; tf.data of unknown cardinality
+        return None
+    return n if n > 0 else None
 
 
 def _split_xy(data):

@@ -113,6 +113,8 @@ def warmup_cosine(learning_rate: float, *, total_steps: int, warmup_steps: int =
 class LearningRateLogger(keras.callbacks.Callback):
     """Adds the optimizer's current learning rate to the epoch logs as `lr`.
 
+    With a `MultiOptimizer` (per-stage rates) it logs the largest rate.
+
     So it shows in the progress bar, the History, CSV and TensorBoard logs
     (put it before those callbacks).
 
@@ -128,8 +130,12 @@ class LearningRateLogger(keras.callbacks.Callback):
     """
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self.model is not None:
-            logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        if logs is None or self.model is None:
+            return
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        # A MultiOptimizer (per-stage rates) logs its largest rate: the head's.
+        parts = getattr(optimizer, "optimizers", None) or [optimizer]
+        logs["lr"] = max(float(keras.ops.convert_to_numpy(o.learning_rate)) for o in parts)
 
     def get_config(self):
         return {}

@@ -3,6 +3,7 @@ a leaderboard and resume, on KerasTuner's own engine."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -15,7 +16,7 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
-from tuning.hypermodel import TransferHyperModel
+from tuning.hypermodel import AUGMENTATIONS, TransferHyperModel
 
 logger = logging.getLogger(__name__)
 TUNERS = {"hyperband": kt.Hyperband, "random": kt.RandomSearch, "bayesian": kt.BayesianOptimization}
@@ -88,6 +89,17 @@ def _atomic_write(path, write):
             os.remove(tmp)
 
 
+@contextlib.contextmanager
+def _file_lock(directory, name):
+    """An exclusive lock shared by every process (chief, workers) writing `directory`."""
+    import fcntl
+
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, name), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 class BestModelKeeper:
     """Saves a trial's model as `best.keras` when it beats every earlier trial.
 
@@ -109,11 +121,7 @@ class BestModelKeeper:
     def offer(self, model, score: float, hyperparameters: dict, history: dict | None = None):
         if score is None or not np.isfinite(score):
             return False
-        import fcntl
-
-        os.makedirs(self.directory, exist_ok=True)
-        with open(os.path.join(self.directory, ".best.lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with _file_lock(self.directory, ".best.lock"):
             current = self.best()
             better = current is None or (
                 score > current["score"] if self.objective.direction == "max" else score < current["score"])
@@ -140,11 +148,12 @@ class _TrialHooks:
         super().on_trial_end(trial)
         started = getattr(self, "_trial_started", {}).get(trial.trial_id)
         seconds = time.time() - started if started else None
-        times = _load_times(self.project_dir)
         if seconds is not None:
-            times[trial.trial_id] = seconds
-            _atomic_write(os.path.join(self.project_dir, "trial_times.json"),
-                          lambda p: open(p, "w").write(json.dumps(times)))
+            with _file_lock(self.project_dir, ".times.lock"):  # workers finish concurrently
+                times = _load_times(self.project_dir)
+                times[trial.trial_id] = seconds
+                _atomic_write(os.path.join(self.project_dir, "trial_times.json"),
+                              lambda p: open(p, "w").write(json.dumps(times)))
         values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
         score = trial.score
         logger.info("trial %s  score %s  %.1fs  %s", trial.trial_id,
@@ -153,7 +162,8 @@ class _TrialHooks:
             print(f"[trial {trial.trial_id}] {self.oracle.objective.name}="
                   f"{'n/a' if score is None else f'{score:.4f}'} ({seconds or 0:.1f}s) {values}",
                   flush=True)
-        write_leaderboard(self)
+        if not _is_worker():  # a worker's oracle is a client; the chief writes it at the end
+            write_leaderboard(self)
 
 
 def _load_times(project_dir):
@@ -230,7 +240,9 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
            objective: str = "val_accuracy", overwrite: bool = False, head_space=None,
            unfreeze_space=None, batch_size: int = 32, patience: int = 3, seed: int = 0,
            cache_features: bool = True, tensorboard: bool = True, print_trials: bool = False,
-           verbose: int = 0, distribution=None, phase1_fraction: float = 0.5) -> SearchResult:
+           verbose: int = 0, distribution=None, phase1_fraction: float = 0.5,
+           schedule: str = "constant", augmentation=AUGMENTATIONS,
+           callbacks=None) -> SearchResult:
     """Search heads and unfreeze depth on a backbone; return the trained best model.
 
     Built on KerasTuner: `tuner` picks Hyperband, random search or Bayesian
@@ -273,6 +285,12 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
             each trial across devices (JAX). Defaults to None.
         phase1_fraction: float. Share of epochs for the head alone in
             trials that unfreeze stages. Defaults to 0.5.
+        schedule: str. "constant" or "cosine" (warm-up then cosine decay in
+            each phase). Defaults to "constant".
+        augmentation: tuple of str. Augmentation kinds of trials with
+            `finetune/augment` (see `TransferHyperModel`). Defaults to all.
+        callbacks: list of `keras.callbacks.Callback`, added to every
+            trial's `fit` after early stopping and TensorBoard.
 
     Returns:
         A `SearchResult`.
@@ -305,7 +323,8 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
     hypermodel = TransferHyperModel(
         backbone, num_classes=num_classes, input_shape=input_shape, weights=weights,
         head_space=head_space, unfreeze_space=unfreeze_space, cache_features=cache_features,
-        seed=seed, phase1_fraction=phase1_fraction)
+        seed=seed, phase1_fraction=phase1_fraction, schedule=schedule,
+        augmentation=augmentation)
     t = make_tuner(hypermodel, tuner=tuner, objective=objective, max_trials=max_trials,
                    epochs=epochs, directory=directory, project_name=project_name,
                    overwrite=overwrite, seed=seed)
@@ -314,12 +333,15 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
     hypermodel.on_trial_trained = keeper.offer
     hypermodel.objective_name = t.oracle.objective.name
     hypermodel.objective_direction = t.oracle.objective.direction
+    user_callbacks = list(callbacks or [])
     callbacks = [keras.callbacks.EarlyStopping(monitor=objective, mode=t.oracle.objective.direction,
                                                patience=patience, restore_best_weights=True)]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(t.project_dir, "logs")))
-    if distribution is not None:
-        keras.distribution.set_distribution(distribution)
+    callbacks += user_callbacks
+    # KerasTuner clears the Keras session (and with it the distribution)
+    # before building each trial's model: the hypermodel sets it again there.
+    hypermodel.distribution = distribution
     try:
         t.search(**fit_args, validation_data=validation, epochs=epochs, callbacks=callbacks,
                  verbose=verbose)

@@ -52,6 +52,30 @@ def test_two_phases_train_only_the_sampled_depth(data):
         keras.ops.convert_to_numpy(model.get_layer("conv5_block2_2_bn").moving_mean), bn_mean)
 
 
+def test_per_stage_learning_rates_decay_towards_the_input(data, tmp_path):
+    x, y, xv, yv = data
+    hm = tuning.TransferHyperModel("resnet18", num_classes=6, input_shape=(32, 32, 3),
+                                   unfreeze_space={"augment": [False], "stage_lr_decay": [1.0, 0.5]})
+    hp = _hp(**{"finetune/stages": 2, "finetune/stage_lr_decay": 0.5, "finetune/lr_factor": 0.1,
+                "head/learning_rate": 1e-2, "head/dense_layers": 0, "head/optimizer": "adam"})
+    model = hm.build(hp)
+    history = hm.fit(hp, model, x, y, epochs=2, validation_data=(xv, yv), verbose=0,
+                     callbacks=[tuning.LearningRateLogger()])
+    opt = model.optimizer
+    assert isinstance(opt, keras.optimizers.MultiOptimizer)
+    # The optimizer that updates each variable, and its learning rate.
+    rate = {v.path: float(keras.ops.convert_to_numpy(o.learning_rate))
+            for o in opt.optimizers for v in o._trainable_variables}
+    np.testing.assert_allclose(rate["head/predictions/kernel"], 1e-3, rtol=1e-6)
+    np.testing.assert_allclose(rate["conv5_block2_2_conv/kernel"], 5e-4, rtol=1e-6)
+    np.testing.assert_allclose(rate["conv4_block1_1_conv/kernel"], 2.5e-4, rtol=1e-6)
+    assert not any(p.startswith(("conv3", "conv2", "conv1")) for p in rate)  # frozen: no optimizer
+    assert history.history["lr"][-1] == pytest.approx(1e-3)
+    model.save(tmp_path / "m.keras")  # the MultiOptimizer serializes with the model
+    back = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(back.predict(xv, verbose=0), model.predict(xv, verbose=0), atol=1e-5)
+
+
 def test_cached_features_match_the_naive_path(data):
     x, y, xv, yv = data
     hp_values = {"finetune/stages": 0, "finetune/augment": False, "head/pooling": "avg",
@@ -90,3 +114,22 @@ def test_cached_features_from_a_dataset(data):
     assert len(hm._feature_cache) == 2 and "val_accuracy" in h.history
     fx, fy = hm._feature_cache[next(iter(hm._feature_cache))]
     assert len(fx) == len(fy) == len(x)
+
+
+def test_augmentation_sits_first_and_from_scratch_trains_everything(data):
+    x, y, xv, yv = data
+    hm = tuning.TransferHyperModel("resnet18", num_classes=6, input_shape=(32, 32, 3),
+                                   phase1_fraction=0.0)
+    hp = _hp(**{"finetune/stages": len(hm.stages), "finetune/train_bn": True,
+                "finetune/augment": True, "head/dense_layers": 0, "head/optimizer": "adam"})
+    model = hm.build(hp)
+    assert model.layers[1].name == "augment"
+    a, b = (keras.ops.convert_to_numpy(model.get_layer("augment")(x[:4], training=True))
+            for _ in range(2))
+    assert not np.array_equal(a, b)  # random in training
+    first = keras.ops.convert_to_numpy(model.get_layer("conv1_conv").kernel).copy()
+    mean = keras.ops.convert_to_numpy(model.get_layer("conv1_bn").moving_mean).copy()
+    history = hm.fit(hp, model, x, y, epochs=1, validation_data=(xv, yv), verbose=0)
+    assert len(history.history["loss"]) == 1  # no head-only phase with phase1_fraction=0
+    assert not np.array_equal(keras.ops.convert_to_numpy(model.get_layer("conv1_conv").kernel), first)
+    assert not np.array_equal(keras.ops.convert_to_numpy(model.get_layer("conv1_bn").moving_mean), mean)

@@ -92,3 +92,77 @@ def test_search_resumes_after_sigkill(tmp_path):
     result = tuning.load_best(str(tmp_path), "resume")
     assert result.score >= best_before
     assert len(result.leaderboard) == 4
+
+
+_RSS_MB = []  # module-level: KerasTuner deep-copies callbacks for every trial
+
+
+def _rss_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+
+class _RecordRSS(keras.callbacks.Callback):
+    def on_train_end(self, logs=None):
+        _RSS_MB.append(_rss_mb())
+
+
+@pytest.mark.tf_only  # where the leaks were (JAX grew 12 MB over the same search)
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RSS from /proc (Linux)")
+def test_twenty_trials_do_not_grow_memory(tmp_path):
+    # Small trials, frozen (cached features) and unfrozen (full model) mixed:
+    # each builds, compiles and trains a fresh model in this one process.
+    inputs = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="s1")(inputs)
+    h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="s2")(h)
+    backbone = keras.Model(inputs, h, name="tiny")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (32, 16, 16, 3)).astype("uint8")
+    y = np.arange(32) % 2
+    _RSS_MB.clear()
+    tuning.search((x, y), (x, y), backbone=backbone, tuner="random", max_trials=20, epochs=2,
+                  directory=str(tmp_path), project_name="mem", tensorboard=False,
+                  unfreeze_space={"stages": [0, 1, 2], "augment": [False]},
+                  callbacks=[_RecordRSS()])
+    assert len(_RSS_MB) >= 20  # phase 1 and phase 2 each end a fit
+    growth = _RSS_MB[-1] - _RSS_MB[2]
+    print(f"RSS after the 3rd fit {_RSS_MB[2]:.0f} MB, after the last {_RSS_MB[-1]:.0f} MB")
+    assert growth < 200, f"RSS grew {growth:.0f} MB over {len(_RSS_MB)} fits: {_RSS_MB}"
+
+
+DATA_PARALLEL = """
+import json, sys
+import jax, keras, numpy as np, tuning
+seen = []
+class Where(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        v = self.model.trainable_variables[-1].value
+        seen.append(len(v.sharding.device_set))
+devices = jax.devices()
+dist = keras.distribution.DataParallel(devices=devices)
+rng = np.random.default_rng(0)
+x = rng.integers(0, 255, (16, 16, 16, 3)).astype("uint8")
+y = np.arange(16) % 2
+inputs = keras.Input((16, 16, 3))
+h = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="s1")(inputs)
+h = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="s2")(h)
+result = tuning.search((x, y), (x, y), backbone=keras.Model(inputs, h), tuner="random",
+                       max_trials=1, epochs=2, batch_size=8, directory=sys.argv[1],
+                       project_name="dp", tensorboard=False, distribution=dist,
+                       unfreeze_space={"stages": [2], "augment": [False]}, callbacks=[Where()])
+print(json.dumps({"devices": len(devices), "replicas": seen, "batches": len(seen),
+                  "score": result.score}))
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="runs in the JAX pass of the suite")
+def test_a_trial_trains_data_parallel_on_two_jax_devices(tmp_path):
+    env = {**os.environ, "KERAS_BACKEND": "jax",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", DATA_PARALLEL, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["devices"] == 2
+    assert report["batches"] >= 4 and set(report["replicas"]) == {2}  # weights on both devices
