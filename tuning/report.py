@@ -14,12 +14,14 @@ import zoo
 def evaluate(model, dataset, class_names):
     """Accuracy, per-class precision/recall/F1 (Keras metrics) and the confusion matrix."""
     n = len(class_names)
-    ys, ps, images = [], [], []
+    ys, ps = [], []
+    examples = {}  # class -> its first test image, for the plots
     for x, y in dataset:
         ps.append(keras.ops.convert_to_numpy(model(x, training=False)))
         ys.append(np.asarray(y))
-        if sum(len(i) for i in images) < 16:
-            images.append(np.asarray(x))
+        for i, label in enumerate(ys[-1]):
+            if int(label) not in examples:
+                examples[int(label)] = (np.asarray(x[i]), int(ps[-1][i].argmax()))
     y_true, probs = np.concatenate(ys), np.concatenate(ps)
     y_pred = probs.argmax(-1)
     one_hot = np.eye(n, dtype="float32")[y_true]
@@ -39,8 +41,11 @@ def evaluate(model, dataset, class_names):
     confusion = np.zeros((n, n), "int64")
     np.add.at(confusion, (y_true, y_pred), 1)
     return {"accuracy": float((y_pred == y_true).mean()), "per_class": rows,
-            "confusion": confusion, "images": np.concatenate(images)[:16],
-            "labels": y_true[:16], "predicted": y_pred[:16]}
+            "confusion": confusion,
+            # One image per class (class order), with its true and predicted labels.
+            "images": np.stack([examples[c][0] for c in sorted(examples)]),
+            "labels": np.asarray(sorted(examples)),
+            "predicted": np.asarray([examples[c][1] for c in sorted(examples)])}
 
 
 def _grad_of(fn, x):
@@ -123,6 +128,7 @@ def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     plots = os.path.join(out_dir, "plots")
     os.makedirs(plots, exist_ok=True)
@@ -136,12 +142,23 @@ def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names
         written.append(path)
 
     if history:
+        phases = list(history.get("phase") or [])
+        switch = phases.index(2) if 1 in phases and 2 in phases else None
+        if switch is not None:
+            xlabel = "epoch (phase 1: head only | phase 2: fine-tuning)"
+        elif phases and phases[0] == 2:
+            xlabel = "epoch (every stage trained from the first epoch)"
+        else:
+            xlabel = "epoch (head only, backbone frozen)"
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, key in zip(axes, ("loss", "accuracy")):
             for k in (key, f"val_{key}"):
                 if k in history:
                     ax.plot(range(1, len(history[k]) + 1), history[k], marker="o", label=k)
-            ax.set_xlabel("epoch (phase 1: head, then phase 2: fine-tuning)")
+            if switch is not None:
+                ax.axvline(switch + 0.5, color="grey", linestyle="--", linewidth=1)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel(xlabel)
             ax.set_title(key)
             ax.legend()
         save(fig, "learning_curves.png")
@@ -177,24 +194,33 @@ def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names
         save(fig, "trials.png")
 
     stages = zoo.stages_of(model)
-    images = evaluation["images"][:6]
+    # One test image per class (at most 8 classes shown).
+    picks = list(range(min(8, len(evaluation["images"]))))
+    images = evaluation["images"][picks]
+    # The deepest stage that still has a map worth looking at (>= 6x6): at
+    # small image sizes the last stage is 2x2 and its heat map four blocks.
+    sizes = [min(surgery.cut(model, s.layer).output.shape[1:3]) for s in stages]
+    cam_stage = next((s for s, n in zip(reversed(stages), reversed(sizes)) if n and n >= 6), stages[-1])
     try:
-        cams = grad_cam(model, images, layer=stages[-1].layer)
-        fig, axes = plt.subplots(2, len(images), figsize=(2.2 * len(images), 4.6))
-        for i, img in enumerate(images):
+        cams = grad_cam(model, images, layer=cam_stage.layer)
+        fig, axes = plt.subplots(2, len(images), figsize=(max(4.5, 2.2 * len(images)), 4.8),
+                                 squeeze=False)
+        for i, (img, k) in enumerate(zip(images, picks)):
             axes[0, i].imshow(img.astype("uint8"))
-            axes[0, i].set_title(f"true {class_names[evaluation['labels'][i]]}\n"
-                                 f"pred {class_names[evaluation['predicted'][i]]}", fontsize=8)
+            axes[0, i].set_title(f"true {class_names[evaluation['labels'][k]]}\n"
+                                 f"pred {class_names[evaluation['predicted'][k]]}", fontsize=8)
             axes[1, i].imshow(img.astype("uint8"))
-            axes[1, i].imshow(cams[i], cmap="jet", alpha=0.45, extent=(0, img.shape[1], img.shape[0], 0))
+            axes[1, i].imshow(cams[i], cmap="jet", alpha=0.45, interpolation="bilinear",
+                              extent=(0, img.shape[1], img.shape[0], 0))
             for ax in axes[:, i]:
                 ax.axis("off")
+        fig.suptitle(f"Grad-CAM at {cam_stage.layer} (stride {cam_stage.reduction})", fontsize=10)
         save(fig, "grad_cam.png")
     except NotImplementedError:
         pass
 
     for tag, stage in (("early", stages[min(1, len(stages) - 1)]), ("late", stages[-1])):
-        fmap = keras.ops.convert_to_numpy(surgery.cut(model, stage.layer)(images[:1], training=False))[0]
+        fmap = keras.ops.convert_to_numpy(surgery.cut(model, stage.layer)(images[-1:], training=False))[0]
         n = min(16, fmap.shape[-1])
         fig, axes = plt.subplots(4, 4, figsize=(6, 6))
         for k, ax in enumerate(axes.flat):

@@ -76,3 +76,77 @@ def test_bad_backbone_and_size(tmp_path, capsys):
     assert "Did you mean" in capsys.readouterr().err
     assert main(["run", "--image-size", "8", "--out", str(tmp_path)]) == 2
     assert "too small" in capsys.readouterr().err
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _trial_dirs(project):
+    return sorted(p for p in os.listdir(project) if p.startswith("trial_") and (project / p).is_dir())
+
+
+@pytest.mark.tf_only
+def test_mixed_greyscale_and_rgb_images_load_as_rgb(tmp_path):
+    from tuning.data import load_splits
+
+    root = str(tmp_path / "data")
+    for cls in ("cat", "dog"):
+        os.makedirs(os.path.join(root, cls))
+        for i in range(4):
+            mode, shape = ("L", (8, 8)) if i % 2 else ("RGB", (8, 8, 3))
+            Image.fromarray(np.full(shape, 40 * i, "uint8"), mode).save(
+                os.path.join(root, cls, f"{i}.png"))
+    train, val, test, classes = load_splits(root, image_size=16, batch_size=4, seed=0)
+    assert classes == ["cat", "dog"]
+    shapes = {tuple(x.shape[1:]) for ds in (train, val, test) for x, _ in ds}
+    assert shapes == {(16, 16, 3)}
+
+
+@pytest.mark.tf_only
+def test_ctrl_c_keeps_the_best_model_and_the_leaderboard(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tuning", "run", "--out", str(out), "--max-trials", "6",
+           "--epochs", "2", "--demo-images-per-class", "6", "--image-size", "32"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    times = out / "search" / "trial_times.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not times.exists():
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    assert (out / "search" / "best.keras").exists()
+    assert (out / "search" / "leaderboard.csv").exists()
+
+
+@pytest.mark.tf_only
+def test_workers_run_every_trial_exactly_once(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tuning", "run", "--out", str(out), "--workers", "2",
+           "--max-trials", "3", "--epochs", "1", "--demo-images-per-class", "6",
+           "--image-size", "32"]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    project = out / "search"
+    trials = _trial_dirs(project)
+    assert len(trials) == 3
+    statuses = [json.loads((project / t / "trial.json").read_text())["status"] for t in trials]
+    assert statuses == ["COMPLETED"] * 3
+    board = (project / "leaderboard.csv").read_text().strip().splitlines()[1:]
+    assert sorted(line.split(",")[0] for line in board) == sorted(t[len("trial_"):] for t in trials)
+    logs = sorted(os.listdir(out / "workers"))
+    assert logs == ["tuner0.log", "tuner1.log"]
+    assert all("finished its trials" in (out / "workers" / f).read_text() for f in logs)
+    assert (out / "best.keras").exists() and (out / "report.md").exists()
