@@ -32,6 +32,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--handle", default=None,
                         help="hub URL/handle or SavedModel directory (default: export one)")
+    parser.add_argument("--sha256", default=None,
+                        help="pin the model: refuse a download whose surgery.hub.saved_model_sha256 differs")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--scale", type=float, default=None,
                         help="input rescaling (default 1/255 for hub handles, 1 for the local export)")
@@ -59,7 +61,8 @@ def main(argv=None):
     model = keras.Sequential([
         keras.Input((args.size, args.size, 3)),
         keras.layers.Rescaling(scale),
-        surgery.hub_layer(handle, trainable=args.fine_tune, name="feature_extractor"),
+        surgery.hub_layer(handle, trainable=args.fine_tune, sha256=args.sha256,
+                          name="feature_extractor"),
         keras.layers.Dense(len(zoo.datasets.CLASSES), activation="softmax"),
     ])
     model.summary()

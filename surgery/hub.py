@@ -13,6 +13,7 @@ TensorFlow graph. On JAX or PyTorch both functions raise with what to do.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import shutil
@@ -20,7 +21,7 @@ import tempfile
 
 import keras
 
-__all__ = ["HubLayer", "export_feature_extractor", "hub_layer"]
+__all__ = ["HubLayer", "export_feature_extractor", "hub_layer", "saved_model_sha256"]
 TF_ONLY = True  # the test suite skips this module's doctests on JAX and PyTorch
 
 
@@ -46,8 +47,9 @@ def _resolve(handle):
         raise ValueError(f"{path!r} is a file, not a SavedModel directory (one holding "
                          "saved_model.pb and variables/).")
     elif "://" in path or path.startswith(("tfhub.dev/", "www.kaggle.com/", "kaggle.com/")):
-        # tensorflow_hub's own resolver: downloads once, verifies the archive,
+        # tensorflow_hub's own resolver: downloads once, unpacks atomically,
         # caches under $TFHUB_CACHE_DIR; honours TFHUB_MODEL_LOAD_FORMAT.
+        # Hub publishes no checksums: pin one with `sha256=` (see below).
         import tensorflow_hub as hub
 
         local = hub.resolve(path)
@@ -66,6 +68,47 @@ def _resolve(handle):
     return local
 
 
+def saved_model_sha256(path) -> str:
+    """SHA-256 over a SavedModel directory's files (relative paths and contents).
+
+    Pin it as `hub_layer(handle, sha256=...)`: a download or cache entry that
+    differs (corrupt, tampered with, or a changed upstream model) is refused.
+
+    Example:
+
+    >>> import tempfile, zoo, surgery
+    >>> base = zoo.build("resnet18", include_top=False, pooling="avg", input_shape=(32, 32, 3))
+    >>> path = surgery.export_feature_extractor(base, tempfile.mkdtemp() + "/fx")
+    >>> len(surgery.hub.saved_model_sha256(path))
+    64
+    """
+    digest = hashlib.sha256()
+    root = os.fspath(path)
+    for folder, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(folder, name)
+            rel = os.path.relpath(full, root).replace(os.sep, "/")
+            if rel == "fingerprint.pb":  # written per save; not part of the model
+                continue
+            digest.update(rel.encode() + b"\0")
+            with open(full, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _check_sha256(local, handle, expected):
+    actual = saved_model_sha256(local)
+    if actual != expected.lower():
+        raise ValueError(
+            f"The SavedModel for {handle!r} (in {local}) has SHA-256 {actual}, not the pinned "
+            f"{expected}: the download or cache entry is corrupt or the model changed. Delete "
+            f"{local} to download it again, or update the pin if the change is expected."
+        )
+
+
 @keras.saving.register_keras_serializable(package="surgery")
 class HubLayer(keras.layers.Layer):
     """A TF2 SavedModel (local or from TF Hub) as a Keras 3 layer.
@@ -74,7 +117,8 @@ class HubLayer(keras.layers.Layer):
     """
 
     def __init__(self, handle, *, trainable=False, output_key=None, signature=None,
-                 arguments=None, input_shape=None, signature_outputs_as_dict=False, **kwargs):
+                 arguments=None, input_shape=None, signature_outputs_as_dict=False, sha256=None,
+                 **kwargs):
         tf = _require_tensorflow("surgery.hub_layer")
         super().__init__(trainable=trainable, **kwargs)
         self.handle = os.fspath(handle)
@@ -83,7 +127,11 @@ class HubLayer(keras.layers.Layer):
         self.arguments = dict(arguments or {})
         self.signature_outputs_as_dict = signature_outputs_as_dict
         self._declared_input_shape = tuple(input_shape) if input_shape is not None else None
-        self._obj = tf.saved_model.load(_resolve(self.handle))
+        self.sha256 = sha256
+        local = _resolve(self.handle)
+        if sha256 is not None:
+            _check_sha256(local, self.handle, sha256)
+        self._obj = tf.saved_model.load(local)
         if signature is not None:
             if signature not in self._obj.signatures:
                 raise ValueError(f"The SavedModel has no signature {signature!r}; it has "
@@ -169,6 +217,7 @@ class HubLayer(keras.layers.Layer):
             "arguments": self.arguments,
             "input_shape": self._declared_input_shape,
             "signature_outputs_as_dict": self.signature_outputs_as_dict,
+            "sha256": self.sha256,
         }
 
     @classmethod
@@ -194,7 +243,8 @@ def _in_safe_mode():
 
 
 def hub_layer(handle, *, trainable: bool = False, output_key=None, signature=None,
-              arguments=None, input_shape=None, name: str | None = None, dtype=None) -> HubLayer:
+              arguments=None, input_shape=None, name: str | None = None, dtype=None,
+              sha256: str | None = None) -> HubLayer:
     """Wrap a TF2 SavedModel or TF Hub model as a Keras 3 layer (TensorFlow backend).
 
     The Keras 3 replacement for `hub.KerasLayer`, usable in Sequential and
@@ -203,8 +253,11 @@ def hub_layer(handle, *, trainable: bool = False, output_key=None, signature=Non
     works verbatim with `surgery.hub_layer`.
 
     - `handle`: a local SavedModel directory, a `https://` URL or a
-      `tfhub.dev/...` handle (resolved, verified and cached by
+      `tfhub.dev/...` handle (downloaded once and cached by
       `tensorflow_hub`'s own resolver; set `TFHUB_CACHE_DIR` to choose where).
+      Hub publishes no checksums: pass `sha256=` (from
+      `surgery.hub.saved_model_sha256` on a copy you trust) to refuse a
+      corrupt or changed download; loading a saved model checks it again.
     - The output shape comes from the SavedModel's traced signatures when
       they describe it (no graph is run to build the model); otherwise the
       call is traced once.
@@ -234,6 +287,7 @@ def hub_layer(handle, *, trainable: bool = False, output_key=None, signature=Non
             first layer (as in `hub.KerasLayer`).
         name: str. Layer name.
         dtype: dtype policy name.
+        sha256: str. Expected `saved_model_sha256` of the resolved SavedModel.
 
     Returns:
         A `HubLayer` (a `keras.layers.Layer`).
@@ -241,7 +295,7 @@ def hub_layer(handle, *, trainable: bool = False, output_key=None, signature=Non
     Raises:
         RuntimeError: on the JAX or PyTorch backends.
         ValueError: a TF1 `hub.Module`, a directory that is not a SavedModel,
-            an unknown signature or output key.
+            an unknown signature or output key, a `sha256` mismatch.
 
     Example:
 
@@ -257,7 +311,7 @@ def hub_layer(handle, *, trainable: bool = False, output_key=None, signature=Non
     if dtype is not None:
         kwargs["dtype"] = dtype
     layer = HubLayer(handle, trainable=trainable, output_key=output_key, signature=signature,
-                     arguments=arguments, input_shape=input_shape, **kwargs)
+                     arguments=arguments, input_shape=input_shape, sha256=sha256, **kwargs)
     if input_shape is not None:
         # What Sequential reads to create its Input, as for hub.KerasLayer.
         layer._input_shape_arg = tuple(input_shape)

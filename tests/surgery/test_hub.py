@@ -161,6 +161,22 @@ def test_bad_handles_say_what_they_are(tmp_path):
         surgery.hub_layer(str(tmp_path / "missing"))
 
 
+def test_a_pinned_sha256_refuses_a_changed_savedmodel(exported, tmp_path):
+    import shutil
+
+    _, path = exported
+    digest = surgery.hub.saved_model_sha256(path)
+    layer = surgery.hub_layer(path, sha256=digest)  # the pin matches
+    assert layer.get_config()["sha256"] == digest
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    assert surgery.hub.saved_model_sha256(copy) == digest  # a copy is the same model
+    index = next((copy / "variables").glob("*.index"))
+    index.write_bytes(index.read_bytes() + b"x")  # a corrupt download
+    with pytest.raises(ValueError, match="has SHA-256 .* not the pinned"):
+        surgery.hub_layer(str(copy), sha256=digest)
+
+
 @pytest.mark.skipif(keras.backend.backend() == "tensorflow", reason="the non-TensorFlow error")
 def test_other_backends_get_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match="KERAS_BACKEND=tensorflow"):
