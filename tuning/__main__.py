@@ -152,6 +152,30 @@ def _launch(args, data):
     return code
 
 
+# What a resumed run must share with the earlier one (trials, epochs and
+# workers may change: a search can be extended).
+_RESUME_KEYS = ("data", "backbone", "weights", "image_size", "tuner", "batch_size", "seed",
+                "demo_images_per_class")
+
+
+def _settings(args):
+    data = os.path.abspath(args.data) if args.data else None
+    return {k: (data if k == "data" else getattr(args, k)) for k in _RESUME_KEYS}
+
+
+def _changed_settings(path, settings):
+    """`'--flag earlier -> now'` for each setting that differs from the earlier run's."""
+    if not os.path.exists(path):
+        return ""
+    try:
+        with open(path) as f:
+            earlier = json.load(f)
+    except (OSError, ValueError):
+        return f"{path} is unreadable"
+    return ", ".join(f"--{k.replace('_', '-')} {earlier.get(k)!r} -> {v!r}"
+                     for k, v in settings.items() if k in earlier and earlier[k] != v)
+
+
 def run(args):
     import keras
 
@@ -173,12 +197,24 @@ def run(args):
         print(f"error: {e}", file=sys.stderr)
         return 2
     project = os.path.join(out, "search")
-    if os.path.exists(project):
+    settings = _settings(args)
+    settings_path = os.path.join(out, "run.json")
+    launched = "KERASTUNER_TUNER_ID" in os.environ  # a chief/worker: the launcher checked
+    if os.path.exists(project) and not launched:
         if args.overwrite:
             shutil.rmtree(project)
             print(f"--overwrite: removed the earlier search in {project}")
         else:
+            changed = _changed_settings(settings_path, settings)
+            if changed:
+                print(f"error: {out} holds an earlier run with other settings ({changed}); "
+                      "resuming it would mix the two. Pass --overwrite to replace it, or choose "
+                      "another --out.", file=sys.stderr)
+                return 2
             print(f"resuming the earlier run in {out} (pass --overwrite to start afresh)")
+    if not launched:  # the settings the next run must match to resume
+        os.makedirs(out, exist_ok=True)
+        atomic_write(settings_path, lambda p: open(p, "w").write(json.dumps(settings, indent=2)))
     data = args.data
     if data is None:
         data = zoo.datasets.write_shapes(os.path.join(out, "data"),

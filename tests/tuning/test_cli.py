@@ -34,6 +34,12 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
     # The same command again resumes instead of clobbering.
     assert main(["run", "--out", out, *TINY]) == 0
     assert "resuming" in capsys.readouterr().out
+    # Other settings would mix two runs: refused, nothing touched.
+    before = os.path.getmtime(os.path.join(out, "best.keras"))
+    assert main(["run", "--out", out, *TINY, "--backbone", "resnet34"]) == 2
+    err = capsys.readouterr().err
+    assert "--backbone 'resnet18' -> 'resnet34'" in err and "--overwrite" in err
+    assert os.path.getmtime(os.path.join(out, "best.keras")) == before
 
 
 def _folder(root, spec):
