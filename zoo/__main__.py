@@ -39,12 +39,17 @@ def main(argv=None):
     inf = sub.add_parser("info", help="print a model card")
     inf.add_argument("name")
     bench = sub.add_parser("bench", help="zoo vs keras.applications throughput, side by side")
-    bench.add_argument("--models", default="resnet50,vgg16", help="comma-separated names")
+    bench.add_argument("--models", default="resnet50,vgg16,googlenet", help="comma-separated names")
     bench.add_argument("--batch", type=int, default=16)
     bench.add_argument("--steps", type=int, default=10, help="timed steps per repetition")
     bench.add_argument("--size", type=int, default=224, help="input resolution")
     bench.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (median)")
     bench.add_argument("--json", dest="json_path", help="also write the rows as JSON here")
+    bench.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                       help="bf16: mixed_bfloat16 on every side")
+    bench.add_argument("--peak-tflops", type=float, default=None,
+                       help="the device's peak TFLOP/s at this precision, for MFU "
+                       "(e.g. 989 for an H100 SXM in bf16)")
     args = parser.parse_args(argv)
 
     import zoo
@@ -63,7 +68,8 @@ def main(argv=None):
 
         names = [zoo.get_spec(n).name for n in args.models.split(",") if n]
         bench_mod.main(names, batch=args.batch, steps=args.steps, size=args.size,
-                       repeats=args.repeats, json_path=args.json_path)
+                       repeats=args.repeats, json_path=args.json_path,
+                       precision=args.precision, peak_tflops=args.peak_tflops)
     return 0
 
 

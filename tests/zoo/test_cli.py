@@ -1,5 +1,7 @@
 import json
 
+import keras
+
 from zoo.__main__ import main
 
 
@@ -23,4 +25,7 @@ def test_bench_writes_side_by_side_ratios(tmp_path, capsys):
     assert rows[0]["model"] == "resnet50"
     assert rows[0]["zoo_train_img_s"] > 0 and rows[0]["keras_infer_img_s"] > 0
     assert rows[0]["infer_ratio"] > 0 and rows[0]["train_ratio"] > 0
+    assert rows[0]["zoo_train_tflops"] > 0 and rows[0]["precision"] == "fp32"
+    if keras.backend.backend() == "jax":  # the jitted stateless step, side by side
+        assert rows[0]["ceiling_train_img_s"] > 0 and rows[0]["ceiling_train_ratio"] > 0
     assert "ratio" in capsys.readouterr().out
