@@ -290,7 +290,9 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
         augmentation: tuple of str. Augmentation kinds of trials with
             `finetune/augment` (see `TransferHyperModel`). Defaults to all.
         callbacks: list of `keras.callbacks.Callback`, added to every
-            trial's `fit` after early stopping and TensorBoard.
+            trial's `fit` after early stopping and TensorBoard. KerasTuner
+            deep-copies them per trial: keep state that must outlive a
+            trial outside the callback object (a module-level list, a file).
 
     Returns:
         A `SearchResult`.
