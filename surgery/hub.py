@@ -353,7 +353,10 @@ def export_feature_extractor(model, path, *, input_shape=None, dtype=None,
     """
     tf = _require_tensorflow("surgery.export_feature_extractor")
     if not isinstance(model, keras.Model) or len(model.inputs) != 1:
-        raise ValueError("`model` must be a keras.Model with one input (a feature extractor).")
+        raise ValueError(
+            "`model` must be a keras.Model with one input (a feature extractor). Received: "
+            f"{type(model).__name__}{'' if not isinstance(model, keras.Model) else f' with {len(model.inputs)} inputs'}; "
+            "export a single-input part of it (e.g. `surgery.cut(model, layer)` of one branch).")
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path!r} exists; pass overwrite=True to replace it.")

@@ -95,7 +95,7 @@ def main(argv=None):
 def _child_argv(argv, data):
     """`run`'s arguments for a chief/worker: same settings, the data fixed, no fan-out."""
     out, skip = [], 0
-    for i, a in enumerate(argv):
+    for a in argv:
         if skip:
             skip -= 1
             continue
@@ -185,6 +185,7 @@ def run(args):
     from tuning.data import DataError, load_splits
     from tuning.hypermodel import AUGMENTATIONS
     from tuning.search import _atomic_write as atomic_write
+    from tuning.search import _is_worker
 
     t0 = time.time()
     out = os.path.abspath(args.out)
@@ -223,7 +224,7 @@ def run(args):
         print(f"demo data: {data} (six shape classes, train/val/test)")
     if args.workers and "KERASTUNER_TUNER_ID" not in os.environ:
         return _launch(args, data)
-    worker = os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief"
+    worker = _is_worker()
     try:
         train, val, test, classes = load_splits(data, image_size=args.image_size,
                                                 batch_size=args.batch_size, seed=args.seed)

@@ -213,11 +213,11 @@ class TransferHyperModel(kt.HyperModel):
             model = surgery.insert(model, keras.Sequential(augmentation_layers(self.augmentation),
                                                            name="augment"),
                                    after=model.layers[0].name)
-        self._compile(model, s, s["learning_rate"])
+        self._compile(model, s, s["learning_rate"], for_fit=False)
         return model
 
     def _compile(self, model, s, learning_rate, *, epochs=None, steps_per_epoch=None,
-                 stage_decay=1.0, stages=0):
+                 stage_decay=1.0, stages=0, for_fit=True):
         def make(rate):
             if self.schedule == "cosine" and epochs and steps_per_epoch:
                 rate = warmup_cosine(rate, total_steps=epochs * steps_per_epoch,
@@ -242,7 +242,8 @@ class TransferHyperModel(kt.HyperModel):
             loss=SparseCategoricalCrossentropyWithSmoothing(s["label_smoothing"]),
             metrics=["accuracy"],
         )
-        _build_training_state(model)
+        if for_fit:  # `build`'s compile is replaced by `fit`'s: no state to build for it
+            _build_training_state(model)
 
     # ------------------------------------------------------------------- fit
     def fit(self, hp, model, x=None, y=None, *, epochs=1, validation_data=None,
@@ -269,7 +270,6 @@ class TransferHyperModel(kt.HyperModel):
         if y is None:  # a dataset shuffles itself; Keras warns about `shuffle=True` every fit
             full_kwargs.setdefault("shuffle", False)
         _set_depth(model, 0, keep_bn_frozen=True)  # phase 1: the head alone
-        self._compile(model, s, s["learning_rate"], epochs=phase1, steps_per_epoch=steps)
         if self.cache_features and not s["augment"] and s["stages"] == 0:
             fx, fy = self.features(x, y)
             val = None
@@ -282,6 +282,7 @@ class TransferHyperModel(kt.HyperModel):
                             validation_data=val, callbacks=redirected, **kwargs), 1)
             return self._finish(hp, model, history, phases)
         if phase1 > 0:
+            self._compile(model, s, s["learning_rate"], epochs=phase1, steps_per_epoch=steps)
             record(model.fit(x, y, epochs=initial_epoch + phase1, initial_epoch=initial_epoch,
                              validation_data=validation_data, callbacks=callbacks, **full_kwargs), 1)
         if s["stages"] > 0 and phase1 < total and not model.stop_training:

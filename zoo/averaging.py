@@ -131,7 +131,6 @@ def ensemble(models, mode: str = "mean", *, weights=None, name: str = "ensemble"
 
 
 def _renamed_copy(model, name):
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    copy.name = name
-    return copy
+    from surgery import copy  # the one graph-copying engine (surgery builds on zoo)
+
+    return copy(model, name=name)
