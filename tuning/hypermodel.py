@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import time
+import types
 import warnings
 
 import keras
@@ -93,6 +95,11 @@ class TransferHyperModel(kt.HyperModel):
             last epoch (`tuning.warmup_cosine`); needs the steps per epoch
             (arrays, or a dataset of known length). Defaults to "constant".
         seed: int. Seeds the backbone's random initialisation. Defaults to 0.
+        precision: str. `"fp32"` or `"bf16"` (`mixed_bfloat16`: bfloat16
+            compute, float32 weights and softmax; faster on GPUs and on CPUs
+            with AMX). Every trial's model is built under it (KerasTuner
+            resets Keras' global dtype policy before each trial, so setting
+            that policy yourself is not enough). Defaults to "fp32".
 
     Example:
 
@@ -106,8 +113,11 @@ class TransferHyperModel(kt.HyperModel):
     def __init__(self, backbone, *, num_classes: int, input_shape, weights=None,
                  head_space: dict | None = None, unfreeze_space: dict | None = None,
                  cache_features: bool = True, phase1_fraction: float = 0.5, seed: int = 0,
-                 schedule: str = "constant", augmentation=AUGMENTATIONS, name: str | None = None):
+                 schedule: str = "constant", augmentation=AUGMENTATIONS, precision: str = "fp32",
+                 name: str | None = None):
         super().__init__(name=name, tunable=True)
+        self.precision = precision
+        self.dtype_policy = zoo.precision_policy(precision)
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes!r}")
         self.num_classes = num_classes
@@ -134,7 +144,8 @@ class TransferHyperModel(kt.HyperModel):
             # Built once: every trial starts from these same weights, which
             # is also what makes cached features valid across trials.
             self._template = zoo.build(backbone, include_top=False, weights=weights,
-                                       input_shape=self.input_shape, include_preprocessing=True)
+                                       input_shape=self.input_shape, include_preprocessing=True,
+                                       dtype=self.dtype_policy)
             if weights is None:
                 # From scratch the weights move fast and a trial is a few
                 # hundred steps: Keras' default BN momentum (0.99) leaves the
@@ -208,11 +219,16 @@ class TransferHyperModel(kt.HyperModel):
         if self.distribution is not None:
             keras.distribution.set_distribution(self.distribution)
         s = self._space(hp)
-        model = surgery.graft(self._template, self._head(s), name=f"{self.backbone_name}_transfer")
-        if s["augment"]:
-            model = surgery.insert(model, keras.Sequential(augmentation_layers(self.augmentation),
-                                                           name="augment"),
-                                   after=model.layers[0].name)
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.dtype_policy)  # the head and augmentation layers
+        try:
+            model = surgery.graft(self._template, self._head(s), name=f"{self.backbone_name}_transfer")
+            if s["augment"]:
+                model = surgery.insert(model, keras.Sequential(augmentation_layers(self.augmentation),
+                                                               name="augment"),
+                                       after=model.layers[0].name)
+        finally:
+            keras.config.set_dtype_policy(previous)
         self._compile(model, s, s["learning_rate"], for_fit=False)
         return model
 
@@ -249,7 +265,10 @@ class TransferHyperModel(kt.HyperModel):
     def fit(self, hp, model, x=None, y=None, *, epochs=1, validation_data=None,
             callbacks=None, initial_epoch=0, **kwargs):
         s = self._space(hp)
-        callbacks = list(callbacks or [])
+        callbacks = _keep_async_dispatch(list(callbacks or []))
+        if kwargs.get("verbose") == 2:  # Keras' own verbose=2 waits for every step's logs
+            kwargs["verbose"] = 0
+            callbacks.append(EpochLogger())
         total = max(1, epochs - initial_epoch)
         # phase1_fraction=0 with stages > 0 trains everything from the first
         # epoch (a random-init backbone has nothing to protect).
@@ -331,7 +350,8 @@ class TransferHyperModel(kt.HyperModel):
                     fs.append(keras.ops.convert_to_numpy(self._template(bx, training=False)))
                     ls.append(np.asarray(by))
                 feats, labels = np.concatenate(fs), np.concatenate(ls)
-            self._feature_cache[key] = (feats, labels)
+            # float32 whatever the compute dtype: the head's cached inputs.
+            self._feature_cache[key] = (np.asarray(feats, dtype="float32"), labels)
         return self._feature_cache[key]
 
 
@@ -429,6 +449,72 @@ def _history(merged):
     return h
 
 
+_BATCH_END_HOOKS = ("on_batch_end", "on_train_batch_end", "on_test_batch_end",
+                    "on_predict_batch_end")
+
+
+def _no_batch_end_hooks(callback) -> bool:
+    """Whether a callback leaves every batch-end hook as `Callback`'s no-op."""
+    return all(getattr(getattr(callback, h), "__func__", None) is getattr(keras.callbacks.Callback, h)
+               for h in _BATCH_END_HOOKS)
+
+
+def _keep_async_dispatch(callbacks):
+    """Drop batch-end hooks that do nothing but make `fit` wait on every step.
+
+    Keras (JAX, PyTorch) overlaps a step with the next one's dispatch and
+    input only when no callback has a batch-end hook (or says `async_safe`);
+    otherwise it waits for each step's logs, and on JAX a hook that reads
+    `self.model` also copies the whole training state back into the model
+    every step. Two callbacks of every trial have such hooks without using
+    them: KerasTuner's `TunerCallback`, whose `on_batch_end` hands
+    `self.model` to `Tuner.on_batch_end` (a no-op unless a tuner subclass
+    overrides it), and Keras' `TensorBoard` writing per epoch without
+    profiling (its batch-end hook writes batch scalars only for
+    `update_freq="batch"` and a graph only of a TensorFlow function). Their
+    hooks are reset to `Callback`'s no-ops; anything else is left alone.
+    """
+    from keras_tuner.src.engine import tuner_utils
+
+    def idle(cb, *hooks):
+        for hook in hooks:
+            setattr(cb, hook, types.MethodType(getattr(keras.callbacks.Callback, hook), cb))
+
+    for cb in callbacks:
+        if isinstance(cb, tuner_utils.TunerCallback):
+            hooks = ("on_batch_begin", "on_batch_end")
+            if all(getattr(type(cb.tuner), h) is getattr(kt.Tuner, h) for h in hooks):
+                idle(cb, *hooks)
+        elif (type(cb) is keras.callbacks.TensorBoard and cb.update_freq == "epoch"
+              and not getattr(cb, "_should_trace", True) and keras.backend.backend() != "tensorflow"):
+            idle(cb, "on_train_batch_end")
+    return callbacks
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """One line per epoch (`fit(verbose=2)`'s), without waiting on every step.
+
+    Example:
+
+    >>> import keras, numpy as np, tuning.hypermodel as hm
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile("sgd", "mse")
+    >>> _ = model.fit(np.zeros((4, 2)), np.zeros(4), epochs=1, verbose=0,
+    ...               callbacks=[hm.EpochLogger()])  # doctest: +ELLIPSIS
+    epoch 1/1 - ...s - loss: 0.0000
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - getattr(self, "_start", time.perf_counter())
+        values = " - ".join(f"{k}: {v:.4f}" for k, v in (logs or {}).items()
+                            if isinstance(v, (int, float)))
+        print(f"epoch {epoch + 1}/{self.params.get('epochs', '?')} - {seconds:.0f}s - {values}",
+              flush=True)
+
+
 class _Redirect(keras.callbacks.Callback):
     """Runs a callback against the full model while a part of it trains.
 
@@ -443,6 +529,9 @@ class _Redirect(keras.callbacks.Callback):
         self.full = model
         inner.set_model(model)
         self._fit_model = None
+        # Async-safe when the wrapped callback is (its batch hooks are no-ops
+        # or it says so): `_sync_stop` only reads and sets a flag.
+        self.async_safe = getattr(inner, "async_safe", False) or _no_batch_end_hooks(inner)
 
     def set_model(self, model):
         self._fit_model = model

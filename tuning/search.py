@@ -242,7 +242,7 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
            cache_features: bool = True, tensorboard: bool = True, print_trials: bool = False,
            verbose: int = 0, distribution=None, phase1_fraction: float = 0.5,
            schedule: str = "constant", augmentation=AUGMENTATIONS,
-           callbacks=None) -> SearchResult:
+           callbacks=None, precision: str = "fp32") -> SearchResult:
     """Search heads and unfreeze depth on a backbone; return the trained best model.
 
     Built on KerasTuner: `tuner` picks Hyperband, random search or Bayesian
@@ -293,6 +293,8 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
             trial's `fit` after early stopping and TensorBoard. KerasTuner
             deep-copies them per trial: keep state that must outlive a
             trial outside the callback object (a module-level list, a file).
+        precision: str. "fp32" or "bf16" (`mixed_bfloat16` for every
+            trial's model). Defaults to "fp32".
 
     Returns:
         A `SearchResult`.
@@ -326,7 +328,7 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
         backbone, num_classes=num_classes, input_shape=input_shape, weights=weights,
         head_space=head_space, unfreeze_space=unfreeze_space, cache_features=cache_features,
         seed=seed, phase1_fraction=phase1_fraction, schedule=schedule,
-        augmentation=augmentation)
+        augmentation=augmentation, precision=precision)
     t = make_tuner(hypermodel, tuner=tuner, objective=objective, max_trials=max_trials,
                    epochs=epochs, directory=directory, project_name=project_name,
                    overwrite=overwrite, seed=seed)

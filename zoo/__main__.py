@@ -4,6 +4,7 @@
     python -m zoo list 'resnet*'
     python -m zoo info resnet50
     python -m zoo bench --models resnet50,vgg16 --batch 16 --steps 10
+    python -m zoo bench --precision bf16 --torch on   # + torchvision eager / torch.compile
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ def main(argv=None):
     bench.add_argument("--peak-tflops", type=float, default=None,
                        help="the device's peak TFLOP/s at this precision, for MFU "
                        "(e.g. 989 for an H100 SXM in bf16)")
+    bench.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"],
+                       help="the zoo side's compile(jit_compile=...) (auto: Keras' choice)")
+    bench.add_argument("--torch", default="auto", choices=["auto", "on", "off"],
+                       help="torchvision eager / torch.compile columns (auto: when importable)")
+    bench.add_argument("--sides", default=None,
+                       help="only these sides, comma-separated: zoo,keras,ceiling,torch,compiled "
+                       "(one per process gives each its own peak memory)")
     args = parser.parse_args(argv)
 
     import zoo
@@ -69,7 +77,10 @@ def main(argv=None):
         names = [zoo.get_spec(n).name for n in args.models.split(",") if n]
         bench_mod.main(names, batch=args.batch, steps=args.steps, size=args.size,
                        repeats=args.repeats, json_path=args.json_path,
-                       precision=args.precision, peak_tflops=args.peak_tflops)
+                       precision=args.precision, peak_tflops=args.peak_tflops,
+                       jit_compile={"auto": "auto", "true": True, "false": False}[args.jit_compile],
+                       torch={"auto": None, "on": True, "off": False}[args.torch],
+                       sides=args.sides.split(",") if args.sides else None)
     return 0
 
 

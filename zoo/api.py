@@ -18,6 +18,26 @@ from zoo import weights as zoo_weights
 from zoo.registry import Stage, get_spec
 
 _POOLING = ("avg", "max", None)
+# The toolkit's precision flags and the Keras dtype policies they stand for.
+PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
+
+
+def precision_policy(precision: str) -> str:
+    """The Keras dtype policy of a precision flag (`--precision` everywhere).
+
+    `"fp32"` is `"float32"`; `"bf16"` is `"mixed_bfloat16"` (bfloat16
+    compute, float32 weights; no loss scaling needed), the fast setting on
+    GPUs with bf16 tensor cores and on CPUs with AMX/AVX512-BF16.
+
+    Example:
+
+    >>> import zoo
+    >>> zoo.precision_policy("bf16")
+    'mixed_bfloat16'
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}.")
+    return PRECISIONS[precision]
 
 
 @contextlib.contextmanager

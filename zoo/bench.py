@@ -1,21 +1,29 @@
-"""Side-by-side throughput: zoo models vs keras.applications, in one run.
+"""Side-by-side throughput: zoo vs keras.applications vs torchvision, in one run.
 
-Each side is timed the way its users feed it:
+Each side is timed the way its users run it:
 
-- `zoo`: the toolkit's path. `uint8` host batches (4x fewer bytes than
-  float32 to the device); normalisation runs inside the compiled step
+- `zoo`: the toolkit's path, Keras' own `fit` / `predict` on `uint8`
+  images (4x fewer bytes than float32 cross to the device, Keras prefetches
+  them); normalisation runs inside the compiled step
   (`include_preprocessing=True`).
-- `keras`: `keras.applications` with float32 host batches and its
-  `preprocess_input` on the host, inside the timed step.
+- `keras`: `keras.applications` through `fit` / `predict` on float32 images
+  already normalised by its `preprocess_input` on the host (done once,
+  outside the clock: the comparison is generous to it).
 - `ceiling` (JAX): the zoo model as one jitted stateless train step
   (`stateless_call` + `value_and_grad` + `optimizer.stateless_apply`) and a
   jitted forward, on data already on the device: what the hardware allows.
+- `torch` / `compiled` (when torch and torchvision import): the torchvision
+  model, channels-last, on normalised float32 data already on the device,
+  eager and under `torch.compile`; bf16 via `torch.autocast`.
 
-Same batch, optimizer (SGD) and loss on every side; measurements are
-interleaved (zoo, keras, ceiling, zoo, ...) so drift of the machine affects
-all alike, and the median of the repetitions is reported. Throughput is also
-given as achieved TFLOP/s from the model's MACs (train = 3 x forward), and as
-MFU when the device's peak is known (`peak_tflops`).
+Same batch, optimizer (SGD, lr 1e-3) and loss on every side. `fit` and
+`predict` are timed in steady state by a callback that waits for the first
+step's result and the last one's (Keras keeps dispatching asynchronously in
+between), so data-adapter set-up and tracing stay outside the clock.
+Repetitions are interleaved (zoo, keras, ceiling, torch, ..., zoo, ...) so
+drift of the machine affects all sides alike; the median is reported.
+Throughput is also given as achieved TFLOP/s from the model's MACs (train =
+3 x forward) and as MFU when the device's peak is known (`peak_tflops`).
 """
 
 from __future__ import annotations
@@ -29,7 +37,6 @@ import numpy as np
 
 import zoo
 
-PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 
 # keras.applications constructors for the zoo models that have a twin there.
 KERAS_TWINS = {
@@ -42,19 +49,80 @@ KERAS_TWINS = {
     "resnet101v2": "ResNet101V2",
     "resnet152v2": "ResNet152V2",
 }
+# torchvision constructors (`torchvision.models.<name>`) and their options.
+TORCH_TWINS = {
+    "vgg16": ("vgg16", {}),
+    "vgg19": ("vgg19", {}),
+    "resnet18": ("resnet18", {}),
+    "resnet34": ("resnet34", {}),
+    "resnet50": ("resnet50", {}),
+    "resnet101": ("resnet101", {}),
+    "resnet152": ("resnet152", {}),
+    "googlenet": ("googlenet", {"aux_logits": False, "init_weights": True}),
+}
+_SIDES = ("zoo", "keras", "ceiling", "torch", "compiled")
 
 
-def _compiled(model):
-    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="sparse_categorical_crossentropy")
+def _compiled(model, jit_compile="auto"):
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="sparse_categorical_crossentropy",
+                  jit_compile=jit_compile)
     return model
 
 
-def _time_per_call(fn, steps):
-    start = time.perf_counter()
-    for _ in range(steps):
-        out = fn()
-    keras.ops.convert_to_numpy(out if not isinstance(out, dict) else next(iter(out.values())))
-    return (time.perf_counter() - start) / steps
+class _SteadyClock(keras.callbacks.Callback):
+    """Seconds per step of `fit`/`predict` after the first step.
+
+    Waits for the results of step 0 and of the last step only; `async_safe`
+    keeps Keras' asynchronous dispatch in between (a callback with a batch
+    hook that is not async-safe makes Keras fetch every step's logs).
+    """
+
+    async_safe = True
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = steps
+        self.marks = {}
+
+    def _mark(self, batch, logs=None):
+        if batch in (0, self.steps):
+            keras.ops.convert_to_numpy(keras.tree.flatten(logs)[0])
+            self.marks[batch] = time.perf_counter()
+
+    on_train_batch_end = _mark
+    on_predict_batch_end = _mark
+
+    def seconds_per_step(self):
+        return (self.marks[self.steps] - self.marks[0]) / self.steps
+
+
+def _keras_sides(model, x, y, *, batch, steps):
+    """`(infer, train)` timers of a compiled Keras model through `predict`/`fit`."""
+
+    def infer():
+        clock = _SteadyClock(steps)
+        model.predict(x, batch_size=batch, verbose=0, callbacks=[clock])
+        return clock.seconds_per_step()
+
+    def train():
+        clock = _SteadyClock(steps)
+        model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[clock])
+        return clock.seconds_per_step()
+
+    return infer, train
+
+
+def _timed(fn, steps, sync):
+    """`(infer, train)`-style timer of a step function: seconds per call."""
+
+    def run():
+        start = time.perf_counter()
+        for _ in range(steps):
+            out = fn()
+        sync(out)
+        return (time.perf_counter() - start) / steps
+
+    return run
 
 
 def _keras_preprocess(name):
@@ -95,7 +163,86 @@ def _jax_ceiling(model, x, y):
         loss, state[0] = train_step(state[0], x, y)
         return loss
 
-    return train, (lambda: infer(state[0][0], state[0][1], x))
+    return (lambda: infer(state[0][0], state[0][1], x)), train
+
+
+def torch_available() -> bool:
+    """Whether torch and torchvision import (the torchvision columns)."""
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except Exception:  # not installed, or a torchvision built for another torch
+        return False
+    return True
+
+
+def torch_steps(module, x8, y, *, precision="fp32", compile=False):
+    """`(infer, train, sync)` step functions of a torch module, the torch way.
+
+    The data is normalised (ImageNet mean/std) on the host once and put on the
+    device, channels-last, like the H100 anchors in `reference.md`; one train
+    step is forward, cross-entropy, backward and an SGD update; bf16 runs
+    under `torch.autocast`.
+
+    Example:
+
+    >>> import numpy as np, torch
+    >>> from zoo.bench import torch_steps
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 5))
+    >>> infer, train, sync = torch_steps(net, np.zeros((2, 8, 8, 3), "uint8"), np.array([0, 1]))
+    >>> sync(train()).shape, tuple(sync(infer()).shape)
+    ((), (2, 5))
+    """
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
+    x = (torch.from_numpy(np.ascontiguousarray(x8)).permute(0, 3, 1, 2).float() - mean) / std
+    x = x.to(device).contiguous(memory_format=torch.channels_last)
+    y = torch.from_numpy(np.asarray(y)).long().to(device)
+    module = module.to(device).to(memory_format=torch.channels_last)
+    net = torch.compile(module) if compile else module
+    optimizer = torch.optim.SGD(module.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    autocast = dict(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def train():
+        module.train()
+        with torch.autocast(**autocast):
+            loss = loss_fn(net(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    def infer():
+        module.eval()
+        with torch.no_grad(), torch.autocast(**autocast):
+            return net(x)
+
+    def sync(out):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return out.detach().float().cpu().numpy()
+
+    return infer, train, sync
+
+
+def _torch_sides(name, x8, y, *, precision, steps, sides):
+    import torch
+    import torchvision
+
+    ctor, options = TORCH_TWINS[name]
+    timers = {}
+    for side, compile in (("torch", False), ("compiled", True)):
+        if side not in sides:
+            continue
+        torch.manual_seed(0)
+        module = getattr(torchvision.models, ctor)(weights=None, **options)
+        infer, train, sync = torch_steps(module, x8, y, precision=precision, compile=compile)
+        timers[side] = (_timed(infer, steps, sync), _timed(train, steps, sync))
+    return timers
 
 
 def _peak_memory_mb():
@@ -117,112 +264,154 @@ def _peak_memory_mb():
 
 
 def bench_model(name: str, *, batch: int, steps: int, size: int, repeats: int = 3,
-                precision: str = "fp32", peak_tflops: float | None = None) -> dict:
-    """Train-step and inference img/s of zoo vs keras.applications for one model.
+                precision: str = "fp32", peak_tflops: float | None = None,
+                jit_compile="auto", torch: bool | None = None, sides=None) -> dict:
+    """Train-step and inference img/s of one model on every side, in one run.
 
     Args:
         name: str. A zoo model name.
         batch, steps, size, repeats: int. Batch size, timed steps per
             repetition, input side, interleaved repetitions (median).
-        precision: str. "fp32" or "bf16" (`mixed_bfloat16` on every side).
+        precision: str. "fp32" or "bf16" (`mixed_bfloat16` on the Keras
+            sides, `torch.autocast` on the torch ones).
         peak_tflops: float. The device's peak, for MFU. Defaults to None.
+        jit_compile: "auto", True or False: the zoo side's `compile`
+            option (Keras' "auto" is XLA on JAX and on TF with a GPU).
+        torch: bool. Time the torchvision twin, eager and compiled. Defaults
+            to whether torch and torchvision import.
+        sides: iterable of str. Only these of `zoo`, `keras`, `ceiling`,
+            `torch`, `compiled` (e.g. one per process, to read each one's
+            peak device memory). Defaults to all that apply.
 
     Returns:
-        A dict: `{side}_{infer|train}_img_s`, `{infer|train}_ratio` (zoo /
-        keras), `ceiling_train_ratio` (zoo / ceiling, JAX), achieved TFLOP/s
-        and MFU.
+        A dict: `{side}_{infer|train}_img_s` for the sides that ran,
+        `{infer|train}_ratio` (zoo / keras.applications),
+        `ceiling_{infer|train}_ratio` (zoo / jitted step, JAX),
+        `torch_{infer|train}_ratio` and `compiled_{infer|train}_ratio` (zoo /
+        torchvision eager / torch.compile), achieved TFLOP/s, MFU and peak
+        device memory where known.
 
     Example:
 
     >>> from zoo.bench import bench_model
-    >>> row = bench_model("resnet50", batch=2, steps=1, size=32, repeats=1)  # doctest: +SKIP
+    >>> row = bench_model("resnet18", batch=2, steps=1, size=32, repeats=1, torch=False)
+    >>> row["zoo_train_img_s"] > 0
+    True
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"`precision` must be one of {tuple(PRECISIONS)}. Received: {precision!r}")
+    policy = zoo.precision_policy(precision)
+    if steps < 1 or batch < 1 or repeats < 1:
+        raise ValueError(f"`batch`, `steps` and `repeats` must be >= 1. Received: "
+                         f"batch={batch}, steps={steps}, repeats={repeats}")
+    name = zoo.get_spec(name).name
     shape = (size, size, 3)
     rng = np.random.default_rng(0)
-    x8 = rng.integers(0, 256, (batch,) + shape).astype("uint8")
-    y = rng.integers(0, 1000, (batch,))
+    n = batch * (steps + 1)  # one step before the clock starts
+    x8 = rng.integers(0, 256, (n,) + shape).astype("uint8")
+    y = rng.integers(0, 1000, (n,))
+    use_torch = torch_available() if torch is None else torch
+    if torch and not torch_available():
+        raise ImportError("The torchvision columns need torch and a torchvision built for it "
+                          "(e.g. `pip install torch torchvision` from the same index); or leave "
+                          "`torch` to None to skip them when they do not import.")
+    wanted = set(_SIDES if sides is None else sides)
+    if wanted - set(_SIDES):
+        raise ValueError(f"Unknown sides {sorted(wanted - set(_SIDES))}; known: {_SIDES}.")
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(PRECISIONS[precision])
+    keras.config.set_dtype_policy(policy)
+    timers = {}
     try:
-        zoo_model = _compiled(zoo.build(name, input_shape=shape, include_preprocessing=True))
-        macs = zoo.count_macs(zoo_model)
-        sides = {"zoo": (lambda: zoo_model.predict_on_batch(x8),
-                         lambda: zoo_model.train_on_batch(x8, y))}
-        if name in KERAS_TWINS:
+        if "zoo" in wanted:
+            model = _compiled(zoo.build(name, input_shape=shape, include_preprocessing=True),
+                              jit_compile)
+            timers["zoo"] = _keras_sides(model, x8, y, batch=batch, steps=steps)
+        if "keras" in wanted and name in KERAS_TWINS:
             ref = _compiled(getattr(keras.applications, KERAS_TWINS[name])(weights=None, input_shape=shape))
-            prep = _keras_preprocess(name)
-            sides["keras"] = (lambda: ref.predict_on_batch(prep(x8.astype("float32"))),
-                              lambda: ref.train_on_batch(prep(x8.astype("float32")), y))
-        if keras.backend.backend() == "jax":
-            ceiling_model = zoo.build(name, input_shape=shape, include_preprocessing=True)
-            train, infer = _jax_ceiling(ceiling_model, x8, y)
-            sides["ceiling"] = (infer, train)
-        for infer, train in sides.values():  # compile/trace outside the clock
-            keras.ops.convert_to_numpy(infer())
+            xf = _keras_preprocess(name)(x8.astype("float32"))
+            timers["keras"] = _keras_sides(ref, xf, y, batch=batch, steps=steps)
+        if "ceiling" in wanted and keras.backend.backend() == "jax":
+            model = zoo.build(name, input_shape=shape, include_preprocessing=True)
+            infer, train = _jax_ceiling(model, x8[:batch], y[:batch])
+            sync = keras.ops.convert_to_numpy
+            timers["ceiling"] = (_timed(infer, steps, sync), _timed(train, steps, sync))
+        if wanted & {"torch", "compiled"} and use_torch and name in TORCH_TWINS:
+            timers.update(_torch_sides(name, x8[:batch], y[:batch], precision=precision,
+                                       steps=steps, sides=wanted))
+        for infer, train in timers.values():  # compile/trace outside the clock
+            infer()
             train()
-        results = {k: {"infer": [], "train": []} for k in sides}
+        results = {k: {"infer": [], "train": []} for k in timers}
         for _ in range(repeats):
-            for key, (infer, train) in sides.items():
-                results[key]["infer"].append(_time_per_call(infer, steps))
-                results[key]["train"].append(_time_per_call(train, steps))
+            for key, (infer, train) in timers.items():
+                results[key]["infer"].append(infer())
+                results[key]["train"].append(train())
     finally:
         keras.config.set_dtype_policy(previous)
+    memory = _peak_memory_mb()  # before anything else is built
+    macs = zoo.count_macs(zoo.build(name, input_shape=shape))
     row = {"model": name, "batch": batch, "size": size, "precision": precision,
-           "backend": keras.backend.backend(), "gmacs": macs / 1e9}
-    for key in sides:
-        for what in ("infer", "train"):
+           "backend": keras.backend.backend(), "jit_compile": jit_compile, "gmacs": macs / 1e9}
+    for key in timers:
+        for what, flops_per_image in (("infer", 2 * macs), ("train", 6 * macs)):
             row[f"{key}_{what}_img_s"] = batch / statistics.median(results[key][what])
-    for what, flops_per_image in (("infer", 2 * macs), ("train", 6 * macs)):
-        row[f"zoo_{what}_tflops"] = row[f"zoo_{what}_img_s"] * flops_per_image / 1e12
-        if peak_tflops:
-            row[f"zoo_{what}_mfu"] = row[f"zoo_{what}_tflops"] / peak_tflops
-        for other in ("keras", "ceiling"):
-            if other in sides:
-                prefix = "" if other == "keras" else "ceiling_"
+            row[f"{key}_{what}_tflops"] = row[f"{key}_{what}_img_s"] * flops_per_image / 1e12
+            if peak_tflops:
+                row[f"{key}_{what}_mfu"] = row[f"{key}_{what}_tflops"] / peak_tflops
+    for other in _SIDES[1:]:
+        for what in ("infer", "train"):
+            if "zoo" in timers and other in timers:
+                prefix = "" if other == "keras" else f"{other}_"
                 row[f"{prefix}{what}_ratio"] = row[f"zoo_{what}_img_s"] / row[f"{other}_{what}_img_s"]
-    memory = _peak_memory_mb()
     if memory is not None:
         row["peak_memory_mb"] = memory
     return row
 
 
 def format_table(rows) -> str:
-    cols = [("zoo_infer_img_s", "zoo inf", 9), ("keras_infer_img_s", "keras inf", 9),
-            ("infer_ratio", "ratio", 6), ("zoo_train_img_s", "zoo train", 9),
-            ("keras_train_img_s", "keras trn", 9), ("train_ratio", "ratio", 6),
-            ("ceiling_train_img_s", "ceil trn", 9), ("ceiling_train_ratio", "/ceil", 6),
-            ("zoo_train_tflops", "TFLOP/s", 7), ("zoo_train_mfu", "MFU", 5),
-            ("peak_memory_mb", "peak MiB", 8)]
-    cols = [c for c in cols if any(c[0] in r for r in rows)]
-    first = rows[0] if rows else {"backend": keras.backend.backend(), "precision": "fp32"}
-    header = f"{'model':<12} {'size':>4} {'batch':>5} | " + " ".join(f"{t:>{w}}" for _, t, w in cols)
-    lines = [f"backend {first['backend']}, {first['precision']}; img/s (median of repeats); "
-             "ratio = zoo / keras.applications, /ceil = zoo / jitted stateless step",
-             header, "-" * len(header)]
-    for r in rows:
-        cells = []
-        for key, _, w in cols:
-            if key not in r:
-                cells.append(f"{'n/a':>{w}}")
-            elif key.endswith(("ratio", "mfu", "tflops")):
-                cells.append(f"{r[key]:>{w}.3f}")
-            else:
-                cells.append(f"{r[key]:>{w}.1f}")
-        lines.append(f"{r['model']:<12} {r['size']:>4} {r['batch']:>5} | " + " ".join(cells))
+    """The rows as two text tables (inference, training), ratios beside each side."""
+    first = rows[0] if rows else {"backend": keras.backend.backend(), "precision": "fp32",
+                                  "jit_compile": "auto"}
+    lines = [f"backend {first['backend']}, {first['precision']}, zoo jit_compile="
+             f"{first['jit_compile']}; img/s (median of repeats); x.xx = zoo / that side"]
+    for what, title in (("infer", "inference"), ("train", "train step")):
+        cols = [(f"zoo_{what}_img_s", "zoo", 8), (f"keras_{what}_img_s", "keras.app", 9),
+                (f"{what}_ratio", "ratio", 6), (f"ceiling_{what}_img_s", "jit step", 8),
+                (f"ceiling_{what}_ratio", "ratio", 6), (f"torch_{what}_img_s", "torch", 8),
+                (f"torch_{what}_ratio", "ratio", 6), (f"compiled_{what}_img_s", "compiled", 8),
+                (f"compiled_{what}_ratio", "ratio", 6), (f"zoo_{what}_tflops", "TFLOP/s", 7),
+                (f"zoo_{what}_mfu", "MFU", 5)]
+        if what == "train":
+            cols.append(("peak_memory_mb", "peak MiB", 8))
+        cols = [c for c in cols if any(c[0] in r for r in rows)]
+        header = f"{title:<12} {'size':>4} {'batch':>5} | " + " ".join(f"{t:>{w}}" for _, t, w in cols)
+        lines += ["", header, "-" * len(header)]
+        for r in rows:
+            cells = []
+            for key, _, w in cols:
+                if key not in r:
+                    cells.append(f"{'n/a':>{w}}")
+                elif key.endswith(("ratio", "mfu", "tflops")):
+                    cells.append(f"{r[key]:>{w}.3f}")
+                else:
+                    cells.append(f"{r[key]:>{w}.1f}")
+            lines.append(f"{r['model']:<12} {r['size']:>4} {r['batch']:>5} | " + " ".join(cells))
     return "\n".join(lines)
 
 
 def main(models, *, batch, steps, size, repeats, json_path=None, precision="fp32",
-         peak_tflops=None, echo=print):
+         peak_tflops=None, jit_compile="auto", torch=None, sides=None, echo=print):
+    """Bench each model (`bench_model`), print the table, optionally write JSON."""
     rows = []
     for name in models:
         rows.append(bench_model(name, batch=batch, steps=steps, size=size, repeats=repeats,
-                                precision=precision, peak_tflops=peak_tflops))
+                                precision=precision, peak_tflops=peak_tflops,
+                                jit_compile=jit_compile, torch=torch, sides=sides))
         keras.backend.clear_session()
     echo(format_table(rows))
     if json_path:
-        with open(json_path, "w") as f:
+        tmp = f"{json_path}.tmp"
+        with open(tmp, "w") as f:
             json.dump(rows, f, indent=2)
+        import os
+
+        os.replace(tmp, json_path)
     return rows

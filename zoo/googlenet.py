@@ -25,7 +25,7 @@ import numpy as np
 from keras import layers
 
 from zoo import layers as blocks
-from zoo.registry import Body, Stage, register
+from zoo.registry import Body, Stage, output_dtype, register
 from zoo.weights import WeightSource
 
 PAPER = "Szegedy et al. 2014, Going Deeper with Convolutions, https://arxiv.org/abs/1409.4842"
@@ -110,7 +110,8 @@ def googlenet_top(x, *, num_classes, classifier_activation, dropout: float = 0.2
     """Main classifier: global average pool, dropout, one Dense layer."""
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
-    return layers.Dense(num_classes, activation=classifier_activation, name="predictions")(x)
+    return layers.Dense(num_classes, activation=classifier_activation, name="predictions",
+                        dtype=output_dtype())(x)
 
 
 def googlenet_aux_top(x, *, num_classes, classifier_activation, name: str,
@@ -129,7 +130,8 @@ def googlenet_aux_top(x, *, num_classes, classifier_activation, name: str,
     x = layers.Flatten(name=f"{name}_flatten")(x)
     x = layers.Dense(1024, activation="relu", name=f"{name}_fc1")(x)
     x = layers.Dropout(0.7, name=f"{name}_dropout")(x)
-    return layers.Dense(num_classes, activation=classifier_activation, name=f"{name}_predictions")(x)
+    return layers.Dense(num_classes, activation=classifier_activation,
+                        name=f"{name}_predictions", dtype=output_dtype())(x)
 
 
 register(

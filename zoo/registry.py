@@ -50,6 +50,18 @@ class Body:
     aux: tuple = ()
 
 
+def output_dtype():
+    """`"float32"` under a mixed policy, else None: for classifier outputs.
+
+    Softmax and the loss stay in float32 under `mixed_bfloat16` (Keras'
+    mixed-precision guide); under a plain policy the layer follows it.
+    """
+    import keras
+
+    policy = keras.config.dtype_policy()
+    return "float32" if policy.compute_dtype != policy.variable_dtype else None
+
+
 def global_pool_top(x, *, num_classes, classifier_activation):
     """The default classifier: global average pooling and one Dense layer.
 
@@ -65,7 +77,7 @@ def global_pool_top(x, *, num_classes, classifier_activation):
 
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     return keras.layers.Dense(
-        num_classes, activation=classifier_activation, name="predictions"
+        num_classes, activation=classifier_activation, name="predictions", dtype=output_dtype()
     )(x)
 
 

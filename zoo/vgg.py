@@ -13,7 +13,7 @@ import functools
 
 from keras import layers
 
-from zoo.registry import Body, Stage, register
+from zoo.registry import Body, Stage, output_dtype, register
 from zoo.weights import WeightSource
 
 # Table 1: convolutions per block (all 3x3); channels double per block to 512.
@@ -65,7 +65,8 @@ def vgg_top(x, *, num_classes, classifier_activation):
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(4096, activation="relu", name="fc1")(x)
     x = layers.Dense(4096, activation="relu", name="fc2")(x)
-    return layers.Dense(num_classes, activation=classifier_activation, name="predictions")(x)
+    return layers.Dense(num_classes, activation=classifier_activation, name="predictions",
+                        dtype=output_dtype())(x)
 
 
 for _name, _convs in CONFIGS.items():

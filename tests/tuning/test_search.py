@@ -166,3 +166,51 @@ def test_a_trial_trains_data_parallel_on_two_jax_devices(tmp_path):
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["devices"] == 2
     assert report["batches"] >= 4 and set(report["replicas"]) == {2}  # weights on both devices
+
+
+_BATCH_THREADS = []  # module-level: KerasTuner deep-copies the callbacks
+
+
+class _RecordThread(keras.callbacks.Callback):
+    async_safe = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        import threading
+
+        _BATCH_THREADS.append(threading.current_thread() is threading.main_thread())
+
+
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow",
+                    reason="Keras dispatches callbacks synchronously on TensorFlow")
+@pytest.mark.parametrize("stages", [0, 1], ids=["cached_head", "full_model"])
+def test_trials_keep_asynchronous_dispatch(tmp_path, stages, capsys):
+    """No callback of a trial (KerasTuner's, early stopping, TensorBoard, the
+    epoch printer) makes Keras wait for every step's logs: an async-safe
+    batch hook runs off the main thread only when all the others allow it."""
+    _BATCH_THREADS.clear()
+    x, y, _ = zoo.datasets.shapes(4, size=32, split="train")
+    tuning.search((x, y), (x, y), backbone="resnet18", tuner="random", max_trials=1, epochs=1,
+                  batch_size=8, directory=str(tmp_path), verbose=2, phase1_fraction=0.0,
+                  unfreeze_space={"stages": [stages], "augment": [False]},
+                  callbacks=[_RecordThread()])
+    assert _BATCH_THREADS and not any(_BATCH_THREADS)
+    assert "epoch 1/1 - " in capsys.readouterr().out
+
+
+def test_precision_applies_to_every_trial(tmp_path):
+    """KerasTuner resets Keras' global dtype policy before each trial; the
+    hypermodel builds every trial under `precision` anyway, softmax in float32."""
+    x, y, _ = zoo.datasets.shapes(4, size=32, split="train")
+    result = tuning.search((x, y), (x, y), backbone="resnet18", tuner="random", max_trials=2,
+                           epochs=1, directory=str(tmp_path), precision="bf16",
+                           unfreeze_space={"stages": [0, 1], "augment": [False]})
+    model = result.model
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    assert convs and all(l.dtype_policy.name == "mixed_bfloat16" for l in convs)
+    assert all(w.dtype == "float32" for w in model.weights)
+    assert model.get_layer("head").get_layer("predictions").compute_dtype == "float32"
+    assert keras.ops.convert_to_numpy(model(x[:2])).dtype == np.float32
+    assert keras.config.dtype_policy().name == "float32"  # the caller's policy is left alone
+    with pytest.raises(ValueError, match="Unknown precision 'fp8'"):
+        tuning.search((x, y), (x, y), backbone="resnet18", directory=str(tmp_path),
+                      precision="fp8")

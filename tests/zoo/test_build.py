@@ -99,3 +99,14 @@ def test_stages_of_zoo_and_foreign_models():
     inferred = zoo.stages_of(foreign)
     assert [s.reduction for s in inferred] == [2, 4, 8, 16, 32]
     assert inferred[-1].layer == foreign.layers[-1].name
+
+
+def test_mixed_precision_keeps_predictions_in_float32():
+    model = zoo.build("resnet18", num_classes=5, input_shape=(32, 32, 3), dtype="mixed_bfloat16")
+    assert model.get_layer("conv1_conv").compute_dtype == "bfloat16"
+    assert model.get_layer("predictions").compute_dtype == "float32"
+    out = model(np.zeros((1, 32, 32, 3), "float32"))
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    assert zoo.build("resnet18", num_classes=5, input_shape=(32, 32, 3)).get_layer(
+        "predictions").compute_dtype == "float32"
+    assert zoo.precision_policy("fp32") == "float32"
