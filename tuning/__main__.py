@@ -267,7 +267,7 @@ def run(args):
             head_space=None if pretrained else {"pooling": ["avg"], "optimizer": ["adam"],
                                                 "dense_layers": (0, 1), "dropout": (0.0, 0.3),
                                                 "learning_rate": (1e-3, 2e-3)},
-            callbacks=[_stop_when_interrupted()],
+            callbacks=[_stop_when_interrupted()], precision=args.precision,
         )
     except KeyboardInterrupt:
         print(f"\ninterrupted: the best model so far and the leaderboard are in {project} "

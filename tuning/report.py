@@ -239,7 +239,7 @@ def write_report(out_dir, *, args, classes, counts, result, evaluation, timings,
         f"- classes ({len(classes)}): {', '.join(classes)}",
         f"- images: {counts}",
         f"- image size {args.image_size}x{args.image_size}, backbone `{args.backbone}`, "
-        f"weights `{args.weights}`", "",
+        f"weights `{args.weights}`, precision {getattr(args, 'precision', 'fp32')}", "",
         "## Best trial", "",
         f"- objective val_accuracy: {result.score:.4f}", "",
         "| hyperparameter | value |", "|---|---|",

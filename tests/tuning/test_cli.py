@@ -39,6 +39,8 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
     assert main(["run", "--out", out, *TINY, "--backbone", "resnet34"]) == 2
     err = capsys.readouterr().err
     assert "--backbone 'resnet18' -> 'resnet34'" in err and "--overwrite" in err
+    assert main(["run", "--out", out, *TINY, "--precision", "bf16"]) == 2
+    assert "--precision 'fp32' -> 'bf16'" in capsys.readouterr().err
     assert os.path.getmtime(os.path.join(out, "best.keras")) == before
 
 
