@@ -59,6 +59,12 @@ def main(argv=None):
                        help="only these sides, comma-separated: zoo,keras,ceiling,torch,compiled "
                        "(one per process gives each its own peak memory)")
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        import os
+
+        # JAX would otherwise take 75% of a GPU at start: torch (the
+        # torchvision columns) needs its share, and peak memory its meaning.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
     import zoo
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 
 import keras
@@ -125,6 +126,19 @@ def _timed(fn, steps, sync):
     return run
 
 
+def _interleaved(timers, repeats):
+    """Warm every side up (compile, trace) then time them in turn, `repeats` times."""
+    for infer, train in timers.values():
+        infer()
+        train()
+    results = {k: {"infer": [], "train": []} for k in timers}
+    for _ in range(repeats):
+        for key, (infer, train) in timers.items():
+            results[key]["infer"].append(infer())
+            results[key]["train"].append(train())
+    return results
+
+
 def _keras_preprocess(name):
     family = "resnet_v2" if name.endswith("v2") else ("resnet" if name.startswith("resnet") else name)
     return getattr(keras.applications, family).preprocess_input
@@ -167,13 +181,16 @@ def _jax_ceiling(model, x, y):
 
 
 def torch_available() -> bool:
-    """Whether torch and torchvision import (the torchvision columns)."""
-    try:
-        import torch  # noqa: F401
-        import torchvision  # noqa: F401
-    except Exception:  # not installed, or a torchvision built for another torch
-        return False
-    return True
+    """Whether torch and torchvision are installed (the torchvision columns).
+
+    Looked up without importing them: a CUDA build of torchvision crashes a
+    process that has imported TensorFlow (seen with torch 2.14 +
+    TensorFlow 2.21), so where TensorFlow is loaded they run in a child
+    process.
+    """
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "torchvision"))
 
 
 def torch_steps(module, x8, y, *, precision="fp32", compile=False):
@@ -227,6 +244,34 @@ def torch_steps(module, x8, y, *, precision="fp32", compile=False):
         return out.detach().float().cpu().numpy()
 
     return infer, train, sync
+
+
+def _torch_child(name, batch, size, precision, steps, repeats, sides):
+    """The torch sides timed in this (child) process: `{side: {what: [seconds]}}`."""
+    rng = np.random.default_rng(0)
+    x8 = rng.integers(0, 256, (batch, size, size, 3)).astype("uint8")
+    y = rng.integers(0, 1000, (batch,))
+    return _interleaved(_torch_sides(name, x8, y, precision=precision, steps=steps,
+                                     sides=set(sides)), repeats)
+
+
+def _torch_in_child(name, *, batch, size, precision, steps, repeats, sides):
+    """Run `_torch_child` in a fresh process without TensorFlow (see `torch_available`)."""
+    import os
+    import subprocess
+
+    args = json.dumps(dict(name=name, batch=batch, size=size, precision=precision, steps=steps,
+                           repeats=repeats, sides=sorted(sides)))
+    code = ("import json, sys; from zoo.bench import _torch_child; "
+            "print('@@' + json.dumps(_torch_child(**json.loads(sys.argv[1]))))")
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    done = subprocess.run([sys.executable, "-c", code, args], env=env, capture_output=True, text=True)
+    lines = [l for l in done.stdout.splitlines() if l.startswith("@@")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"The torchvision columns failed in their process (exit "
+                           f"{done.returncode}):\n{done.stderr[-2000:]}\nRun with torch=False "
+                           "(--torch off) to leave them out.")
+    return json.loads(lines[-1][2:])
 
 
 def _torch_sides(name, x8, y, *, precision, steps, sides):
@@ -333,24 +378,22 @@ def bench_model(name: str, *, batch: int, steps: int, size: int, repeats: int = 
             infer, train = _jax_ceiling(model, x8[:batch], y[:batch])
             sync = keras.ops.convert_to_numpy
             timers["ceiling"] = (_timed(infer, steps, sync), _timed(train, steps, sync))
-        if wanted & {"torch", "compiled"} and use_torch and name in TORCH_TWINS:
+        torch_sides = wanted & {"torch", "compiled"} if use_torch and name in TORCH_TWINS else set()
+        if torch_sides and "tensorflow" not in sys.modules:  # else a child process
             timers.update(_torch_sides(name, x8[:batch], y[:batch], precision=precision,
-                                       steps=steps, sides=wanted))
-        for infer, train in timers.values():  # compile/trace outside the clock
-            infer()
-            train()
-        results = {k: {"infer": [], "train": []} for k in timers}
-        for _ in range(repeats):
-            for key, (infer, train) in timers.items():
-                results[key]["infer"].append(infer())
-                results[key]["train"].append(train())
+                                       steps=steps, sides=torch_sides))
+            torch_sides = set()
+        results = _interleaved(timers, repeats)
     finally:
         keras.config.set_dtype_policy(previous)
     memory = _peak_memory_mb()  # before anything else is built
+    if torch_sides:  # TensorFlow is loaded: torch in its own process, after the Keras sides
+        results.update(_torch_in_child(name, batch=batch, size=size, precision=precision,
+                                       steps=steps, repeats=repeats, sides=torch_sides))
     macs = zoo.count_macs(zoo.build(name, input_shape=shape))
     row = {"model": name, "batch": batch, "size": size, "precision": precision,
            "backend": keras.backend.backend(), "jit_compile": jit_compile, "gmacs": macs / 1e9}
-    for key in timers:
+    for key in results:
         for what, flops_per_image in (("infer", 2 * macs), ("train", 6 * macs)):
             row[f"{key}_{what}_img_s"] = batch / statistics.median(results[key][what])
             row[f"{key}_{what}_tflops"] = row[f"{key}_{what}_img_s"] * flops_per_image / 1e12
@@ -358,7 +401,7 @@ def bench_model(name: str, *, batch: int, steps: int, size: int, repeats: int = 
                 row[f"{key}_{what}_mfu"] = row[f"{key}_{what}_tflops"] / peak_tflops
     for other in _SIDES[1:]:
         for what in ("infer", "train"):
-            if "zoo" in timers and other in timers:
+            if "zoo" in results and other in results:
                 prefix = "" if other == "keras" else f"{other}_"
                 row[f"{prefix}{what}_ratio"] = row[f"zoo_{what}_img_s"] / row[f"{other}_{what}_img_s"]
     if memory is not None:

@@ -1,8 +1,11 @@
 import json
 
 import keras
+import pytest
 
+from zoo import bench
 from zoo.__main__ import main
+from zoo.bench import bench_model
 
 
 def test_demo_list_info(capsys):
@@ -20,7 +23,7 @@ def test_demo_list_info(capsys):
 def test_bench_writes_side_by_side_ratios(tmp_path, capsys):
     path = tmp_path / "bench.json"
     main(["bench", "--models", "resnet50", "--batch", "2", "--steps", "1", "--size", "32",
-          "--repeats", "1", "--json", str(path)])
+          "--repeats", "1", "--json", str(path), "--torch", "off"])
     rows = json.loads(path.read_text())
     assert rows[0]["model"] == "resnet50"
     assert rows[0]["zoo_train_img_s"] > 0 and rows[0]["keras_infer_img_s"] > 0
@@ -28,4 +31,36 @@ def test_bench_writes_side_by_side_ratios(tmp_path, capsys):
     assert rows[0]["zoo_train_tflops"] > 0 and rows[0]["precision"] == "fp32"
     if keras.backend.backend() == "jax":  # the jitted stateless step, side by side
         assert rows[0]["ceiling_train_img_s"] > 0 and rows[0]["ceiling_train_ratio"] > 0
-    assert "ratio" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "inference" in out and "train step" in out and "keras.app" in out
+
+
+def test_bench_sides_precision_and_bad_arguments():
+    row = bench_model("googlenet", batch=2, steps=2, size=32, repeats=1, precision="bf16",
+                      sides=["zoo"], peak_tflops=1.0)
+    assert row["precision"] == "bf16" and row["zoo_infer_img_s"] > 0
+    assert "keras_infer_img_s" not in row and row["zoo_train_mfu"] == row["zoo_train_tflops"]
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    with pytest.raises(ValueError, match="Unknown sides"):
+        bench_model("resnet18", batch=2, steps=1, size=32, sides=["tf"])
+    with pytest.raises(ValueError, match="Unknown precision"):
+        bench_model("resnet18", batch=2, steps=1, size=32, precision="fp16")
+    with pytest.raises(ValueError, match="Did you mean"):
+        bench_model("resnet5O", batch=2, steps=1, size=32)
+
+
+def test_bench_torch_columns_need_torchvision(monkeypatch):
+    monkeypatch.setattr(bench, "torch_available", lambda: False)
+    with pytest.raises(ImportError, match="torchvision"):
+        bench_model("resnet18", batch=2, steps=1, size=32, torch=True)
+
+
+def test_bench_torchvision_columns():
+    """Where torchvision is installed (not in CI): eager and compiled, same run."""
+    if not bench.torch_available():
+        pytest.skip("torchvision is not installed")
+    row = bench_model("resnet18", batch=2, steps=1, size=32, repeats=1,
+                      sides=["zoo", "torch", "compiled"])
+    for key in ("torch_infer_img_s", "compiled_train_img_s", "torch_train_ratio",
+                "compiled_infer_ratio"):
+        assert row[key] > 0
