@@ -1,6 +1,6 @@
 """surgery: edit any functional Keras 3 model, restore its parameters, choose what trains.
 
-Every edit (`remove`, `cut`, `graft`, `insert`, `replace`, `copy`) returns a
+Every edit (`remove`, `cut`, `tail`, `graft`, `insert`, `replace`, `copy`) returns a
 new model built by one engine (`surgery.engine.rewrite`); the original keeps
 working with its weights. Freezing acts in place, like Keras' own idiom.
 
@@ -12,7 +12,7 @@ working with its weights. Freezing acts in place, like Keras' own idiom.
 >>> _ = surgery.freeze_until(clf, -2)
 """
 
-from surgery.edits import copy, cut, graft, insert, remove, replace
+from surgery.edits import copy, cut, graft, insert, remove, replace, tail
 from surgery.engine import SurgeryError, resolve, rewrite
 from surgery.freezing import (
     FreezeResult,
@@ -32,5 +32,6 @@ __all__ = [
     "FreezeResult", "HubLayer", "RestoreReport", "SurgeryError", "TrainableSummary", "copy", "cut",
     "export_feature_extractor", "freeze", "freeze_stages", "freeze_until", "graft",
     "hub_layer", "insert", "remove", "replace",
-    "resolve", "restore", "rewrite", "stage_groups", "trainable_summary", "unfreeze", "unfreeze_stages",
+    "resolve", "restore", "rewrite", "stage_groups", "tail", "trainable_summary", "unfreeze",
+    "unfreeze_stages",
 ]

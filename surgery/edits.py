@@ -89,6 +89,31 @@ def cut(model, at, *, name: str | None = None) -> keras.Model:
     return rewrite(model, outputs=layers, name=name or f"{model.name}_cut")
 
 
+def tail(model, after, *, name: str | None = None) -> keras.Model:
+    """The model after one layer or stage: that layer's output becomes the input.
+
+    The counterpart of `cut`: `tail(m, at)(cut(m, at)(x))` equals `m(x)`.
+    For heads run on cached features, Grad-CAM (gradients of the scores
+    with respect to a feature map), or serving a model in two parts. A
+    connection that bypasses `after` (cutting inside a residual block)
+    raises `SurgeryError`.
+
+    Args:
+        model: functional or Sequential `keras.Model`.
+        after: a layer spec (name, object, index) or a stage name.
+        name: str. Name of the new model. Defaults to `"<name>_tail"`.
+
+    Example:
+
+    >>> import zoo, surgery
+    >>> m = zoo.build("resnet18", num_classes=4, input_shape=(64, 64, 3))
+    >>> t = surgery.tail(m, "conv4")
+    >>> t.input_shape, t.output_shape
+    ((None, 4, 4, 256), (None, 4))
+    """
+    return rewrite(model, inputs=[_resolve_at(model, after)], name=name or f"{model.name}_tail")
+
+
 def _has_layer(model, name):
     try:
         resolve(model, name)

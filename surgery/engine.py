@@ -136,6 +136,7 @@ class _State:
     aliases: dict = dataclasses.field(default_factory=dict)
     weights_to_copy: list = dataclasses.field(default_factory=list)
     graphs: list = dataclasses.field(default_factory=list)
+    cut_off: dict = dataclasses.field(default_factory=dict)
 
 
 def _containers(model):
@@ -151,6 +152,7 @@ def rewrite(
     *,
     edits: dict | None = None,
     outputs: Sequence | None = None,
+    inputs: Sequence | None = None,
     copy: bool = True,
     name: str | None = None,
 ) -> keras.Model:
@@ -164,6 +166,9 @@ def rewrite(
             outputs. A list whose items are layers (their output), tensors
             of the old graph, or `(item, fn)` pairs: `fn` applied to the new
             tensor of `item` (how heads are attached).
+        inputs: layers (their output) or tensors of the old graph that
+            become the new model's inputs, or `None` for the model's own
+            inputs: the part of the model after them (`surgery.tail`).
         copy: bool. Clone every kept layer with its weights (the new model
             shares nothing with the original). `False` reuses the layer
             objects (shared weights). Defaults to True.
@@ -197,13 +202,23 @@ def rewrite(
     state.graphs = [graph] + [graph_of(c) for c in _containers(graph) if id(c) in inline]
 
     new_inputs = []
-    for t in graph.inputs:
-        layer = t._keras_history[0]
-        new = keras.Input(batch_shape=t.shape, dtype=t.dtype, name=layer.name)
-        new_inputs.append(new)
-        if id(layer) in edit_ids:  # an input is never "called": its edit sees the identity
-            new = edit_ids[id(layer)](layer, (new,), {}, lambda x: x)
-        state.memo[id(t)] = new
+    if inputs is None:
+        for t in graph.inputs:
+            layer = t._keras_history[0]
+            new = keras.Input(batch_shape=t.shape, dtype=t.dtype, name=layer.name)
+            new_inputs.append(new)
+            if id(layer) in edit_ids:  # an input is never "called": its edit sees the identity
+                new = edit_ids[id(layer)](layer, (new,), {}, lambda x: x)
+            state.memo[id(t)] = new
+    else:
+        for item in inputs:
+            t = _cut_point(item)
+            layer = t._keras_history[0]
+            new = keras.Input(batch_shape=t.shape, dtype=t.dtype, name=f"{layer.name}_input")
+            new_inputs.append(new)
+            state.memo[id(t)] = new
+        # Reaching the old inputs means a connection bypasses the new ones.
+        state.cut_off = {id(t): t._keras_history[0].name for t in graph.inputs}
     _alias_nested_inputs(graph, state)
 
     limit = sys.getrecursionlimit()
@@ -230,6 +245,21 @@ def rewrite(
         clone.set_weights(values)
     _check_unique_names(new_model)
     return new_model
+
+
+def _cut_point(item):
+    """The one tensor a layer (called once) or a tensor stands for."""
+    if isinstance(item, keras.layers.Layer):
+        if len(item._inbound_nodes) != 1:
+            raise SurgeryError(f"Layer {item.name!r} is called {len(item._inbound_nodes)} times; "
+                               "start at a layer that is called once.")
+        outs = item._inbound_nodes[0].outputs
+        if len(outs) != 1:
+            raise SurgeryError(f"Layer {item.name!r} has {len(outs)} outputs; pass the tensor.")
+        return outs[0]
+    if isinstance(item, keras.KerasTensor):
+        return item
+    raise TypeError(f"An input is a layer or a tensor of the model. Received: {item!r}")
 
 
 def _output(item, state):
@@ -291,6 +321,12 @@ def _tensor(old, state):
     key = id(old)
     if key in state.memo:
         return state.memo[key]
+    if key in state.cut_off:
+        raise SurgeryError(
+            f"Part of the model after the new inputs still depends on {state.cut_off[key]!r} "
+            "(a connection, e.g. a residual shortcut, bypasses them). Start at a layer that "
+            "everything later depends on, such as a block or stage output."
+        )
     if key in state.aliases:
         new = _tensor(state.aliases[key], state)
         state.memo[key] = new

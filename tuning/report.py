@@ -77,13 +77,14 @@ def _grad_of(fn, x):
 def grad_cam(model, images, *, layer: str, class_index=None):
     """Grad-CAM heat maps (Selvaraju et al. 2017), one per image, in [0, 1].
 
-    The model is split at `layer`: `surgery.cut` gives the feature map, the
-    layers after it are replayed on it as the scoring function; gradients of the class score with respect to
-    the feature map weight its channels.
+    The model is split at `layer`: `surgery.cut` gives the feature map,
+    `surgery.tail` the scoring function on it; gradients of the class score
+    with respect to the feature map weight its channels.
     """
     features_model = surgery.cut(model, layer)
     feats = keras.ops.convert_to_numpy(features_model(images, training=False))
-    head_fn = _tail(model, layer)
+    tail = surgery.tail(model, layer)
+    head_fn = lambda f: tail(f, training=False)  # noqa: E731
     preds = keras.ops.convert_to_numpy(head_fn(keras.ops.convert_to_tensor(feats)))
     if class_index is None:
         class_index = preds.argmax(-1)
@@ -98,28 +99,6 @@ def grad_cam(model, images, *, layer: str, class_index=None):
     cam = np.maximum((weights * feats).sum(-1), 0)
     cam /= cam.max(axis=(1, 2), keepdims=True) + 1e-8
     return cam
-
-
-def _tail(model, layer):
-    """A function feature_map -> scores replaying the layers after `layer`."""
-    start = model.get_layer(layer)
-    names = [l.name for l in model.layers]
-    after = names.index(start.name) if start.name in names else None
-    if after is None:
-        raise ValueError(f"{layer!r} is not a top-level layer of {model.name!r}.")
-    tail_input = keras.Input(start.output.shape[1:])
-    # Rebuild the graph from `layer` on: every later node re-run on the new input.
-    mapping = {id(start.output): tail_input}
-    for l in model.layers[after + 1:]:
-        for node in l._inbound_nodes:
-            args = node.arguments.keras_tensors
-            if all(id(a) in mapping for a in args):
-                inputs = [mapping[id(a)] for a in args]
-                out = l(inputs[0] if len(inputs) == 1 else inputs)
-                for o, new in zip(node.outputs, keras.tree.flatten(out)):
-                    mapping[id(o)] = new
-    tail = keras.Model(tail_input, mapping[id(model.outputs[0])])
-    return lambda f: tail(f, training=False)
 
 
 def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names, backbone):

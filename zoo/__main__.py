@@ -56,8 +56,8 @@ def main(argv=None):
     bench.add_argument("--torch", default="auto", choices=["auto", "on", "off"],
                        help="torchvision eager / torch.compile columns (auto: when importable)")
     bench.add_argument("--sides", default=None,
-                       help="only these sides, comma-separated: zoo,keras,ceiling,torch,compiled "
-                       "(one per process gives each its own peak memory)")
+                       help="only these sides, comma-separated: zoo,keras,ceiling,torch,compiled,"
+                       "input_u8,input_f32 (one per process gives each its own peak memory)")
     args = parser.parse_args(argv)
     if args.command == "bench":
         import os

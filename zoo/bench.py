@@ -12,14 +12,18 @@ Each side is timed the way its users run it:
 - `ceiling` (JAX): the zoo model as one jitted stateless train step
   (`stateless_call` + `value_and_grad` + `optimizer.stateless_apply`) and a
   jitted forward, on data already on the device: what the hardware allows.
+- `input_u8` / `input_f32`: `fit` / `predict` on a model that costs next to
+  nothing, fed `uint8` and float32 images: the input path alone (Keras' data
+  handling, the host-to-device copy, dispatch), to account for the
+  difference between the sides.
 - `torch` / `compiled` (when torch and torchvision import): the torchvision
   model, channels-last, on normalised float32 data already on the device,
   eager and under `torch.compile`; bf16 via `torch.autocast`.
 
 Same batch, optimizer (SGD, lr 1e-3) and loss on every side. `fit` and
-`predict` are timed in steady state by a callback that waits for the first
-step's result and the last one's (Keras keeps dispatching asynchronously in
-between), so data-adapter set-up and tracing stay outside the clock.
+`predict` are timed by a callback from the start of training (data adapter
+built, step compiled by a warm-up call) to the last step's result, waiting
+for nothing in between (Keras keeps dispatching asynchronously).
 Repetitions are interleaved (zoo, keras, ceiling, torch, ..., zoo, ...) so
 drift of the machine affects all sides alike; the median is reported.
 Throughput is also given as achieved TFLOP/s from the model's MACs (train =
@@ -61,7 +65,21 @@ TORCH_TWINS = {
     "resnet152": ("resnet152", {}),
     "googlenet": ("googlenet", {"aux_logits": False, "init_weights": True}),
 }
-_SIDES = ("zoo", "keras", "ceiling", "torch", "compiled")
+_SIDES = ("zoo", "keras", "ceiling", "torch", "compiled", "input_u8", "input_f32")
+_RATIO_SIDES = ("keras", "ceiling", "torch", "compiled")
+
+
+def _input_probe(shape, dtype, num_classes=1000):
+    """A model that costs next to nothing: `fit`/`predict` on it time the input path.
+
+    Keras' own data handling, the transfer to the device and the step's
+    dispatch, per batch, for `uint8` or float32 images: what the zoo side
+    pays for its input and the keras.applications side for its.
+    """
+    inputs = keras.Input(shape, dtype=dtype)
+    x = keras.layers.GlobalAveragePooling2D()(keras.ops.cast(inputs, "float32"))
+    return _compiled(keras.Model(inputs, keras.layers.Dense(num_classes)(x)))
+
 
 
 def _compiled(model, jit_compile="auto"):
@@ -71,11 +89,15 @@ def _compiled(model, jit_compile="auto"):
 
 
 class _SteadyClock(keras.callbacks.Callback):
-    """Seconds per step of `fit`/`predict` after the first step.
+    """Seconds per step of one `fit`/`predict` call, data set-up excluded.
 
-    Waits for the results of step 0 and of the last step only; `async_safe`
-    keeps Keras' asynchronous dispatch in between (a callback with a batch
-    hook that is not async-safe makes Keras fetch every step's logs).
+    From `on_train_begin`/`on_predict_begin` (Keras has built its data
+    adapter by then; the step is already compiled) to the completion of the
+    last step, over all `steps + 1` steps. Only the last step's result is
+    waited for, and `async_safe` keeps Keras' asynchronous dispatch in
+    between (a callback with a batch hook that is not async-safe makes Keras
+    fetch every step's logs). Timing from the first step's completion
+    instead would undercount: on a CPU, JAX runs the next steps alongside it.
     """
 
     async_safe = True
@@ -85,16 +107,19 @@ class _SteadyClock(keras.callbacks.Callback):
         self.steps = steps
         self.marks = {}
 
-    def _mark(self, batch, logs=None):
-        if batch in (0, self.steps):
-            keras.ops.convert_to_numpy(keras.tree.flatten(logs)[0])
-            self.marks[batch] = time.perf_counter()
+    def _begin(self, logs=None):
+        self.marks["begin"] = time.perf_counter()
 
-    on_train_batch_end = _mark
-    on_predict_batch_end = _mark
+    def _mark(self, batch, logs=None):
+        if batch == self.steps:
+            keras.ops.convert_to_numpy(keras.tree.flatten(logs)[0])
+            self.marks["end"] = time.perf_counter()
+
+    on_train_begin = on_predict_begin = _begin
+    on_train_batch_end = on_predict_batch_end = _mark
 
     def seconds_per_step(self):
-        return (self.marks[self.steps] - self.marks[0]) / self.steps
+        return (self.marks["end"] - self.marks["begin"]) / (self.steps + 1)
 
 
 def _keras_sides(model, x, y, *, batch, steps):
@@ -325,8 +350,9 @@ def bench_model(name: str, *, batch: int, steps: int, size: int, repeats: int = 
         torch: bool. Time the torchvision twin, eager and compiled. Defaults
             to whether torch and torchvision import.
         sides: iterable of str. Only these of `zoo`, `keras`, `ceiling`,
-            `torch`, `compiled` (e.g. one per process, to read each one's
-            peak device memory). Defaults to all that apply.
+            `torch`, `compiled`, `input_u8`, `input_f32` (e.g. one per
+            process, to read each one's peak device memory). Defaults to all
+            that apply.
 
     Returns:
         A dict: `{side}_{infer|train}_img_s` for the sides that ran,
@@ -369,6 +395,11 @@ def bench_model(name: str, *, batch: int, steps: int, size: int, repeats: int = 
             model = _compiled(zoo.build(name, input_shape=shape, include_preprocessing=True),
                               jit_compile)
             timers["zoo"] = _keras_sides(model, x8, y, batch=batch, steps=steps)
+        for side, data in (("input_u8", x8), ("input_f32", None)):
+            if side in wanted:
+                data = x8.astype("float32") if data is None else data
+                timers[side] = _keras_sides(_input_probe(shape, data.dtype.name), data, y,
+                                            batch=batch, steps=steps)
         if "keras" in wanted and name in KERAS_TWINS:
             ref = _compiled(getattr(keras.applications, KERAS_TWINS[name])(weights=None, input_shape=shape))
             xf = _keras_preprocess(name)(x8.astype("float32"))
@@ -396,16 +427,22 @@ def bench_model(name: str, *, batch: int, steps: int, size: int, repeats: int = 
     for key in results:
         for what, flops_per_image in (("infer", 2 * macs), ("train", 6 * macs)):
             row[f"{key}_{what}_img_s"] = batch / statistics.median(results[key][what])
+            if key.startswith("input"):
+                continue
             row[f"{key}_{what}_tflops"] = row[f"{key}_{what}_img_s"] * flops_per_image / 1e12
             if peak_tflops:
                 row[f"{key}_{what}_mfu"] = row[f"{key}_{what}_tflops"] / peak_tflops
-    for other in _SIDES[1:]:
+    for other in _RATIO_SIDES:
         for what in ("infer", "train"):
             if "zoo" in results and other in results:
                 prefix = "" if other == "keras" else f"{other}_"
                 row[f"{prefix}{what}_ratio"] = row[f"zoo_{what}_img_s"] / row[f"{other}_{what}_img_s"]
     if memory is not None:
         row["peak_memory_mb"] = memory
+    else:  # a CPU: the process's peak resident memory (compare one side per process)
+        import resource
+
+        row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return row
 
 
@@ -414,16 +451,18 @@ def format_table(rows) -> str:
     first = rows[0] if rows else {"backend": keras.backend.backend(), "precision": "fp32",
                                   "jit_compile": "auto"}
     lines = [f"backend {first['backend']}, {first['precision']}, zoo jit_compile="
-             f"{first['jit_compile']}; img/s (median of repeats); x.xx = zoo / that side"]
+             f"{first['jit_compile']}; img/s (median of repeats); ratio = zoo / the side "
+             "before it; input u8/f32 = the same fit/predict on a model that costs nothing"]
     for what, title in (("infer", "inference"), ("train", "train step")):
         cols = [(f"zoo_{what}_img_s", "zoo", 8), (f"keras_{what}_img_s", "keras.app", 9),
                 (f"{what}_ratio", "ratio", 6), (f"ceiling_{what}_img_s", "jit step", 8),
                 (f"ceiling_{what}_ratio", "ratio", 6), (f"torch_{what}_img_s", "torch", 8),
                 (f"torch_{what}_ratio", "ratio", 6), (f"compiled_{what}_img_s", "compiled", 8),
                 (f"compiled_{what}_ratio", "ratio", 6), (f"zoo_{what}_tflops", "TFLOP/s", 7),
-                (f"zoo_{what}_mfu", "MFU", 5)]
+                (f"zoo_{what}_mfu", "MFU", 5), (f"input_u8_{what}_img_s", "input u8", 9),
+                (f"input_f32_{what}_img_s", "input f32", 9)]
         if what == "train":
-            cols.append(("peak_memory_mb", "peak MiB", 8))
+            cols += [("peak_memory_mb", "peak MiB", 8), ("peak_rss_mb", "RSS MiB", 8)]
         cols = [c for c in cols if any(c[0] in r for r in rows)]
         header = f"{title:<12} {'size':>4} {'batch':>5} | " + " ".join(f"{t:>{w}}" for _, t, w in cols)
         lines += ["", header, "-" * len(header)]

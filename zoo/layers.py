@@ -59,12 +59,13 @@ class ImageNormalization(layers.Layer):
         self._offset = offset.astype("float32")
 
     def call(self, x):
-        x = ops.cast(x, self.compute_dtype)
+        # In float32 whatever the policy, one rounding to the compute dtype
+        # at the end: under mixed_bfloat16, `pixel - mean` in bfloat16 would
+        # round twice (and CPUs have no bfloat16 elementwise arithmetic).
+        x = ops.cast(x, "float32")
         if self.mode == "caffe":
             x = ops.flip(x, axis=-1)
-        scale = ops.cast(self._scale, self.compute_dtype)
-        offset = ops.cast(self._offset, self.compute_dtype)
-        return x * scale + offset
+        return ops.cast(ops.add(ops.multiply(x, self._scale), self._offset), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

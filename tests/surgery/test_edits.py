@@ -59,6 +59,21 @@ def test_cut_at_layer_stage_and_several(resnet, x, tmp_path):
     _roundtrip(multi, tmp_path, x)
 
 
+def test_tail_is_the_rest_of_cut(resnet, x, tmp_path):
+    for at in ("conv4_block2_out", "conv3", "avg_pool"):
+        tail = surgery.tail(resnet, at)
+        np.testing.assert_allclose(np_(tail(surgery.cut(resnet, at)(x))), np_(resnet(x)),
+                                   rtol=1e-5, atol=1e-6)
+    tail = surgery.tail(resnet, "conv4")
+    assert tail.input_shape == resnet.get_layer("conv4_block2_out").output.shape
+    assert "conv3_block1_1_conv" not in [l.name for l in tail.layers]
+    assert tail.get_layer("conv5_block1_1_conv") is not resnet.get_layer("conv5_block1_1_conv")
+    _roundtrip(tail, tmp_path, np_(surgery.cut(resnet, "conv4")(x)))
+    # Inside a residual block the shortcut bypasses the cut: refused, with the way out.
+    with pytest.raises(surgery.SurgeryError, match="bypasses them"):
+        surgery.tail(resnet, "conv4_block1_1_relu")
+
+
 def test_remove_rewires_and_refuses_shape_changes(x, tmp_path):
     inp = keras.Input(SHAPE, name="img")
     a = keras.layers.Conv2D(8, 3, padding="same", name="a")(inp)
