@@ -81,7 +81,6 @@ def _input_probe(shape, dtype, num_classes=1000):
     return _compiled(keras.Model(inputs, keras.layers.Dense(num_classes)(x)))
 
 
-
 def _compiled(model, jit_compile="auto"):
     model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="sparse_categorical_crossentropy",
                   jit_compile=jit_compile)
