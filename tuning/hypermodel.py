@@ -219,16 +219,12 @@ class TransferHyperModel(kt.HyperModel):
         if self.distribution is not None:
             keras.distribution.set_distribution(self.distribution)
         s = self._space(hp)
-        previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.dtype_policy)  # the head and augmentation layers
-        try:
+        with zoo.dtype_policy_scope(self.dtype_policy):  # the head and augmentation layers
             model = surgery.graft(self._template, self._head(s), name=f"{self.backbone_name}_transfer")
             if s["augment"]:
                 model = surgery.insert(model, keras.Sequential(augmentation_layers(self.augmentation),
                                                                name="augment"),
                                        after=model.layers[0].name)
-        finally:
-            keras.config.set_dtype_policy(previous)
         self._compile(model, s, s["learning_rate"], for_fit=False)
         return model
 

@@ -6,7 +6,7 @@
 """
 
 from zoo import datasets, layers, weights
-from zoo.api import ModelCard, build, count_macs, info, precision_policy, preprocess, stages_of
+from zoo.api import ModelCard, build, count_macs, dtype_policy_scope, info, precision_policy, preprocess, stages_of
 from zoo.registry import Body, ModelSpec, Stage, get_spec, list_models, register
 
 # Families register themselves on import.
@@ -17,6 +17,6 @@ from zoo.fcn import convolutionalize  # noqa: E402
 from zoo.googlenet import AuxiliaryClassifierModel, strip_auxiliary  # noqa: E402
 
 __all__ = [
-    "AuxiliaryClassifierModel", "Body", "ModelCard", "averaging", "convolutionalize", "datasets", "ensemble", "ModelSpec", "Stage", "build", "count_macs", "get_spec",
+    "AuxiliaryClassifierModel", "Body", "ModelCard", "averaging", "convolutionalize", "datasets", "ensemble", "ModelSpec", "Stage", "build", "count_macs", "dtype_policy_scope", "get_spec",
     "info", "layers", "list_models", "precision_policy", "preprocess", "register", "stages_of", "strip_auxiliary", "weights",
 ]

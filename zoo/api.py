@@ -41,7 +41,22 @@ def precision_policy(precision: str) -> str:
 
 
 @contextlib.contextmanager
-def _dtype_policy(dtype):
+def dtype_policy_scope(dtype):
+    """Keras' global dtype policy set to `dtype` inside the block, restored after.
+
+    `None` changes nothing. Layers created inside take the policy (how
+    `zoo.build(dtype=...)`, the tuning hypermodel and the benchmark build
+    their models under a precision).
+
+    Example:
+
+    >>> import keras, zoo
+    >>> with zoo.dtype_policy_scope("mixed_bfloat16"):
+    ...     keras.layers.Dense(2).dtype_policy.name
+    'mixed_bfloat16'
+    >>> keras.config.dtype_policy().name
+    'float32'
+    """
     if dtype is None:
         yield
         return
@@ -237,7 +252,7 @@ def build(
     shape = _resolve_input_shape(spec, input_shape, include_top=include_top, weights=weights)
     path = _resolve_weights(spec, weights, include_top=include_top, num_classes=num_classes)
 
-    with _dtype_policy(dtype):
+    with dtype_policy_scope(dtype):
         inputs = keras.Input(shape=shape, name="input_layer")
         x = inputs
         if include_preprocessing:

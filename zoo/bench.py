@@ -211,6 +211,12 @@ def torch_available() -> bool:
     process that has imported TensorFlow (seen with torch 2.14 +
     TensorFlow 2.21), so where TensorFlow is loaded they run in a child
     process.
+
+    Example:
+
+    >>> from zoo.bench import torch_available
+    >>> torch_available() in (True, False)
+    True
     """
     import importlib.util
 
@@ -386,10 +392,8 @@ def bench_model(name: str, *, batch: int, steps: int, size: int, repeats: int = 
     wanted = set(_SIDES if sides is None else sides)
     if wanted - set(_SIDES):
         raise ValueError(f"Unknown sides {sorted(wanted - set(_SIDES))}; known: {_SIDES}.")
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
     timers = {}
-    try:
+    with zoo.dtype_policy_scope(policy):
         if "zoo" in wanted:
             model = _compiled(zoo.build(name, input_shape=shape, include_preprocessing=True),
                               jit_compile)
@@ -414,8 +418,6 @@ def bench_model(name: str, *, batch: int, steps: int, size: int, repeats: int = 
                                        steps=steps, sides=torch_sides))
             torch_sides = set()
         results = _interleaved(timers, repeats)
-    finally:
-        keras.config.set_dtype_policy(previous)
     memory = _peak_memory_mb()  # before anything else is built
     if torch_sides:  # TensorFlow is loaded: torch in its own process, after the Keras sides
         results.update(_torch_in_child(name, batch=batch, size=size, precision=precision,

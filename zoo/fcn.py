@@ -168,12 +168,12 @@ def fcn(
     >>> m.output_shape
     (None, 75, 100, 3)
     """
-    from zoo.api import _dtype_policy, _resolve_input_shape
+    from zoo.api import _resolve_input_shape, dtype_policy_scope
 
     name = {v: k for k, v in VARIANTS.items()}[stride]
     spec = get_spec(backbone)
     shape = _resolve_input_shape(spec, input_shape, include_top=False, weights=None)
-    with _dtype_policy(dtype):
+    with dtype_policy_scope(dtype):
         inputs = keras.Input(shape, name="input_layer")
         x = inputs
         if include_preprocessing:

@@ -55,6 +55,15 @@ def output_dtype():
 
     Softmax and the loss stay in float32 under `mixed_bfloat16` (Keras'
     mixed-precision guide); under a plain policy the layer follows it.
+
+    Example:
+
+    >>> import zoo
+    >>> with zoo.dtype_policy_scope("mixed_bfloat16"):
+    ...     zoo.registry.output_dtype()
+    'float32'
+    >>> zoo.registry.output_dtype() is None
+    True
     """
     import keras
 
