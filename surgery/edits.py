@@ -8,7 +8,7 @@ from typing import Callable
 import keras
 
 from surgery.engine import SurgeryError, fresh_layer, graph_of, resolve, rewrite
-from zoo.api import stages_of
+from zoo.features import stages_of
 
 
 def _shape(t):

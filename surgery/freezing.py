@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from surgery.engine import SurgeryError, resolve
-from zoo.api import stages_of
+from zoo.features import stages_of
 from zoo.weights import leaf_layers
 
 

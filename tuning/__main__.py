@@ -247,7 +247,7 @@ def run(args):
     # BatchNorm must train too: frozen at its initial statistics it would
     # normalise nothing. Augmentation is what closes the gap between train
     # and test accuracy on a few hundred images per class.
-    unfreeze = None if pretrained else {"stages": [len(zoo.info(args.backbone).stages)],
+    unfreeze = None if pretrained else {"stages": [len(zoo.get_spec(args.backbone).stages)],
                                         "augment": [True], "lr_factor": [1.0],
                                         "train_bn": [True]}
     t_search = time.time()

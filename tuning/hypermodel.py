@@ -194,24 +194,12 @@ class TransferHyperModel(kt.HyperModel):
         return s
 
     def _head(self, s) -> keras.Sequential:
-        layers = []
-        if s["pooling"] == "avg":
-            layers.append(keras.layers.GlobalAveragePooling2D(name="head_pool"))
-        elif s["pooling"] == "max":
-            layers.append(keras.layers.GlobalMaxPooling2D(name="head_pool"))
-        else:
-            layers.append(keras.layers.Flatten(name="head_flatten"))
-        for i in range(s["dense_layers"]):
-            layers.append(keras.layers.Dense(s["units"], activation="relu", name=f"head_dense{i + 1}"))
-            if s["batch_norm"]:
-                layers.append(keras.layers.BatchNormalization(name=f"head_bn{i + 1}"))
-            if s["dropout"] > 0:
-                layers.append(keras.layers.Dropout(s["dropout"], name=f"head_dropout{i + 1}"))
-        if s["dense_layers"] == 0 and s["dropout"] > 0:
-            layers.append(keras.layers.Dropout(s["dropout"], name="head_dropout"))
-        layers.append(keras.layers.Dense(self.num_classes, activation="softmax", dtype="float32",
-                                         name="predictions"))
-        head = keras.Sequential(layers, name="head")
+        # The zoo's one classifier head, with the sampled shape.
+        head = keras.Sequential(zoo.layers.classifier_head(
+            self.num_classes, pooling=s["pooling"],
+            hidden_units=(s["units"],) * s["dense_layers"], batch_norm=s["batch_norm"],
+            dropout=s["dropout"], prefix="head_", hidden_name="dense", output_name="predictions",
+        ), name="head")
         head.build((None,) + tuple(self._template.output.shape[1:]))
         return head
 

@@ -1,22 +1,32 @@
 """zoo: classic CNN families built from scratch for Keras 3, on every backend.
 
+Modules, along timm's lines: `registry` (specs: stages, weight sources,
+tasks; pure data), `builder` (`build`), `features` (`stages_of`), `cards`
+(`info`, `count_macs`), `weights` (the one weight reader), `layers` (shared
+blocks and the one classifier head), one module per family.
+
 >>> import zoo
 >>> model = zoo.build("resnet50", num_classes=10, input_shape=(64, 64, 3))
 >>> print(zoo.info("resnet50"))  # doctest: +SKIP
 """
 
 from zoo import datasets, layers, weights
-from zoo.api import ModelCard, build, count_macs, dtype_policy_scope, info, precision_policy, preprocess, stages_of
-from zoo.registry import Body, ModelSpec, Stage, get_spec, list_models, register
+from zoo.builder import build, dtype_policy_scope, precision_policy, preprocess
+from zoo.cards import ModelCard, count_macs, info
+from zoo.features import stages_of
+from zoo.registry import Body, ModelSpec, Stage, get_spec, list_models, register, register_task
 
 # Families register themselves on import.
-from zoo import fcn, googlenet, resnet, vgg  # noqa: E402,F401  isort: skip
+from zoo import googlenet, resnet, vgg  # noqa: E402,F401  isort: skip
+from zoo import fcn  # noqa: E402,F401  (tasks: after their backbones)
 from zoo import averaging  # noqa: E402
 from zoo.averaging import ensemble  # noqa: E402
 from zoo.fcn import convolutionalize  # noqa: E402
 from zoo.googlenet import AuxiliaryClassifierModel, strip_auxiliary  # noqa: E402
 
 __all__ = [
-    "AuxiliaryClassifierModel", "Body", "ModelCard", "averaging", "convolutionalize", "datasets", "ensemble", "ModelSpec", "Stage", "build", "count_macs", "dtype_policy_scope", "get_spec",
-    "info", "layers", "list_models", "precision_policy", "preprocess", "register", "stages_of", "strip_auxiliary", "weights",
+    "AuxiliaryClassifierModel", "Body", "ModelCard", "ModelSpec", "Stage", "averaging", "build",
+    "convolutionalize", "count_macs", "datasets", "dtype_policy_scope", "ensemble", "get_spec",
+    "info", "layers", "list_models", "precision_policy", "preprocess", "register",
+    "register_task", "stages_of", "strip_auxiliary", "weights",
 ]

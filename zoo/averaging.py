@@ -131,6 +131,12 @@ def ensemble(models, mode: str = "mean", *, weights=None, name: str = "ensemble"
 
 
 def _renamed_copy(model, name):
-    from surgery import copy  # the one graph-copying engine (surgery builds on zoo)
+    """A copy with its own weights under another name (Keras' public cloning).
 
-    return copy(model, name=name)
+    `zoo` does not import `surgery` (surgery builds on zoo); a plain copy
+    needs no rewrite engine.
+    """
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    copy.name = name
+    return copy

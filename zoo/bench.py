@@ -28,6 +28,16 @@ Repetitions are interleaved (zoo, keras, ceiling, torch, ..., zoo, ...) so
 drift of the machine affects all sides alike; the median is reported.
 Throughput is also given as achieved TFLOP/s from the model's MACs (train =
 3 x forward) and as MFU when the device's peak is known (`peak_tflops`).
+
+Why this lives inside the `zoo` package and not beside it in `benchmarks/`:
+it is a user command (`python -m zoo bench`), installed with the package so
+that anyone can measure the models on their own hardware, like
+`timm`'s `benchmark.py` would be if it were installed. It uses only `zoo`'s
+public API (`build`, `count_macs`, `precision_policy`), imports torch and
+torchvision lazily (in a child process where TensorFlow is loaded), and no
+other module of `zoo` imports it, so it costs nothing to users who never
+run it. Scripts that measure the project itself (CI, GPU checks) stay in
+`scripts/`.
 """
 
 from __future__ import annotations
@@ -77,8 +87,8 @@ def _input_probe(shape, dtype, num_classes=1000):
     pays for its input and the keras.applications side for its.
     """
     inputs = keras.Input(shape, dtype=dtype)
-    x = keras.layers.GlobalAveragePooling2D()(keras.ops.cast(inputs, "float32"))
-    return _compiled(keras.Model(inputs, keras.layers.Dense(num_classes)(x)))
+    head = zoo.layers.classifier_head(num_classes, pooling="avg", activation=None)
+    return _compiled(keras.Model(inputs, zoo.layers.apply(head, keras.ops.cast(inputs, "float32"))))
 
 
 def _compiled(model, jit_compile="auto"):

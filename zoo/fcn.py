@@ -13,8 +13,13 @@ the image; each upsampled map is cropped by `factor // 2` (the bilinear
 kernel's centre) to align with the next, and the output is cropped back to
 the input size: `(H, W, 3)` in, `(H, W, num_classes)` out.
 
-VGG backbones keep their classifier as convolutions (fc6: 7x7x4096, fc7:
-1x1x4096, via `convolutionalize`), so ImageNet VGG weights flow into fc6/fc7.
+Backbones whose spec has a `conv_head` keep their classifier as
+convolutions (VGG: fc6 7x7x4096, fc7 1x1x4096), so ImageNet VGG weights flow
+into fc6/fc7 through the spec's `conv_head_names`.
+
+FCN-32s/16s/8s are registered as *task* models (`zoo.registry.register_task`):
+`zoo.build("fcn8s", ...)` takes exactly the arguments of `fcn` below and
+refuses the others (`pooling`, `include_top`, `features_only`, ...).
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from keras import layers
 
 from zoo import layers as blocks
 from zoo import weights as zoo_weights
-from zoo.registry import get_spec, register
+from zoo._keras import inbound_nodes
+from zoo.registry import get_spec, register_task
 
 PAPER = "Long, Shelhamer & Darrell 2015, Fully Convolutional Networks for Semantic Segmentation, https://arxiv.org/abs/1411.4038"
 VARIANTS = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
@@ -107,10 +113,10 @@ def convolutionalize(model: keras.Model, *, input_shape=(None, None, 3)) -> kera
 
 def _dense_window(dense):
     """(kh, kw) of the convolution replacing `dense`: the map it flattens."""
-    node = dense._inbound_nodes[0]
+    node = inbound_nodes(dense)[0]
     upstream = node.parent_nodes[0].operation if node.parent_nodes else None
     while isinstance(upstream, _PASSTHROUGH):
-        parents = upstream._inbound_nodes[0].parent_nodes
+        parents = inbound_nodes(upstream)[0].parent_nodes
         upstream = parents[0].operation if parents else None
     if isinstance(upstream, layers.Flatten):
         shape = upstream.input.shape
@@ -139,6 +145,7 @@ def fcn(
     include_preprocessing: bool = False,
     dtype: str | None = None,
     classifier_activation: str | None = "softmax",
+    name: str | None = None,
 ) -> keras.Model:
     """Build FCN-32s/16s/8s (`stride` 32, 16 or 8) on a zoo backbone.
 
@@ -159,6 +166,7 @@ def fcn(
             gives logits, to train with `from_logits=True` (recommended; on
             Keras 3.15's torch backend probabilities on 4D outputs fail in
             backward). Defaults to `"softmax"`.
+        name: str. Model name. Defaults to `"<variant>_<backbone>"`.
 
     Example:
 
@@ -168,26 +176,30 @@ def fcn(
     >>> m.output_shape
     (None, 75, 100, 3)
     """
-    from zoo.api import _resolve_input_shape, dtype_policy_scope
+    from zoo.builder import dtype_policy_scope, input_stamp, resolve_input_shape
 
-    name = {v: k for k, v in VARIANTS.items()}[stride]
+    variant = {v: k for k, v in VARIANTS.items()}[stride]
     spec = get_spec(backbone)
-    shape = _resolve_input_shape(spec, input_shape, include_top=False, weights=None)
+    if spec.is_task:
+        raise ValueError(
+            f"FCN needs a backbone, and {spec.name!r} is a {spec.task} model. "
+            f"Received: backbone={backbone!r}. Pick one of `zoo.list_models(task='classification')`."
+        )
+    shape = resolve_input_shape(spec, input_shape, include_top=False, weights=None)
+    preprocessing = _preprocessing(spec, weights)
     with dtype_policy_scope(dtype):
-        inputs = keras.Input(shape, name="input_layer")
+        # The input carries the backbone's stamp: `zoo.stages_of` reads it.
+        inputs = keras.Input(shape, name=input_stamp(spec))
         x = inputs
         if include_preprocessing:
-            x = blocks.ImageNormalization(spec.preprocessing, name="preprocessing")(x)
+            x = blocks.ImageNormalization(preprocessing, name="preprocessing")(x)
         x = blocks.PadToMultiple(32, name="pad_to_32")(x)
         body = spec.body(x)
-        stage_out = _stage_outputs(keras.Model(inputs, body.output), body.stages, spec.name)
+        stage_out = _stage_outputs(keras.Model(inputs, body.output), spec.stages, spec.name)
         x = stage_out[32]
-        if spec.family == "vgg":
-            # fc6/fc7 of the VGG classifier, as convolutions (Long et al. 3.1).
-            x = layers.Conv2D(4096, 7, padding="same", activation="relu", name="fc6")(x)
-            x = layers.Dropout(0.5, name="drop6")(x)
-            x = layers.Conv2D(4096, 1, activation="relu", name="fc7")(x)
-            x = layers.Dropout(0.5, name="drop7")(x)
+        if spec.conv_head is not None:
+            # The classifier's hidden layers as convolutions (Long et al. 3.1).
+            x = spec.conv_head(x)
         score = layers.Conv2D(num_classes, 1, name="score_fr")(x)
         # Skips (Long et al. Figure 3): 2x upsample, crop, add the scored stage.
         for skip, pool, up_name in ((16, "pool4", "upscore_2"), (8, "pool3", "upscore_pool4")):
@@ -203,10 +215,17 @@ def fcn(
         score = blocks.CropLike(stride // 2, name="score")([up, inputs])
         outputs = layers.Activation(classifier_activation or "linear", dtype="float32",
                                     name="predictions")(score)
-        model = keras.Model(inputs, outputs, name=f"{name}_{spec.name}")
+        model = keras.Model(inputs, outputs, name=name or f"{variant}_{spec.name}")
     if weights is not None:
         _load(model, weights, spec)
     return model
+
+
+def _preprocessing(spec, weights):
+    """The normalisation of the backbone source `weights` names, else the default."""
+    if isinstance(weights, str) and weights in spec.weights:
+        return spec.weights[weights].preprocessing
+    return spec.preprocessing
 
 
 def segmentation_metrics(num_classes: int) -> list:
@@ -264,7 +283,7 @@ def _load(model, weights, spec):
         source_model = convolutionalize(source_model)
     entries = zoo_weights.read_weights(source_model)
     for e in entries:
-        e.name = {"fc1": "fc6", "fc2": "fc7"}.get(e.name, e.name)
+        e.name = spec.conv_head_names.get(e.name, e.name)
     plan = zoo_weights.plan_assignment(model, entries, match="name")
     # The FCN's own layers (scores, deconvolutions) have no counterpart in a backbone.
     head = {l.name for l in model.layers if l.name.startswith(("score_", "upscore"))}
@@ -278,24 +297,21 @@ def _load(model, weights, spec):
 
 
 def _backbone_classifier(spec, weights):
-    from zoo.api import build
+    from zoo.builder import build
 
-    include_top = spec.family == "vgg"  # fc6/fc7 come from the VGG classifier
+    include_top = spec.conv_head is not None  # e.g. VGG's fc6/fc7 come from its classifier
     kwargs = {"input_shape": (spec.default_size, spec.default_size, 3)} if include_top else {}
     return build(spec.name, include_top=include_top, weights=weights, **kwargs)
 
 
-def _fcn_body(x, **kwargs):
-    # Declared stages of an FCN are its default backbone's (VGG16).
-    return get_spec("vgg16").body(x)
-
-
 for _name, _stride in VARIANTS.items():
-    register(
+    register_task(
         _name,
         family="fcn",
+        task="segmentation",
         paper=PAPER,
         builder=functools.partial(fcn, stride=_stride),
+        default_backbone="vgg16",
         default_classes=21,
         description=f"FCN-{_stride}s semantic segmentation (default backbone VGG16)",
-    )(functools.partial(_fcn_body))
+    )

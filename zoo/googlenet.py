@@ -25,7 +25,8 @@ import numpy as np
 from keras import layers
 
 from zoo import layers as blocks
-from zoo.registry import Body, Stage, output_dtype, register
+from zoo._keras import outputs_struct
+from zoo.registry import Body, Stage, check_stage, register
 from zoo.weights import WeightSource
 
 PAPER = "Szegedy et al. 2014, Going Deeper with Convolutions, https://arxiv.org/abs/1409.4842"
@@ -44,11 +45,8 @@ INCEPTION = {
 }
 _FIELDS = ("filters_1x1", "filters_3x3_reduce", "filters_3x3",
            "filters_5x5_reduce", "filters_5x5", "filters_pool_proj")
-# Between groups: (stage that ends, its last layer, its stride, the pool).
-_POOL_BEFORE = {
-    "4a": ("inception3", "inception3b_out", 8, "pool3"),
-    "5a": ("inception4", "inception4e_out", 16, "pool4"),
-}
+# Between groups: (the stage that ends, the pool that follows it).
+_POOL_BEFORE = {"4a": ("inception3", "pool3"), "5a": ("inception4", "pool4")}
 AUX_AFTER = ("4a", "4d")  # the auxiliary classifiers tap these modules
 AUX_LOSS_WEIGHT = 0.3
 
@@ -58,8 +56,34 @@ TORCHVISION_WEIGHTS = {
     "imagenet": WeightSource(
         "https://download.pytorch.org/models/googlenet-1378be20.pth",
         "googlenet-1378be20.pth", "1378be20", include_top=True, origin="torchvision",
+        # transform_input=True: the model re-maps mean/std input to (x - 0.5) / 0.5.
+        preprocessing="tf", top1=69.778, license="BSD-3-Clause (torchvision)",
     ),
 }
+
+
+def googlenet_stages(*, layout: str = "torchvision", activation: str = "relu") -> tuple:
+    """GoogLeNet's stages from Table 1: stem, conv3, the three inception groups.
+
+    Example:
+
+    >>> import zoo
+    >>> [s.channels for s in zoo.googlenet.googlenet_stages()]
+    [64, 192, 480, 832, 1024]
+    """
+    act = blocks.act_name(activation)
+
+    def width(block):  # 1x1 + 3x3 + 5x5 + pool projection
+        f = dict(zip(_FIELDS, INCEPTION[block]))
+        return f["filters_1x1"] + f["filters_3x3"] + f["filters_5x5"] + f["filters_pool_proj"]
+
+    return (
+        Stage("stem", f"conv1_{act}", 2, 64),
+        Stage("conv3", "conv3_lrn" if layout == "paper" else f"conv3_{act}", 4, 192),
+        Stage("inception3", "inception3b_out", 8, width("3b")),
+        Stage("inception4", "inception4e_out", 16, width("4e")),
+        Stage("inception5", "inception5b_out", 32, width("5b")),
+    )
 
 
 def googlenet(x, *, layout: str = "torchvision", aux_logits: bool = False,
@@ -74,25 +98,24 @@ def googlenet(x, *, layout: str = "torchvision", aux_logits: bool = False,
         activation: str. Defaults to `"relu"`.
     """
     paper = layout == "paper"
+    stages = dict((s.name, s) for s in googlenet_stages(layout=layout, activation=activation))
     conv = dict(batch_norm=not paper, use_bias=paper, bn_epsilon=1e-3, activation=activation)
     x = blocks.conv_bn(x, 64, 7, strides=2, padding="symmetric", name="conv1", **conv)
-    stages = [Stage("stem", f"conv1_{activation}", 2)]
+    x = check_stage(x, stages["stem"])
     x = blocks.max_pool_ceil(x, 3, 2, name="pool1")
     if paper:
         x = blocks.LocalResponseNormalization(name="pool1_lrn")(x)
     x = blocks.conv_bn(x, 64, 1, name="conv2", **conv)
     x = blocks.conv_bn(x, 192, 3, name="conv3", **conv)
-    last = f"conv3_{activation}"
     if paper:
         x = blocks.LocalResponseNormalization(name="conv3_lrn")(x)
-        last = "conv3_lrn"
-    stages.append(Stage("conv3", last, 4))
+    x = check_stage(x, stages["conv3"])
     x = blocks.max_pool_ceil(x, 3, 2, name="pool2")
     aux = []
     for block, filters in INCEPTION.items():
         if block in _POOL_BEFORE:
-            stage, stage_end, reduction, pool = _POOL_BEFORE[block]
-            stages.append(Stage(stage, stage_end, reduction))
+            stage, pool = _POOL_BEFORE[block]
+            x = check_stage(x, stages[stage])
             # torchvision pools 2x2 before 5a where the paper pools 3x3.
             size = 2 if (block == "5a" and not paper) else 3
             x = blocks.max_pool_ceil(x, size, 2, name=pool)
@@ -102,16 +125,14 @@ def googlenet(x, *, layout: str = "torchvision", aux_logits: bool = False,
         )
         if aux_logits and block in AUX_AFTER:
             aux.append(x)
-    stages.append(Stage("inception5", "inception5b_out", 32))
-    return Body(x, tuple(stages), aux=tuple(aux))
+    return Body(check_stage(x, stages["inception5"]), aux=tuple(aux))
 
 
 def googlenet_top(x, *, num_classes, classifier_activation, dropout: float = 0.2):
     """Main classifier: global average pool, dropout, one Dense layer."""
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
-    return layers.Dense(num_classes, activation=classifier_activation, name="predictions",
-                        dtype=output_dtype())(x)
+    head = blocks.classifier_head(num_classes, pooling="avg", dropout=dropout,
+                                  activation=classifier_activation)
+    return blocks.apply(head, x)
 
 
 def googlenet_aux_top(x, *, num_classes, classifier_activation, name: str,
@@ -127,20 +148,19 @@ def googlenet_aux_top(x, *, num_classes, classifier_activation, name: str,
     else:
         x = layers.AdaptiveAveragePooling2D((4, 4), name=f"{name}_pool")(x)
         x = blocks.conv_bn(x, 128, 1, bn_epsilon=1e-3, name=name)
-    x = layers.Flatten(name=f"{name}_flatten")(x)
-    x = layers.Dense(1024, activation="relu", name=f"{name}_fc1")(x)
-    x = layers.Dropout(0.7, name=f"{name}_dropout")(x)
-    return layers.Dense(num_classes, activation=classifier_activation,
-                        name=f"{name}_predictions", dtype=output_dtype())(x)
+    head = blocks.classifier_head(num_classes, pooling="flatten", hidden_units=(1024,), dropout=0.7,
+                                  activation=classifier_activation, prefix=f"{name}_")
+    return blocks.apply(head, x)
 
 
 register(
     "googlenet",
     family="googlenet",
     paper=PAPER,
+    stages=googlenet_stages(),
+    stage_fn=googlenet_stages,
     top=googlenet_top,
     aux_top=googlenet_aux_top,
-    preprocessing="tf",  # torchvision's transform_input=True maps to (x - 0.5) / 0.5
     weights=TORCHVISION_WEIGHTS,
     state_dict_converter=lambda sd: from_torchvision(sd),
     description="GoogLeNet (Inception v1), BatchNorm layout of torchvision",
@@ -150,6 +170,8 @@ register(
     "googlenet_paper",
     family="googlenet",
     paper=PAPER,
+    stages=googlenet_stages(layout="paper"),
+    stage_fn=functools.partial(googlenet_stages, layout="paper"),
     top=functools.partial(googlenet_top, dropout=0.4),
     aux_top=functools.partial(googlenet_aux_top, layout="paper"),
     aux_needs_fixed_size=True,
@@ -200,7 +222,7 @@ class AuxiliaryClassifierModel(keras.Model):
                         metrics=metrics, **kwargs)
 
     def _output_keys(self):
-        return sorted(self._outputs_struct) if isinstance(self._outputs_struct, dict) else []
+        return sorted(outputs_struct(self)) if isinstance(outputs_struct(self), dict) else []
 
     def _expand(self, y, y_pred):
         if y is not None and isinstance(y_pred, dict) and not isinstance(y, dict):

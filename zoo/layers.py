@@ -11,24 +11,19 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-# Per-channel constants of the three ImageNet normalisations, as `x * scale +
-# offset` on RGB 0-255 input (after an RGB->BGR flip for "caffe").
-_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68])
-_TORCH_MEAN = np.array([0.485, 0.456, 0.406])
-_TORCH_STD = np.array([0.229, 0.224, 0.225])
-PREPROCESSING_MODES = ("caffe", "torch", "tf")
+from zoo.registry import PREPROCESSING_MODES, output_dtype
+from zoo.weights import PREPROCESSING_CONSTANTS
 
 
 def _scale_offset(mode: str):
-    if mode == "caffe":
-        return np.ones(3), -_CAFFE_MEAN_BGR
-    if mode == "torch":
-        return 1.0 / (255.0 * _TORCH_STD), -_TORCH_MEAN / _TORCH_STD
-    if mode == "tf":
-        return np.full(3, 1 / 127.5), np.full(3, -1.0)
-    raise ValueError(
-        f"`mode` must be one of {PREPROCESSING_MODES}. Received: mode={mode!r}"
-    )
+    """`x * scale + offset` on RGB 0-255 input (after RGB->BGR for caffe)."""
+    if mode not in PREPROCESSING_MODES:
+        raise ValueError(
+            f"`mode` must be one of {PREPROCESSING_MODES}. Received: mode={mode!r}"
+        )
+    mean, std = (np.array(v) for v in PREPROCESSING_CONSTANTS[mode])
+    unit = 1.0 if mode == "caffe" else 255.0  # caffe works on 0-255 pixels
+    return 1.0 / (unit * std), -mean / std
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -72,6 +67,105 @@ class ImageNormalization(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+def classifier_head(
+    num_classes: int,
+    *,
+    pooling: str | None = "avg",
+    hidden_units=(),
+    hidden_activation: str = "relu",
+    batch_norm: bool = False,
+    dropout: float = 0.0,
+    activation: str | None = "softmax",
+    prefix: str = "",
+    hidden_name: str = "fc",
+    output_name: str | None = None,
+) -> list:
+    """The layers of a classifier head, in order: the one head of the toolkit.
+
+    pooling -> [Dense(units, hidden_activation) -> BatchNorm? -> Dropout?]*
+    -> Dropout? (only without hidden layers) -> Dense(num_classes). Every
+    family's head (VGG's flatten-fc1-fc2, GoogLeNet's pool-dropout and its
+    auxiliary classifiers, the global-pool default) and the tuner's
+    searchable head are this function with different arguments. The output
+    layer is float32 under a mixed precision policy.
+
+    Args:
+        num_classes: int. Units of the output layer.
+        pooling: str or None. `"avg"`/`"max"` (global pooling, named
+            `{prefix}avg_pool`/`{prefix}max_pool`), `"flatten"`
+            (`{prefix}flatten`) or `None` (input already flat).
+            Defaults to `"avg"`.
+        hidden_units: sequence of int. Hidden Dense layers, named
+            `{prefix}{hidden_name}{i}` from 1. Defaults to `()`.
+        hidden_activation: str. Activation of the hidden layers.
+        batch_norm: bool. BatchNorm after each hidden layer
+            (`{prefix}bn{i}`). Defaults to `False`.
+        dropout: float. Dropout after each hidden layer (or before the
+            output without hidden layers); named `{prefix}dropout`, with the
+            index when there are several. Defaults to 0.
+        activation: str or None. Activation of the output; `None` gives
+            logits. Defaults to `"softmax"`.
+        prefix: str. Prefix of every layer name. Defaults to `""`.
+        hidden_name: str. Stem of the hidden layers' names. Defaults to
+            `"fc"`.
+        output_name: str. Name of the output layer. Defaults to
+            `"{prefix}predictions"`.
+
+    Returns:
+        A list of layers; `zoo.layers.apply(layers, x)` or
+        `keras.Sequential(layers)` uses them.
+
+    Example:
+
+    >>> import keras, zoo
+    >>> head = zoo.layers.classifier_head(10, pooling="flatten",
+    ...                                   hidden_units=(64, 64))
+    >>> [l.name for l in head]
+    ['flatten', 'fc1', 'fc2', 'predictions']
+    >>> zoo.layers.apply(head, keras.Input((7, 7, 8))).shape
+    (None, 10)
+    """
+    if pooling not in ("avg", "max", "flatten", None):
+        raise ValueError(
+            "`pooling` must be one of ('avg', 'max', 'flatten', None). "
+            f"Received: pooling={pooling!r}"
+        )
+    out = []
+    if pooling == "avg":
+        out.append(layers.GlobalAveragePooling2D(name=f"{prefix}avg_pool"))
+    elif pooling == "max":
+        out.append(layers.GlobalMaxPooling2D(name=f"{prefix}max_pool"))
+    elif pooling == "flatten":
+        out.append(layers.Flatten(name=f"{prefix}flatten"))
+    hidden_units = tuple(hidden_units)
+    several = len(hidden_units) > 1
+    for i, units in enumerate(hidden_units, start=1):
+        out.append(layers.Dense(units, activation=hidden_activation, name=f"{prefix}{hidden_name}{i}"))
+        if batch_norm:
+            out.append(layers.BatchNormalization(name=f"{prefix}bn{i}"))
+        if dropout > 0:
+            out.append(layers.Dropout(dropout, name=f"{prefix}dropout{i if several else ''}"))
+    if not hidden_units and dropout > 0:
+        out.append(layers.Dropout(dropout, name=f"{prefix}dropout"))
+    out.append(layers.Dense(num_classes, activation=activation, name=output_name or f"{prefix}predictions",
+                            dtype=output_dtype()))
+    return out
+
+
+def apply(layer_list, x):
+    """Call `layer_list` in order on `x` (a head from `classifier_head`).
+
+    Example:
+
+    >>> import keras, zoo
+    >>> zoo.layers.apply([keras.layers.Dense(3)], keras.Input((2,))).shape
+    (None, 3)
+    """
+    for layer in layer_list:
+        x = layer(x)
+    return x
 
 
 def conv_bn(
@@ -118,11 +212,12 @@ def conv_bn(
     if batch_norm:
         x = layers.BatchNormalization(epsilon=bn_epsilon, name=f"{name}_bn")(x)
     if activation:
-        x = layers.Activation(activation, name=f"{name}_{_act_name(activation)}")(x)
+        x = layers.Activation(activation, name=f"{name}_{act_name(activation)}")(x)
     return x
 
 
-def _act_name(activation) -> str:
+def act_name(activation) -> str:
+    """The name an activation gives its layers (`"relu"`, `"mish"`, a function's name)."""
     return activation if isinstance(activation, str) else getattr(activation, "__name__", "act")
 
 
@@ -230,7 +325,7 @@ def preact_bottleneck_block(
     (None, 16, 16, 256)
     """
     preact = layers.BatchNormalization(epsilon=bn_epsilon, name=f"{name}_preact_bn")(x)
-    preact = layers.Activation(activation, name=f"{name}_preact_{_act_name(activation)}")(preact)
+    preact = layers.Activation(activation, name=f"{name}_preact_{act_name(activation)}")(preact)
     if conv_shortcut:
         shortcut = layers.Conv2D(
             expansion * filters, 1, strides=strides, name=f"{name}_0_conv"

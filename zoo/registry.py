@@ -1,10 +1,15 @@
 """The model registry: one decorator, one dict, shell-wildcard listing.
 
-A model is registered as a *body* function ``x -> Body`` plus the data that
-describes it (family, paper, default input size, preprocessing, weight
-sources). `zoo.build` adds everything around the body (input validation,
-preprocessing, classifier head or pooling, feature extraction, weights), so a
-user who registers a family gets `build`, `list_models` and `info` for free.
+A model is described by a `ModelSpec`, pure data that needs no Keras: its
+family, paper, stages (`Stage`: layer, stride, channels), default and
+minimum input size, classifier head, weight sources and, for task models
+(FCN), the arguments they accept. Backbones register a *body* function
+`x -> Body`; `zoo.build` adds everything around it (input validation,
+preprocessing, classifier head or pooling, feature extraction, weights).
+Task models register a *builder* that assembles the whole model
+(`register_task`). Reading a spec builds nothing: `zoo.get_spec(name).stages`
+is a tuple declared from the family's own table, as timm's `feature_info`
+and kimm's `available_feature_keys` are.
 """
 
 from __future__ import annotations
@@ -12,25 +17,37 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import inspect
 from typing import Callable, Mapping
 
 from zoo.weights import WeightSource
 
+PREPROCESSING_MODES = ("caffe", "torch", "tf")
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """One stage of a backbone: the layer that ends it and its stride.
+    """One stage of a backbone: the layer that ends it, its stride, its width.
 
     Args:
-        name: str. Stage name, e.g. `"stage3"`.
+        name: str. Stage name, e.g. `"conv4"`.
         layer: str. Name of the layer whose output ends the stage
-            (e.g. `"conv4_block6_out"`); `surgery.cut` and FCN skips use it.
+            (e.g. `"conv4_block6_out"`); `surgery.cut`, FCN skips and
+            `features_only` use it.
         reduction: int. Total stride of that output relative to the input.
+        channels: int. Channels of that output.
+
+    Example:
+
+    >>> import zoo
+    >>> zoo.get_spec("resnet50").stages[3]
+    Stage(name='conv4', layer='conv4_block6_out', reduction=16, channels=1024)
     """
 
     name: str
     layer: str
     reduction: int
+    channels: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,15 +56,39 @@ class Body:
 
     Args:
         output: KerasTensor. The last feature map (before any head).
-        stages: tuple of `Stage`. The stages, shallow to deep.
         aux: tuple of KerasTensor. Feature maps that feed auxiliary
             classifiers (GoogLeNet's 4a and 4d), when asked for. Defaults
             to `()`.
     """
 
     output: object
-    stages: tuple
     aux: tuple = ()
+
+
+def check_stage(x, stage: Stage):
+    """Return `x` after checking that it is `stage`'s declared output.
+
+    Family bodies call it where a stage ends, so the static declaration and
+    the graph cannot drift apart (a renamed layer or a changed width fails
+    at the first build, in every test that builds the model).
+
+    Example:
+
+    >>> import keras, zoo
+    >>> x = keras.layers.Conv2D(4, 3, strides=2, name="s1")(keras.Input((8, 8, 3)))
+    >>> zoo.registry.check_stage(x, zoo.Stage("stage1", "s1", 2, 4)).shape
+    (None, 3, 3, 4)
+    """
+    from zoo._keras import producing_layer
+
+    layer = producing_layer(x)
+    if layer.name != stage.layer or x.shape[-1] != stage.channels:
+        raise AssertionError(
+            f"Stage {stage.name!r} is declared to end at {stage.layer!r} with "
+            f"{stage.channels} channels, but the body produced {layer.name!r} "
+            f"with {x.shape[-1]}. Fix the family's stage table."
+        )
+    return x
 
 
 def output_dtype():
@@ -82,23 +123,33 @@ def global_pool_top(x, *, num_classes, classifier_activation):
     ...                              classifier_activation="softmax").shape
     (None, 10)
     """
-    import keras
+    from zoo.layers import apply, classifier_head
 
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    return keras.layers.Dense(
-        num_classes, activation=classifier_activation, name="predictions", dtype=output_dtype()
-    )(x)
+    return apply(classifier_head(num_classes, pooling="avg", activation=classifier_activation), x)
+
+
+# The arguments of `zoo.build` that a backbone takes; a task declares its own.
+BACKBONE_ARGUMENTS = frozenset({
+    "num_classes", "input_shape", "input_tensor", "include_top", "pooling", "weights",
+    "classifier_activation", "features_only", "out_indices", "include_preprocessing",
+    "dtype", "activation", "aux_logits", "name",
+})
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """Everything the zoo knows about one registered model.
+    """Everything the zoo knows about one registered model (pure data).
 
     Args:
         name: str. Lower-case registry name.
-        body: callable. `body(x) -> Body`, builds the layers after the input
-            (and after preprocessing, when that is included).
         family: str. Family name, e.g. `"resnet"`.
+        body: callable. `body(x, **options) -> Body`, builds the layers after
+            the input (and after preprocessing, when that is included).
+            `None` for task models.
+        stages: tuple of `Stage`. The stages with the default options,
+            shallow to deep (empty for tasks: theirs are the backbone's).
+        stage_fn: callable. `stage_fn(**options) -> tuple of Stage` for
+            options that rename stage layers (`activation="mish"`).
         paper: str. Reference (title and link).
         top: callable. `top(x, *, num_classes, classifier_activation)`
             builds the classifier head. Defaults to `global_pool_top`.
@@ -106,26 +157,37 @@ class ModelSpec:
             (a Flatten before Dense, as in VGG).
         default_size: int. Default square input resolution.
         min_size: int. Smallest input side the model accepts.
-        preprocessing: str. Input normalisation mode: `"caffe"`, `"torch"`
-            or `"tf"` (see `zoo.preprocess`).
-        weights: mapping of tag to `WeightSource`.
+        preprocessing: str. Input normalisation of the default weights (or
+            of the family, without weights): `"caffe"`, `"torch"`, `"tf"`.
+        weights: mapping of tag to `WeightSource`; each source carries its
+            own preprocessing, input size and reported accuracy.
         description: str. One line for listings.
         aux_top: callable. `aux_top(x, *, num_classes, classifier_activation,
             name)` builds an auxiliary classifier on each `Body.aux` map.
         aux_needs_fixed_size: bool. Whether the auxiliary heads flatten a
             map whose size depends on the input (needs a fixed input size).
         state_dict_converter: callable. Turns a PyTorch state dict
-            (name -> array) into zoo weights (`"<layer>/<i>" -> array`), for
-            `.pth` files and torch-named `.npz` files.
-        builder: callable. For task models that are not backbone + classifier
-            (FCN): `builder(**build_arguments) -> keras.Model` replaces
-            `zoo.build`'s own assembly.
+            (name -> array) into zoo weights (`"<layer>/<i>" -> array`).
+        conv_head: callable. `conv_head(x) -> x`: the classifier's hidden
+            dense layers as convolutions, for dense prediction (VGG's
+            fc6/fc7 in FCN). `None` when the head has no hidden layers.
+        conv_head_names: mapping. Classifier layer name -> `conv_head` layer
+            name (`{"fc1": "fc6", "fc2": "fc7"}`), to carry weights over.
+        task: str. `"classification"` for backbones, else the task
+            (`"segmentation"`).
+        builder: callable. For task models: `builder(**arguments) ->
+            keras.Model` replaces `zoo.build`'s own assembly.
+        arguments: frozenset of str. The `zoo.build` arguments the model
+            takes; any other one given is refused.
         default_classes: int. `num_classes` when the user gives none.
+        default_backbone: str. For tasks: the backbone used by default.
     """
 
     name: str
-    body: Callable
     family: str
+    body: Callable | None = None
+    stages: tuple = ()
+    stage_fn: Callable | None = None
     paper: str = ""
     top: Callable = global_pool_top
     fixed_size_top: bool = False
@@ -137,33 +199,94 @@ class ModelSpec:
     aux_top: Callable | None = None
     aux_needs_fixed_size: bool = False
     state_dict_converter: Callable | None = None
+    conv_head: Callable | None = None
+    conv_head_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    task: str = "classification"
     builder: Callable | None = None
+    arguments: frozenset = BACKBONE_ARGUMENTS
     default_classes: int = 1000
+    default_backbone: str | None = None
+
+    @property
+    def is_task(self) -> bool:
+        """Whether this is a task model (assembled by its own builder)."""
+        return self.builder is not None
+
+    def stages_for(self, **options) -> tuple:
+        """The stages of a model built with `options` (e.g. `activation`).
+
+        Example:
+
+        >>> import zoo
+        >>> zoo.get_spec("resnet18").stages_for(activation="mish")[0].layer
+        'conv1_mish'
+        """
+        options = {k: v for k, v in options.items() if v is not None}
+        if not options or self.stage_fn is None:
+            return self.stages
+        return tuple(self.stage_fn(**options))
+
+    def source(self, tag: str) -> WeightSource:
+        """The weight source `tag` (`"imagenet"` picks the default one).
+
+        Example:
+
+        >>> import zoo
+        >>> zoo.get_spec("resnet50").source("imagenet").preprocessing
+        'caffe'
+        """
+        if tag in self.weights:
+            return self.weights[tag]
+        raise ValueError(
+            f"{self.name!r} has no {tag!r} weights. "
+            + (f"Known sources: {sorted(self.weights)}." if self.weights else
+               f"It has no pretrained source; models with one: {models_with_weights()}.")
+            + " Pass a path to a weight file, or `weights=None`."
+        )
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+
+
+def _check_preprocessing(preprocessing):
+    if preprocessing not in PREPROCESSING_MODES:
+        raise ValueError(
+            f"`preprocessing` must be one of {PREPROCESSING_MODES}. "
+            f"Received: preprocessing={preprocessing!r}"
+        )
+
+
+def _add(spec: ModelSpec, overwrite: bool):
+    if spec.name in _REGISTRY and not overwrite:
+        raise ValueError(
+            f"A model named {spec.name!r} is already registered. Pick another "
+            "name, or pass `overwrite=True` to replace it."
+        )
+    _REGISTRY[spec.name] = spec
 
 
 def register(
     name: str | None = None,
     *,
     family: str,
+    stages=(),
+    stage_fn: Callable | None = None,
     paper: str = "",
     top: Callable = global_pool_top,
     fixed_size_top: bool = False,
     default_size: int = 224,
     min_size: int = 32,
-    preprocessing: str = "caffe",
+    preprocessing: str | None = None,
     weights: Mapping[str, WeightSource] | None = None,
     description: str = "",
     aux_top: Callable | None = None,
     aux_needs_fixed_size: bool = False,
     state_dict_converter: Callable | None = None,
-    builder: Callable | None = None,
-    default_classes: int = 1000,
+    conv_head: Callable | None = None,
+    conv_head_names: Mapping[str, str] | None = None,
     overwrite: bool = False,
 ):
-    """Register a model body so `zoo.build`, `list_models` and `info` know it.
+    """Register a backbone body so `zoo.build`, `list_models` and `info` know it.
 
     Used as a decorator on a function `x -> zoo.Body`.
 
@@ -171,9 +294,14 @@ def register(
         name: str. Registry name (case-insensitive). Defaults to the
             function's name.
         family: str. Family the model belongs to.
-        paper, top, fixed_size_top, default_size, min_size, preprocessing,
+        stages: tuple of `zoo.Stage`. The stages, shallow to deep: what
+            `features_only`, `surgery.freeze_stages` and FCN read. Defaults
+            to `()` (then inferred from the graph when needed).
+        preprocessing: str. The input normalisation without pretrained
+            weights. Defaults to the `"imagenet"` source's, else `"caffe"`.
+        stage_fn, paper, top, fixed_size_top, default_size, min_size,
         weights, description, aux_top, aux_needs_fixed_size,
-        state_dict_converter, builder, default_classes: see `ModelSpec`.
+        state_dict_converter, conv_head, conv_head_names: see `ModelSpec`.
         overwrite: bool. Allow replacing an existing entry. Defaults to
             `False`.
 
@@ -181,65 +309,131 @@ def register(
 
     >>> import keras, zoo
     >>> @zoo.register(family="tiny", default_size=32, min_size=8,
+    ...               stages=(zoo.Stage("stage1", "s1_conv", 2, 8),
+    ...                       zoo.Stage("stage2", "s2_conv", 4, 16)),
     ...               overwrite=True)
     ... def tinynet(x):
     ...     x = keras.layers.Conv2D(8, 3, strides=2, name="s1_conv")(x)
     ...     x = keras.layers.Conv2D(16, 3, strides=2, name="s2_conv")(x)
-    ...     return zoo.Body(x, stages=(zoo.Stage("stage1", "s1_conv", 2),
-    ...                                zoo.Stage("stage2", "s2_conv", 4)))
+    ...     return zoo.Body(x)
     >>> zoo.build("tinynet", num_classes=3).output_shape
     (None, 3)
     """
+    weights = dict(weights or {})
+    if preprocessing is None:
+        preprocessing = weights["imagenet"].preprocessing if "imagenet" in weights else "caffe"
+    _check_preprocessing(preprocessing)
+    stages = tuple(stages)
+    for s in stages:
+        if not isinstance(s, Stage):
+            raise TypeError(f"`stages` must hold zoo.Stage objects. Received: {s!r}")
 
     def decorator(body: Callable) -> Callable:
         key = (name or body.__name__).lower()
-        if key in _REGISTRY and not overwrite:
-            raise ValueError(
-                f"A model named {key!r} is already registered. Pick another "
-                "name, or pass `overwrite=True` to replace it."
-            )
-        if preprocessing not in ("caffe", "torch", "tf"):
-            raise ValueError(
-                "`preprocessing` must be one of ('caffe', 'torch', 'tf'). "
-                f"Received: preprocessing={preprocessing!r}"
-            )
-        _REGISTRY[key] = ModelSpec(
-            name=key,
-            body=body,
-            family=family,
-            paper=paper,
-            top=top,
-            fixed_size_top=fixed_size_top,
-            default_size=default_size,
-            min_size=min_size,
-            preprocessing=preprocessing,
-            weights=dict(weights or {}),
-            description=description,
-            aux_top=aux_top,
-            aux_needs_fixed_size=aux_needs_fixed_size,
-            state_dict_converter=state_dict_converter,
-            builder=builder,
-            default_classes=default_classes,
-        )
+        _add(ModelSpec(
+            name=key, family=family, body=body, stages=stages, stage_fn=stage_fn,
+            paper=paper, top=top, fixed_size_top=fixed_size_top, default_size=default_size,
+            min_size=min_size, preprocessing=preprocessing, weights=weights,
+            description=description, aux_top=aux_top, aux_needs_fixed_size=aux_needs_fixed_size,
+            state_dict_converter=state_dict_converter, conv_head=conv_head,
+            conv_head_names=dict(conv_head_names or {}),
+        ), overwrite)
         return body
 
     return decorator
 
 
-def list_models(pattern: str = "*") -> list[str]:
+def register_task(
+    name: str,
+    *,
+    family: str,
+    builder: Callable,
+    task: str,
+    default_backbone: str,
+    default_classes: int,
+    paper: str = "",
+    description: str = "",
+    overwrite: bool = False,
+) -> ModelSpec:
+    """Register a task model (segmentation, detection, ...) built by `builder`.
+
+    The `zoo.build` arguments the task accepts are `builder`'s keyword
+    parameters: `zoo.build` refuses any other one with a clear error instead
+    of dropping it.
+
+    Args:
+        name: str. Registry name.
+        family: str. Family name (`"fcn"`).
+        builder: callable. `builder(**arguments) -> keras.Model`.
+        task: str. What the model does, e.g. `"segmentation"`.
+        default_backbone: str. The registered backbone used by default.
+        default_classes: int. `num_classes` when the user gives none.
+        paper, description: str. For the model card.
+        overwrite: bool. Allow replacing an existing entry.
+
+    Example:
+
+    >>> import zoo
+    >>> spec = zoo.get_spec("fcn8s")
+    >>> spec.task, spec.default_backbone, "pooling" in spec.arguments
+    ('segmentation', 'vgg16', False)
+    """
+    params = inspect.signature(builder).parameters
+    arguments = frozenset(
+        p for p, v in params.items()
+        if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD) and p in _BUILD_ARGUMENTS
+    )
+    spec = ModelSpec(
+        name=name.lower(), family=family, builder=builder, task=task, arguments=arguments,
+        default_backbone=default_backbone, default_classes=default_classes, paper=paper,
+        description=description, default_size=get_spec(default_backbone).default_size,
+        min_size=get_spec(default_backbone).min_size,
+        preprocessing=get_spec(default_backbone).preprocessing,
+    )
+    _add(spec, overwrite)
+    return spec
+
+
+# Every argument `zoo.build` has (a task's builder takes a subset).
+_BUILD_ARGUMENTS = BACKBONE_ARGUMENTS | {"backbone"}
+
+
+def list_models(pattern: str = "*", *, task: str | None = None, pretrained: bool = False) -> list[str]:
     """Sorted names of registered models matching a shell wildcard.
 
     Args:
         pattern: str. `fnmatch` pattern, case-insensitive. Defaults to `"*"`.
+        task: str. Only models of this task (`"classification"`,
+            `"segmentation"`). Defaults to all.
+        pretrained: bool. Only models with at least one weight source.
 
     Example:
 
     >>> import zoo
     >>> zoo.list_models("resnet5*")
     ['resnet50', 'resnet50v2']
+    >>> zoo.list_models(task="segmentation")
+    ['fcn16s', 'fcn32s', 'fcn8s']
     """
     pattern = pattern.lower()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+    return sorted(
+        n for n, s in _REGISTRY.items()
+        if fnmatch.fnmatchcase(n, pattern)
+        and (task is None or s.task == task)
+        and (not pretrained or s.weights)
+    )
+
+
+def models_with_weights() -> list[str]:
+    """Names of the backbones that have a pretrained source.
+
+    Example:
+
+    >>> import zoo
+    >>> "resnet50" in zoo.registry.models_with_weights()
+    True
+    """
+    return list_models(pretrained=True)
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -266,3 +460,15 @@ def get_spec(name: str) -> ModelSpec:
         f"Unknown model name {name!r}.{hint} `zoo.list_models()` lists the "
         f"{len(_REGISTRY)} registered models."
     )
+
+
+def specs() -> list[ModelSpec]:
+    """Every registered spec, sorted by name (for cards, tables, lookups).
+
+    Example:
+
+    >>> import zoo
+    >>> len(zoo.registry.specs()) == len(zoo.list_models())
+    True
+    """
+    return [_REGISTRY[n] for n in sorted(_REGISTRY)]

@@ -17,7 +17,7 @@ import functools
 from keras import layers
 
 from zoo import layers as blocks
-from zoo.registry import Body, Stage, register
+from zoo.registry import Body, Stage, check_stage, register
 from zoo.weights import WeightSource
 
 # Table 1 of the v1 paper: blocks per stage (conv2_x .. conv5_x).
@@ -41,6 +41,10 @@ _KERAS_HASHES = {
     "resnet152v2": ("a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33"),
 }
 
+# keras.applications' table: ImageNet top-1 (%) of each file, caffe/tf preprocessing.
+_KERAS_TOP1 = {"resnet50": 74.9, "resnet101": 76.4, "resnet152": 76.6,
+               "resnet50v2": 76.0, "resnet101v2": 77.2, "resnet152v2": 78.0}
+
 PAPER_V1 = "He et al. 2015, Deep Residual Learning for Image Recognition, https://arxiv.org/abs/1512.03385"
 PAPER_V2 = "He et al. 2016, Identity Mappings in Deep Residual Networks, https://arxiv.org/abs/1603.05027"
 
@@ -49,10 +53,50 @@ def _keras_sources(name: str) -> dict:
     top_hash, notop_hash = _KERAS_HASHES[name]
     top = f"{name}_weights_tf_dim_ordering_tf_kernels.h5"
     notop = f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    meta = dict(preprocessing="tf" if name.endswith("v2") else "caffe", top1=_KERAS_TOP1[name],
+                license="MIT (keras.applications)")
     return {
-        "imagenet": WeightSource(_BASE_URL + top, top, top_hash, include_top=True),
-        "imagenet_notop": WeightSource(_BASE_URL + notop, notop, notop_hash, include_top=False),
+        "imagenet": WeightSource(_BASE_URL + top, top, top_hash, include_top=True, **meta),
+        "imagenet_notop": WeightSource(_BASE_URL + notop, notop, notop_hash, include_top=False, **meta),
     }
+
+
+def resnet_v1_stages(depths, *, bottleneck: bool, activation: str = "relu") -> tuple:
+    """The stages of a ResNet v1, from Table 1 alone (no Keras needed).
+
+    Example:
+
+    >>> import zoo
+    >>> [s.layer for s in zoo.resnet.resnet_v1_stages((2, 2, 2, 2), bottleneck=False)]
+    ['conv1_relu', 'conv2_block2_out', 'conv3_block2_out', 'conv4_block2_out', 'conv5_block2_out']
+    """
+    expansion = 4 if bottleneck else 1
+    stages = [Stage("stem", f"conv1_{blocks.act_name(activation)}", 2, 64)]
+    for i, (filters, depth) in enumerate(zip(STAGE_FILTERS, depths)):
+        stages.append(Stage(f"conv{i + 2}", f"conv{i + 2}_block{depth}_out", 2 ** (i + 2),
+                            filters * expansion))
+    return tuple(stages)
+
+
+def resnet_v2_stages(depths, *, activation: str = "relu") -> tuple:
+    """The stages of a ResNet v2: the normalised activation at each resolution.
+
+    The stride-4/8/16 stages end at the pre-activation of the block that
+    downsamples next (`conv2_block3_preact_relu`), stride 32 at `post_relu`.
+
+    Example:
+
+    >>> import zoo
+    >>> [s.channels for s in zoo.resnet.resnet_v2_stages((3, 4, 6, 3))]
+    [64, 256, 512, 1024, 2048]
+    """
+    act = blocks.act_name(activation)
+    stages = [Stage("stem", "conv1_conv", 2, 64)]
+    last = len(depths) - 1
+    for i, (filters, depth) in enumerate(zip(STAGE_FILTERS, depths)):
+        layer = f"conv{i + 2}_block{depth}_preact_{act}" if i < last else f"post_{act}"
+        stages.append(Stage(f"conv{i + 2}", layer, 2 ** (i + 2), filters * 4))
+    return tuple(stages)
 
 
 def resnet_v1(x, *, depths, bottleneck: bool, activation: str = "relu") -> Body:
@@ -65,17 +109,18 @@ def resnet_v1(x, *, depths, bottleneck: bool, activation: str = "relu") -> Body:
             basic blocks (torchvision layout).
         activation: str. Activation used throughout. Defaults to `"relu"`.
     """
+    stages = resnet_v1_stages(depths, bottleneck=bottleneck, activation=activation)
     eps = 1.001e-5 if bottleneck else 1e-5
     x = blocks.conv_bn(
         x, 64, 7, strides=2, padding="symmetric", use_bias=bottleneck,
         bn_epsilon=eps, activation=activation, name="conv1",
     )
-    stages = [Stage("stem", f"conv1_{activation}", 2)]
+    x = check_stage(x, stages[0])
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
     in_channels = 64
-    for i, (filters, depth) in enumerate(zip(STAGE_FILTERS, depths)):
-        stage = f"conv{i + 2}"
+    for i, (filters, depth, declared) in enumerate(zip(STAGE_FILTERS, depths, stages[1:])):
+        stage = declared.name
         for b in range(depth):
             strides = 2 if (b == 0 and i > 0) else 1
             name = f"{stage}_block{b + 1}"
@@ -91,8 +136,8 @@ def resnet_v1(x, *, depths, bottleneck: bool, activation: str = "relu") -> Body:
                     activation=activation, name=name,
                 )
         in_channels = filters * (4 if bottleneck else 1)
-        stages.append(Stage(stage, f"{stage}_block{depth}_out", 2 ** (i + 2)))
-    return Body(x, tuple(stages))
+        x = check_stage(x, declared)
+    return Body(x)
 
 
 def resnet_v2(x, *, depths, activation: str = "relu") -> Body:
@@ -102,28 +147,24 @@ def resnet_v2(x, *, depths, activation: str = "relu") -> Body:
     resolution: the next block's `preact_relu` (strides 4, 8, 16) and
     `post_relu` (stride 32).
     """
+    stages = resnet_v2_stages(depths, activation=activation)
     x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-    x = layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
-    stages = [Stage("stem", "conv1_conv", 2)]
+    x = check_stage(layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x), stages[0])
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
     last = len(depths) - 1
-    for i, (filters, depth) in enumerate(zip(STAGE_FILTERS, depths)):
-        stage = f"conv{i + 2}"
+    for i, (filters, depth, declared) in enumerate(zip(STAGE_FILTERS, depths, stages[1:])):
         for b in range(depth):
             strides = 2 if (b == depth - 1 and i < last) else 1
+            # The last block of a stage downsamples (but the last stage's);
+            # its pre-activation `declared.layer` ends the stage.
             x = blocks.preact_bottleneck_block(
                 x, filters, strides=strides, conv_shortcut=(b == 0),
-                activation=activation, name=f"{stage}_block{b + 1}",
+                activation=activation, name=f"{declared.name}_block{b + 1}",
             )
-        if i < last:
-            # Block `depth` of this stage downsamples; its pre-activation is
-            # the last feature map at this stage's resolution.
-            stages.append(Stage(stage, f"{stage}_block{depth}_preact_{activation}", 2 ** (i + 2)))
     x = layers.BatchNormalization(epsilon=1.001e-5, name="post_bn")(x)
-    x = layers.Activation(activation, name=f"post_{activation}")(x)
-    stages.append(Stage(f"conv{last + 2}", f"post_{activation}", 2 ** (last + 2)))
-    return Body(x, tuple(stages))
+    x = layers.Activation(activation, name=f"post_{blocks.act_name(activation)}")(x)
+    return Body(check_stage(x, stages[-1]))
 
 
 for _depth in (18, 34, 50, 101, 152):
@@ -133,6 +174,8 @@ for _depth in (18, 34, 50, 101, 152):
         _name,
         family="resnet",
         paper=PAPER_V1,
+        stages=resnet_v1_stages(DEPTHS[_depth], bottleneck=_bottleneck),
+        stage_fn=functools.partial(resnet_v1_stages, DEPTHS[_depth], bottleneck=_bottleneck),
         preprocessing="caffe" if _bottleneck else "torch",
         weights=_keras_sources(_name) if _name in _KERAS_HASHES else None,
         description=(
@@ -148,7 +191,8 @@ for _depth in (50, 101, 152):
         _name,
         family="resnet_v2",
         paper=PAPER_V2,
-        preprocessing="tf",
+        stages=resnet_v2_stages(DEPTHS[_depth]),
+        stage_fn=functools.partial(resnet_v2_stages, DEPTHS[_depth]),
         weights=_keras_sources(_name),
         description=f"ResNet-{_depth} v2 (pre-activation), keras.applications layout",
     )(functools.partial(resnet_v2, depths=DEPTHS[_depth]))

@@ -13,7 +13,8 @@ import functools
 
 from keras import layers
 
-from zoo.registry import Body, Stage, output_dtype, register
+from zoo import layers as blocks
+from zoo.registry import Body, Stage, check_stage, register
 from zoo.weights import WeightSource
 
 # Table 1: convolutions per block (all 3x3); channels double per block to 512.
@@ -37,15 +38,30 @@ def _keras_sources(name: str) -> dict:
     top_hash, notop_hash = _KERAS_HASHES[name]
     top = f"{name}_weights_tf_dim_ordering_tf_kernels.h5"
     notop = f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    # keras.applications' table reports 71.3 % top-1 for both VGG16 and VGG19.
+    meta = dict(preprocessing="caffe", top1=71.3, license="CC BY 4.0 (Oxford VGG)")
     return {
-        "imagenet": WeightSource(f"{_URL}{name}/{top}", top, top_hash, include_top=True),
-        "imagenet_notop": WeightSource(f"{_URL}{name}/{notop}", notop, notop_hash, include_top=False),
+        "imagenet": WeightSource(f"{_URL}{name}/{top}", top, top_hash, include_top=True, **meta),
+        "imagenet_notop": WeightSource(f"{_URL}{name}/{notop}", notop, notop_hash, include_top=False, **meta),
     }
+
+
+def vgg_stages() -> tuple:
+    """VGG's stages: the five pools (the same for every configuration).
+
+    Example:
+
+    >>> import zoo
+    >>> zoo.vgg.vgg_stages()[-1]
+    Stage(name='block5', layer='block5_pool', reduction=32, channels=512)
+    """
+    return tuple(Stage(f"block{b}", f"block{b}_pool", 2**b, f)
+                 for b, f in enumerate(BLOCK_FILTERS, start=1))
 
 
 def vgg(x, *, convs_per_block, batch_norm: bool, activation: str = "relu") -> Body:
     """VGG body: five blocks of 3x3 convolutions, each ending in a 2x2 pool."""
-    stages = []
+    stages = vgg_stages()
     for b, (n, filters) in enumerate(zip(convs_per_block, BLOCK_FILTERS), start=1):
         for i in range(1, n + 1):
             name = f"block{b}_conv{i}"
@@ -56,17 +72,28 @@ def vgg(x, *, convs_per_block, batch_norm: bool, activation: str = "relu") -> Bo
             else:
                 x = layers.Conv2D(filters, 3, padding="same", activation=activation, name=name)(x)
         x = layers.MaxPooling2D(2, strides=2, name=f"block{b}_pool")(x)
-        stages.append(Stage(f"block{b}", f"block{b}_pool", 2**b))
-    return Body(x, tuple(stages))
+        x = check_stage(x, stages[b - 1])
+    return Body(x)
 
 
 def vgg_top(x, *, num_classes, classifier_activation):
     """VGG's classifier: Flatten, two 4096-unit layers, the predictions."""
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(4096, activation="relu", name="fc1")(x)
-    x = layers.Dense(4096, activation="relu", name="fc2")(x)
-    return layers.Dense(num_classes, activation=classifier_activation, name="predictions",
-                        dtype=output_dtype())(x)
+    head = blocks.classifier_head(num_classes, pooling="flatten", hidden_units=(4096, 4096),
+                                  activation=classifier_activation)
+    return blocks.apply(head, x)
+
+
+def vgg_conv_head(x):
+    """VGG's fc1/fc2 as convolutions, fc6 (7x7x4096) and fc7 (1x1x4096).
+
+    The dense-prediction form of the classifier (Long et al. 2015, 3.1):
+    FCN puts it on the stride-32 map; `conv_head_names` maps the
+    classifier's fc1/fc2 weights onto it.
+    """
+    x = layers.Conv2D(4096, 7, padding="same", activation="relu", name="fc6")(x)
+    x = layers.Dropout(0.5, name="drop6")(x)
+    x = layers.Conv2D(4096, 1, activation="relu", name="fc7")(x)
+    return layers.Dropout(0.5, name="drop7")(x)
 
 
 for _name, _convs in CONFIGS.items():
@@ -76,8 +103,11 @@ for _name, _convs in CONFIGS.items():
             _full,
             family="vgg",
             paper=PAPER,
+            stages=vgg_stages(),
             top=vgg_top,
             fixed_size_top=True,
+            conv_head=vgg_conv_head,
+            conv_head_names={"fc1": "fc6", "fc2": "fc7"},
             preprocessing="caffe" if _name in _KERAS_HASHES and not _bn else "torch",
             weights=_keras_sources(_name) if (_name in _KERAS_HASHES and not _bn) else None,
             description=f"VGG-{_name[3:]} (config {'ABDE'[list(CONFIGS).index(_name)]})"

@@ -31,14 +31,39 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class WeightSource:
-    """A known, downloadable weight file (pure data).
+    """A known, downloadable weight file and how it was trained (pure data).
+
+    Like timm's `PretrainedCfg`: what a user needs to feed the weights
+    correctly travels with them, not with the architecture (the same
+    ResNet-50 has caffe-mode keras.applications weights and mean/std
+    torchvision weights).
 
     Args:
         url: str. Where the file is downloaded from.
         file_name: str. Name of the file in Keras' cache (`~/.keras/models`).
-        file_hash: str. md5 or sha256 of the file; checked after download.
+        file_hash: str. md5 or sha256 of the file, or the sha256 prefix that
+            torchvision puts in its file names; checked after download.
         include_top: bool. Whether the file holds the classifier head.
         origin: str. Who trained it, e.g. `"keras.applications"`.
+        preprocessing: str. The input normalisation it was trained with:
+            `"caffe"` (BGR, minus the ImageNet mean), `"torch"` (RGB 0-1,
+            mean/std) or `"tf"` (-1..1). Defaults to `"caffe"`.
+        input_size: int. Square training/evaluation resolution. Defaults
+            to 224.
+        interpolation: str. Resize interpolation of its evaluation.
+            Defaults to `"bilinear"`.
+        crop_fraction: float. Centre-crop fraction of its evaluation
+            (224 of 256 = 0.875). Defaults to 0.875.
+        top1: float. Reported ImageNet-1k validation top-1 (%), when known.
+        num_classes: int. Classes of the head it was trained with.
+        license: str. Licence of the weights, when stated by the source.
+
+    Example:
+
+    >>> import zoo
+    >>> src = zoo.get_spec("resnet50").weights["imagenet"]
+    >>> src.preprocessing, src.input_size, src.top1, src.mean
+    ('caffe', 224, 74.9, (103.939, 116.779, 123.68))
     """
 
     url: str
@@ -46,6 +71,45 @@ class WeightSource:
     file_hash: str
     include_top: bool
     origin: str = "keras.applications"
+    preprocessing: str = "caffe"
+    input_size: int = 224
+    interpolation: str = "bilinear"
+    crop_fraction: float = 0.875
+    top1: float | None = None
+    num_classes: int = 1000
+    license: str = ""
+
+    @property
+    def mean(self) -> tuple:
+        """Per-channel mean subtracted (caffe: BGR 0-255; torch: RGB 0-1)."""
+        return PREPROCESSING_CONSTANTS[self.preprocessing][0]
+
+    @property
+    def std(self) -> tuple:
+        """Per-channel divisor (1 for caffe; 0.5 scale for tf)."""
+        return PREPROCESSING_CONSTANTS[self.preprocessing][1]
+
+    def describe(self) -> str:
+        """One line for model cards and tables.
+
+        Example:
+
+        >>> import zoo
+        >>> print(zoo.get_spec("resnet50v2").weights["imagenet"].describe())
+        keras.applications, 'tf' preprocessing, 224px bilinear, top-1 76.0%
+        """
+        top1 = f", top-1 {self.top1}%" if self.top1 is not None else ""
+        return (f"{self.origin}, {self.preprocessing!r} preprocessing, "
+                f"{self.input_size}px {self.interpolation}{top1}")
+
+
+# (mean, std) of each preprocessing mode, in the units of its input: caffe
+# works on BGR 0-255, torch on RGB 0-1, tf maps 0-1 to -1..1.
+PREPROCESSING_CONSTANTS = {
+    "caffe": ((103.939, 116.779, 123.68), (1.0, 1.0, 1.0)),
+    "torch": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "tf": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
 
 
 @dataclasses.dataclass
@@ -510,9 +574,10 @@ def fetch(source: WeightSource) -> str:
     """
     import keras
 
-    # Read KERAS_HOME now, not at import time, so it can be set per process.
-    home = os.environ.get("KERAS_HOME") or keras.src.backend.config.keras_home()
-    cache_dir = os.path.join(os.path.expanduser(home), "models")
+    from zoo._keras import keras_home
+
+    home = keras_home()
+    cache_dir = os.path.join(home, "models")
     # torchvision publishes only a sha256 prefix (in the file name); check
     # that ourselves, keras.utils.get_file checks full md5/sha256 hashes.
     prefix_only = len(source.file_hash) < 32
@@ -520,7 +585,7 @@ def fetch(source: WeightSource) -> str:
         path = keras.utils.get_file(
             source.file_name,
             source.url,
-            cache_dir=os.path.expanduser(home),
+            cache_dir=home,
             cache_subdir="models",
             file_hash=None if prefix_only else source.file_hash,
         )

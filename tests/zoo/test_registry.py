@@ -25,11 +25,14 @@ def test_unknown_name_suggests_close_matches():
 
 
 def test_user_family_gets_build_list_and_info():
-    @zoo.register(family="tiny", default_size=32, min_size=8, preprocessing="tf", overwrite=True)
+    stages = (zoo.Stage("stage1", "s1_conv", 2, 8), zoo.Stage("stage2", "s2_conv", 4, 16))
+
+    @zoo.register(family="tiny", default_size=32, min_size=8, preprocessing="tf", stages=stages,
+                  overwrite=True)
     def tinynet_test(x):
         x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="s1_conv")(x)
         x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="s2_conv")(x)
-        return zoo.Body(x, stages=(zoo.Stage("stage1", "s1_conv", 2), zoo.Stage("stage2", "s2_conv", 4)))
+        return zoo.Body(x)
 
     assert "tinynet_test" in zoo.list_models("tiny*")
     model = zoo.build("tinynet_test", num_classes=3, input_shape=(16, 16, 3))

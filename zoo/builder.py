@@ -1,12 +1,15 @@
-"""`zoo.build`, `zoo.info`, `zoo.preprocess`, `zoo.stages_of`: the public entry points."""
+"""`zoo.build`: one assembly for every registered backbone, and the checks before it.
+
+Like timm's `_builder.py`: a spec (`zoo.registry`) says *what* a model is;
+this module turns it into a functional `keras.Model` — input validation,
+preprocessing, body, classifier head or pooling, auxiliary heads, weights,
+feature extraction. Task models (FCN) bring their own builder; `build`
+checks their arguments and hands over.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import functools
-import inspect
-import math
 import os
 from typing import Sequence
 
@@ -15,7 +18,8 @@ import numpy as np
 
 from zoo import layers as zoo_layers
 from zoo import weights as zoo_weights
-from zoo.registry import Stage, get_spec
+from zoo.features import select_stages
+from zoo.registry import ModelSpec, get_spec, specs
 
 _POOLING = ("avg", "max", None)
 # The toolkit's precision flags and the Keras dtype policies they stand for.
@@ -68,7 +72,23 @@ def dtype_policy_scope(dtype):
         keras.config.set_dtype_policy(previous)
 
 
-def _resolve_input_shape(spec, input_shape, *, include_top, weights):
+def input_stamp(spec: ModelSpec) -> str:
+    """The input layer name that identifies a zoo model's spec: `<name>_input`.
+
+    It survives `.keras` save/load and every `surgery` edit that keeps the
+    input, so `zoo.stages_of` finds the declared stages without building.
+
+    Example:
+
+    >>> import zoo
+    >>> zoo.build("resnet18", input_shape=(32, 32, 3)).inputs[0].name
+    'resnet18_input'
+    """
+    return f"{spec.name}_input"
+
+
+def resolve_input_shape(spec, input_shape, *, include_top, weights):
+    """Check `input_shape` against the spec and fill in the default."""
     if keras.config.image_data_format() != "channels_last":
         raise ValueError(
             "zoo models are built channels_last. Call "
@@ -122,6 +142,27 @@ def _resolve_input_shape(spec, input_shape, *, include_top, weights):
     return input_shape
 
 
+def resolve_source(spec, weights, *, include_top):
+    """The `WeightSource` that `weights` names (None for a path or no weights).
+
+    `"imagenet"` without the top picks the `"imagenet_notop"` file when the
+    spec has one.
+
+    Example:
+
+    >>> import zoo
+    >>> src = zoo.builder.resolve_source(zoo.get_spec("vgg16"), "imagenet", include_top=False)
+    >>> src.file_name
+    'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5'
+    """
+    if not isinstance(weights, str) or not (weights in spec.weights or weights == "imagenet"):
+        return None
+    tag = weights
+    if tag == "imagenet" and not include_top and "imagenet_notop" in spec.weights:
+        tag = "imagenet_notop"
+    return spec.source(tag)
+
+
 def _resolve_weights(spec, weights, *, include_top, num_classes):
     """A path to load from (downloading known sources), or None."""
     if weights is None:
@@ -129,20 +170,11 @@ def _resolve_weights(spec, weights, *, include_top, num_classes):
     if not isinstance(weights, (str, os.PathLike)):
         raise TypeError(f"`weights` must be None, 'imagenet' or a path. Received: {weights!r}")
     weights = os.fspath(weights)
-    if weights in spec.weights or weights == "imagenet":
-        tag = weights
-        if tag == "imagenet" and not include_top and "imagenet_notop" in spec.weights:
-            tag = "imagenet_notop"
-        if tag not in spec.weights:
-            known = sorted(spec.weights) or "none"
+    source = resolve_source(spec, weights, include_top=include_top)
+    if source is not None:
+        if include_top and source.include_top and num_classes != source.num_classes:
             raise ValueError(
-                f"{spec.name!r} has no {weights!r} weights. Known sources: "
-                f"{known}. Pass a path to a weight file, or `weights=None`."
-            )
-        source = spec.weights[tag]
-        if include_top and source.include_top and num_classes != 1000:
-            raise ValueError(
-                f"ImageNet weights with `include_top=True` need num_classes=1000. "
+                f"ImageNet weights with `include_top=True` need num_classes={source.num_classes}. "
                 f"Received: num_classes={num_classes}. Use `include_top=False` "
                 "and add your own head (or `surgery.graft`)."
             )
@@ -156,11 +188,84 @@ def _resolve_weights(spec, weights, *, include_top, num_classes):
     return weights
 
 
+def _given(arguments: dict, defaults: dict) -> dict:
+    """The arguments that differ from their defaults (no tensor comparisons)."""
+    out = {}
+    for key, value in arguments.items():
+        default = defaults[key]
+        if value is default:
+            continue
+        if isinstance(value, (bool, int, str)) and type(value) is type(default) and value == default:
+            continue
+        out[key] = value
+    return out
+
+
+_DEFAULTS = dict(
+    num_classes=None, classes=None, input_shape=None, input_tensor=None, include_top=True,
+    pooling=None, weights=None, classifier_activation="softmax", features_only=False,
+    out_indices=None, include_preprocessing=False, dtype=None, activation=None,
+    aux_logits=False, backbone=None, name=None,
+)
+# Why a backbone does not take an argument, and where to look instead.
+_HINTS = {
+    "aux_logits": "Auxiliary classifiers exist for GoogLeNet (`zoo.list_models('googlenet*')`).",
+    "backbone": "Only task models take a backbone (`zoo.list_models(task='segmentation')`).",
+    "activation": "Leave it out for this model.",
+}
+
+
+def _check_arguments(spec, given):
+    """Refuse any argument the model does not take, naming what it does take."""
+    accepted = set(spec.arguments)
+    if not spec.is_task:
+        if spec.body is not None and "activation" not in _parameters(spec.body):
+            accepted.discard("activation")
+        if spec.aux_top is None:
+            accepted.discard("aux_logits")
+    for key, value in given.items():
+        if key in accepted:
+            continue
+        shown = "<tensor>" if isinstance(value, keras.KerasTensor) else repr(value)
+        if spec.is_task:
+            raise ValueError(
+                f"{spec.name!r} is a {spec.task} model and does not take `{key}`. "
+                f"Received: {key}={shown}. It takes: {', '.join(sorted(accepted))}."
+            )
+        raise ValueError(f"{spec.name!r} does not take `{key}`. Received: {key}={shown}. {_HINTS[key]}")
+
+
+def _parameters(fn):
+    import inspect
+
+    return inspect.signature(fn).parameters
+
+
+def _inputs(spec, shape, input_tensor):
+    """The model's input: a fresh, stamped `keras.Input`, or the user's tensor."""
+    if input_tensor is None:
+        return keras.Input(shape=shape, name=input_stamp(spec)), None
+    if not isinstance(input_tensor, keras.KerasTensor):
+        raise TypeError(
+            "`input_tensor` must be a symbolic tensor from `keras.Input(...)` (or a "
+            f"layer called on one). Received: {type(input_tensor).__name__}"
+        )
+    if tuple(input_tensor.shape[1:]) != tuple(shape) and None not in shape:
+        raise ValueError(
+            f"`input_tensor` has shape {tuple(input_tensor.shape)}, which does not "
+            f"match input_shape={tuple(shape)}. Give one of them, or matching ones."
+        )
+    return keras.utils.get_source_inputs(input_tensor), input_tensor
+
+
 def build(
-    name: str,
+    model_name: str,
+    /,
     *,
     num_classes: int | None = None,
+    classes: int | None = None,
     input_shape: Sequence[int | None] | None = None,
+    input_tensor=None,
     include_top: bool = True,
     pooling: str | None = None,
     weights: str | os.PathLike | None = None,
@@ -172,33 +277,43 @@ def build(
     activation: str | None = None,
     aux_logits: bool = False,
     backbone: str | None = None,
+    name: str | None = None,
 ) -> keras.Model:
     """Build a registered model as a functional `keras.Model`.
 
+    Every argument is checked before anything is built; an argument the
+    model does not take (`pooling` on FCN, `aux_logits` on ResNet) is an
+    error, never silently dropped.
+
     Args:
-        name: str. Registered name, case-insensitive (`zoo.list_models()`).
+        model_name: str. Registered name, case-insensitive (`zoo.list_models()`).
         num_classes: int. Classes of the classifier (or segmentation) head.
             Defaults to the model's (1000 for ImageNet classifiers, 21 for
             FCN).
+        classes: int. keras.applications' name for `num_classes`.
         input_shape: tuple `(height, width, channels)`. Defaults to the
             model's default size with `include_top=True` on fixed-size heads
             (VGG), else `(None, None, 3)`.
+        input_tensor: KerasTensor. Build on this tensor (from `keras.Input`)
+            instead of a new input, as in keras.applications.
         include_top: bool. Add the classifier head. Defaults to `True`.
         pooling: str. With `include_top=False`: `None` (4D feature map),
             `"avg"` or `"max"` global pooling. Defaults to `None`.
         weights: `None` (random), `"imagenet"`, a source tag from
             `zoo.info(name).weights`, or a path to a weight file
             (`.weights.h5`, legacy `.h5`, keras.applications files, `.keras`,
-            `.npz`). Defaults to `None`.
+            `.npz`, PyTorch `.pth` where the model has a converter).
+            Defaults to `None`.
         classifier_activation: str or None. Activation of the predictions
             layer; `None` returns logits. Defaults to `"softmax"`.
         features_only: bool. Return a model whose outputs are the stage
             feature maps (shallow to deep). Defaults to `False`.
         out_indices: sequence of int. With `features_only`, which stages
-            (indices into `zoo.info(name).stages`, negative allowed).
+            (indices into `zoo.get_spec(name).stages`, negative allowed).
         include_preprocessing: bool. Make the model take raw RGB 0-255 images
-            (uint8 or float) by adding the family's normalisation as its
-            first layer. Defaults to `False`.
+            (uint8 or float) by adding the chosen weights' normalisation
+            (`zoo.info(name).weights[tag].preprocessing`; without weights,
+            the model's default) as its first layer. Defaults to `False`.
         dtype: str. A Keras dtype policy for the layers, e.g.
             `"mixed_bfloat16"`. Defaults to the global policy.
         activation: str or callable. The backbone's activation, e.g.
@@ -209,13 +324,14 @@ def build(
             `aux2`. Defaults to `False`.
         backbone: str. For task models built on a backbone (FCN): the zoo
             model to build on. Defaults to the task model's (`"vgg16"`).
+        name: str. Name of the Keras model. Defaults to the registry name.
 
     Returns:
-        A functional `keras.Model` named `name`.
+        A functional `keras.Model`.
 
     Example:
 
-    >>> import zoo
+    >>> import keras, zoo
     >>> model = zoo.build("resnet18", num_classes=10, input_shape=(64, 64, 3))
     >>> model.output_shape
     (None, 10)
@@ -223,22 +339,48 @@ def build(
     ...                   input_shape=(64, 64, 3))
     >>> [tuple(o.shape[1:3]) for o in feats.outputs]
     [(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)]
+    >>> zoo.build("resnet50", classes=10, name="mine",
+    ...           input_tensor=keras.Input((64, 64, 3))).name
+    'mine'
     """
-    spec = get_spec(name)
+    spec = get_spec(model_name)
+    arguments = dict(
+        num_classes=num_classes, classes=classes, input_shape=input_shape,
+        input_tensor=input_tensor, include_top=include_top, pooling=pooling, weights=weights,
+        classifier_activation=classifier_activation, features_only=features_only,
+        out_indices=out_indices, include_preprocessing=include_preprocessing, dtype=dtype,
+        activation=activation, aux_logits=aux_logits, backbone=backbone, name=name,
+    )
+    given = _given(arguments, _DEFAULTS)
+    if "classes" in given:
+        if "num_classes" in given and num_classes != classes:
+            raise ValueError(
+                "`classes` is another name for `num_classes`; give one. "
+                f"Received: num_classes={num_classes}, classes={classes}"
+            )
+        num_classes = given["num_classes"] = given.pop("classes")
     if num_classes is None:
         num_classes = spec.default_classes
-    options = _body_options(spec, activation=activation, aux_logits=aux_logits, backbone=backbone)
-    if spec.builder is not None:
-        return spec.builder(
-            num_classes=num_classes, input_shape=input_shape, weights=weights,
-            include_preprocessing=include_preprocessing, dtype=dtype,
-            classifier_activation=classifier_activation, **options,
-        )
+    _check_arguments(spec, given)
+    if spec.is_task:
+        given.setdefault("num_classes", num_classes)
+        return spec.builder(**given)
+    return _build_backbone(spec, num_classes=num_classes, **{
+        k: v for k, v in arguments.items() if k not in ("num_classes", "classes", "backbone")
+    })
+
+
+def _build_backbone(spec, *, num_classes, input_shape, input_tensor, include_top, pooling,
+                    weights, classifier_activation, features_only, out_indices,
+                    include_preprocessing, dtype, activation, aux_logits, name):
+    options = {k: v for k, v in (("activation", activation), ("aux_logits", aux_logits)) if v}
     if aux_logits and not include_top:
         raise ValueError(
             "`aux_logits=True` adds auxiliary *classifiers*, so it needs "
             "`include_top=True` (and `features_only=False`)."
         )
+    if input_shape is None and input_tensor is not None:
+        input_shape = tuple(input_tensor.shape[1:])
     if aux_logits and spec.aux_needs_fixed_size and input_shape is None:
         input_shape = (spec.default_size, spec.default_size, 3)
     if pooling not in _POOLING:
@@ -249,14 +391,19 @@ def build(
         raise ValueError("`out_indices` only applies with `features_only=True`.")
     if features_only:
         include_top = False
-    shape = _resolve_input_shape(spec, input_shape, include_top=include_top, weights=weights)
+    stages = spec.stages_for(activation=activation)
+    if features_only:
+        stages = select_stages(stages, out_indices, spec.name)
+    shape = resolve_input_shape(spec, input_shape, include_top=include_top, weights=weights)
+    source = resolve_source(spec, weights, include_top=include_top)
     path = _resolve_weights(spec, weights, include_top=include_top, num_classes=num_classes)
+    preprocessing = source.preprocessing if source is not None else spec.preprocessing
 
     with dtype_policy_scope(dtype):
-        inputs = keras.Input(shape=shape, name="input_layer")
-        x = inputs
+        inputs, x = _inputs(spec, shape, input_tensor)
+        x = inputs if x is None else x
         if include_preprocessing:
-            x = zoo_layers.ImageNormalization(spec.preprocessing, name="preprocessing")(x)
+            x = zoo_layers.ImageNormalization(preprocessing, name="preprocessing")(x)
         body = spec.body(x, **options)
         x = body.output
         if include_top:
@@ -274,41 +421,18 @@ def build(
                     feature, num_classes=num_classes,
                     classifier_activation=classifier_activation, name=f"aux{i}",
                 )
-            model = AuxiliaryClassifierModel(inputs, outputs, name=spec.name)
+            model = AuxiliaryClassifierModel(inputs, outputs, name=name or spec.name)
         else:
-            model = keras.Model(inputs, x, name=spec.name)
+            model = keras.Model(inputs, x, name=name or spec.name)
 
     if path is not None:
         zoo_weights.load_weights(model, _weights_source(spec, path))
     if features_only:
-        stages = _select(body.stages, out_indices, spec.name)
         model = keras.Model(
-            inputs, [model.get_layer(s.layer).output for s in stages], name=f"{spec.name}_features"
+            inputs, [model.get_layer(s.layer).output for s in stages],
+            name=name or f"{spec.name}_features",
         )
     return model
-
-
-def _body_options(spec, **given):
-    """The extra keyword arguments `spec`'s body (or builder) accepts, checked."""
-    fn = spec.builder or spec.body
-    accepted = inspect.signature(fn).parameters
-    defaults = {"activation": None, "aux_logits": False, "backbone": None}
-    options = {}
-    for key, value in given.items():
-        if value == defaults[key]:
-            continue
-        if key not in accepted:
-            raise ValueError(
-                f"{spec.name!r} does not take `{key}`. Received: {key}={value!r}. "
-                + {
-                    "aux_logits": "Auxiliary classifiers exist for GoogLeNet (`zoo.list_models('googlenet*')`).",
-                    "backbone": "Only task models such as FCN (`zoo.list_models('fcn*')`) take a backbone.",
-                    "activation": "VGG, ResNet and GoogLeNet bodies take `activation`; "
-                    "leave it out for this model.",
-                }[key]
-            )
-        options[key] = value
-    return options
 
 
 def _weights_source(spec, path):
@@ -323,33 +447,13 @@ def _weights_source(spec, path):
         raise zoo_weights.WeightFileError(
             f"{path!r} holds a PyTorch state dict, and {spec.name!r} has no "
             "mapping from PyTorch names. Models with one: "
-            f"{[s.name for s in _specs_with_converters()]}."
+            f"{[s.name for s in specs() if s.state_dict_converter is not None]}."
         )
     return spec.state_dict_converter(zoo_weights.read_state_dict(path))
 
 
-def _specs_with_converters():
-    from zoo.registry import _REGISTRY
-
-    return [s for s in _REGISTRY.values() if s.state_dict_converter is not None]
-
-
-def _select(stages, out_indices, name):
-    if out_indices is None:
-        return list(stages)
-    picked = []
-    for i in out_indices:
-        if not -len(stages) <= i < len(stages):
-            raise ValueError(
-                f"{name!r} has {len(stages)} stages (indices 0..{len(stages) - 1}, "
-                f"or negative). Received: out_indices={list(out_indices)}"
-            )
-        picked.append(stages[i])
-    return picked
-
-
-def preprocess(images, name_or_mode: str):
-    """Normalise raw RGB images (0-255) the way a model or mode expects.
+def preprocess(images, name_or_mode: str, *, weights: str = "imagenet"):
+    """Normalise raw RGB images (0-255) the way a model's weights expect.
 
     The same arithmetic as `build(..., include_preprocessing=True)`, for users
     who normalise outside the model.
@@ -358,6 +462,9 @@ def preprocess(images, name_or_mode: str):
         images: array or tensor, `(..., height, width, 3)`, 0-255.
         name_or_mode: str. A registered model name or a mode (`"caffe"`,
             `"torch"`, `"tf"`).
+        weights: str. With a model name: the weight source whose
+            preprocessing to apply (`zoo.info(name).weights`); a model
+            without that source uses its default. Defaults to `"imagenet"`.
 
     Example:
 
@@ -366,193 +473,9 @@ def preprocess(images, name_or_mode: str):
     >>> float(np.abs(keras.ops.convert_to_numpy(x)).max())
     0.0
     """
-    mode = name_or_mode if name_or_mode in zoo_layers.PREPROCESSING_MODES else get_spec(name_or_mode).preprocessing
+    if name_or_mode in zoo_layers.PREPROCESSING_MODES:
+        mode = name_or_mode
+    else:
+        spec = get_spec(name_or_mode)
+        mode = spec.weights[weights].preprocessing if weights in spec.weights else spec.preprocessing
     return zoo_layers.ImageNormalization(mode)(images)
-
-
-# --------------------------------------------------------------------------
-# Model cards
-# --------------------------------------------------------------------------
-
-
-def count_macs(model: keras.Model) -> int:
-    """Multiply-accumulates of one forward pass for one image.
-
-    Counts convolutions (incl. transposed and depthwise) and dense layers,
-    which dominate CNN cost; needs a model built with a fixed input size.
-
-    Example:
-
-    >>> import zoo
-    >>> m = zoo.build("resnet50", input_shape=(224, 224, 3))
-    >>> round(zoo.count_macs(m) / 1e9, 2)
-    3.86
-    """
-    total = 0
-    for layer in zoo_weights.leaf_layers(model):
-        if not layer.weights:
-            continue
-        for node in layer._inbound_nodes:
-            out_shape = node.outputs[0].shape
-            in_shape = node.arguments.keras_tensors[0].shape
-            if None in out_shape[1:] or None in in_shape[1:]:
-                raise ValueError(
-                    "count_macs needs a fixed input size; build with "
-                    f"input_shape=(H, W, C). Layer {layer.name!r} has output {out_shape}."
-                )
-            spatial = int(np.prod(out_shape[1:-1])) if len(out_shape) > 2 else 1
-            if isinstance(layer, keras.layers.Conv2DTranspose):
-                spatial = int(np.prod(in_shape[1:-1]))
-                total += spatial * int(np.prod(layer.kernel.shape))
-            elif isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-                                    keras.layers.DepthwiseConv2D, keras.layers.Dense)):
-                total += spatial * int(np.prod(layer.kernel.shape))
-    return total
-
-
-@dataclasses.dataclass(frozen=True)
-class StageInfo:
-    name: str
-    layer: str
-    reduction: int
-    channels: int
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelCard:
-    """What `zoo.info` returns; `print(card)` shows a readable card."""
-
-    name: str
-    family: str
-    description: str
-    paper: str
-    params: int
-    trainable_params: int
-    gmacs: float
-    default_size: int
-    min_size: int
-    preprocessing: str
-    stages: tuple
-    weights: dict
-    num_classes: int = 1000
-
-    def __str__(self) -> str:
-        lines = [
-            f"{self.name} — {self.description}",
-            f"  family         {self.family}",
-            f"  paper          {self.paper}",
-            f"  parameters     {self.params:,} ({self.trainable_params:,} trainable), "
-            f"{self.num_classes}-class head",
-            f"  compute        {self.gmacs:.2f} GMACs at {self.default_size}x{self.default_size}",
-            f"  input          {self.default_size}x{self.default_size}x3 (min {self.min_size}), "
-            f"preprocessing {self.preprocessing!r}",
-            "  stages         name        layer                          stride  channels",
-        ]
-        for s in self.stages:
-            lines.append(f"                 {s.name:<11} {s.layer:<30} {s.reduction:>6}  {s.channels:>8}")
-        if self.weights:
-            lines.append("  weights")
-            for tag, w in self.weights.items():
-                lines.append(f"                 {tag:<15} {w.file_name} ({w.origin}, hash {w.file_hash})")
-        else:
-            lines.append("  weights        none known (random initialisation; load your own file)")
-        return "\n".join(lines)
-
-
-@functools.lru_cache(maxsize=None)
-def _card(name: str) -> ModelCard:
-    spec = get_spec(name)
-    size = spec.default_size
-    model = build(name, input_shape=(size, size, 3))
-    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    stages = tuple(
-        StageInfo(s.name, s.layer, s.reduction, int(model.get_layer(s.layer).output.shape[-1]))
-        for s in spec.body(keras.Input((size, size, 3))).stages
-    )
-    return ModelCard(
-        name=spec.name,
-        family=spec.family,
-        description=spec.description,
-        paper=spec.paper,
-        params=model.count_params(),
-        trainable_params=trainable,
-        gmacs=count_macs(model) / 1e9,
-        default_size=size,
-        min_size=spec.min_size,
-        preprocessing=spec.preprocessing,
-        stages=stages,
-        weights=dict(spec.weights),
-        num_classes=spec.default_classes,
-    )
-
-
-def info(name: str) -> ModelCard:
-    """The model card of a registered model (built once, then cached).
-
-    Example:
-
-    >>> import zoo
-    >>> card = zoo.info("resnet18")
-    >>> card.trainable_params, [s.reduction for s in card.stages]
-    (11689512, [2, 4, 8, 16, 32])
-    """
-    return _card(get_spec(name).name)
-
-
-def stages_of(model: keras.Model) -> list[Stage]:
-    """The stages of a model: declared ones for zoo models, inferred otherwise.
-
-    For a zoo model (also after save/load or surgery that keeps the layer
-    names) the registered stage declaration is used; the model's own name is
-    tried first. For any other model the stages are inferred from the
-    graph: the last layer at each spatial resolution.
-
-    Example:
-
-    >>> import zoo
-    >>> m = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
-    >>> [s.layer for s in zoo.stages_of(m)][-1]
-    'block5_pool'
-    """
-    from zoo.registry import _REGISTRY
-
-    names = {l.name for l in zoo_weights.leaf_layers(model)}
-    base = model.name.removesuffix("_features")
-    candidates = ([_REGISTRY[base]] if base in _REGISTRY else []) + list(_REGISTRY.values())
-    for spec in candidates:
-        stages = _declared_stages(spec.name)
-        if stages and all(s.layer in names for s in stages):
-            return list(stages)
-    return _infer_stages(model)
-
-
-@functools.lru_cache(maxsize=None)
-def _declared_stages(name):
-    spec = get_spec(name)
-    with keras.name_scope("zoo_probe"):
-        # Stage names do not depend on the size: probe at the smallest one.
-        return tuple(spec.body(keras.Input((spec.min_size, spec.min_size, 3))).stages)
-
-
-def _infer_stages(model):
-    stages, last_by_reduction = [], {}
-    layers_ = zoo_weights.leaf_layers(model)
-    in_shape = None
-    for layer in layers_:
-        try:
-            shape = layer.output.shape
-        except (AttributeError, ValueError):
-            continue
-        if isinstance(layer, keras.layers.InputLayer):
-            in_shape = shape
-            continue
-        if in_shape is None or len(shape) != 4 or shape[1] is None or in_shape[1] is None:
-            continue
-        if isinstance(layer, (keras.layers.ZeroPadding2D, keras.layers.Cropping2D)):
-            continue  # padding is not a feature map of its own
-        reduction = 2 ** max(0, round(math.log2(in_shape[1] / shape[1])))
-        last_by_reduction[reduction] = layer.name
-    for reduction, layer in sorted(last_by_reduction.items()):
-        if reduction > 1:
-            stages.append(Stage(f"stage{len(stages) + 1}", layer, reduction))
-    return stages
