@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Install the project into a fresh virtual environment and run the test suite:
-# everything under TensorFlow, then the portable tests (not marked tf_only)
-# under JAX and PyTorch. This is the README's test command; .ci/run calls it.
+# everything (doctests included) under TensorFlow, then the portable tests
+# under JAX and PyTorch: not those marked tf_only (TensorFlow features) or
+# one_backend (backend-independent checks: structure, parameter counts,
+# argument handling, examples), and no doctests (documentation examples run
+# once). Each pass prints its 15 slowest tests. This is the README's test
+# command; .ci/run calls it. PYTEST_WORKERS (default 2, the CI machine's
+# cores) sets pytest-xdist's worker count; 0 runs in one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 VENV=.venv-test
+WORKERS=${PYTEST_WORKERS:-2}
 start=$(date +%s)
 "$PY" -m venv --clear "$VENV"
 # shellcheck disable=SC1091
@@ -16,13 +22,19 @@ python -m pip install -q -e ".[test,jax,torch]"
 echo "install: $(( $(date +%s) - start )) s"
 
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONHASHSEED=0
+parallel=()
+[ "$WORKERS" = 0 ] || parallel=(-n "$WORKERS" --dist loadfile)
 status=0
 for backend in tensorflow jax torch; do
-    marker=()
-    [ "$backend" = tensorflow ] || marker=(-m "not tf_only")
+    if [ "$backend" = tensorflow ]; then
+        selection=(--doctest-modules tests zoo surgery tuning)
+    else
+        selection=(-m "not tf_only and not one_backend" tests)
+    fi
     echo "=== KERAS_BACKEND=$backend ==="
     t0=$(date +%s)
-    KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider --doctest-modules "${marker[@]}" tests zoo surgery tuning || status=$?
+    KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider --durations=15 \
+        "${parallel[@]}" "${selection[@]}" || status=$?
     echo "=== $backend: $(( $(date +%s) - t0 )) s (exit $status) ==="
     [ "$status" = 0 ] || break
 done

@@ -203,13 +203,19 @@ def rewrite(
 
     new_inputs = []
     if inputs is None:
-        for t in graph.inputs:
+        def new_input(t):
             layer = t._keras_history[0]
-            new = keras.Input(batch_shape=t.shape, dtype=t.dtype, name=layer.name)
-            new_inputs.append(new)
+            fresh = keras.Input(batch_shape=t.shape, dtype=t.dtype, name=layer.name)
+            new = fresh
             if id(layer) in edit_ids:  # an input is never "called": its edit sees the identity
                 new = edit_ids[id(layer)](layer, (new,), {}, lambda x: x)
             state.memo[id(t)] = new
+            return fresh
+
+        # The original's input structure (a single tensor, a list, a dict with
+        # the same keys), so callers use the copy exactly as the original.
+        # `_inputs_struct` is the only place Keras keeps it.
+        new_inputs = tree.map_structure(new_input, graph._inputs_struct)
     else:
         for item in inputs:
             t = _cut_point(item)
@@ -217,6 +223,8 @@ def rewrite(
             new = keras.Input(batch_shape=t.shape, dtype=t.dtype, name=f"{layer.name}_input")
             new_inputs.append(new)
             state.memo[id(t)] = new
+        if len(new_inputs) == 1:
+            new_inputs = new_inputs[0]
         # Reaching the old inputs means a connection bypasses the new ones.
         state.cut_off = {id(t): t._keras_history[0].name for t in graph.inputs}
     _alias_nested_inputs(graph, state)

@@ -11,11 +11,14 @@ def pytest_collection_modifyitems(config, items):
     if keras.backend.backend() == "tensorflow":
         return
     skip = pytest.mark.skip(reason=f"TensorFlow-only; backend is {keras.backend.backend()}")
+    once = pytest.mark.skip(reason="backend-independent check; runs in the TensorFlow pass")
     for item in items:
         # Doctests of modules that declare `TF_ONLY = True` (surgery.hub) too.
         dtest = getattr(item, "dtest", None)
         if "tf_only" in item.keywords or (dtest is not None and dtest.globs.get("TF_ONLY")):
             item.add_marker(skip)
+        elif "one_backend" in item.keywords:
+            item.add_marker(once)
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ import pytest
 EXAMPLES = sorted((pathlib.Path(__file__).parent.parent / "examples").glob("*.py"))
 
 
+@pytest.mark.one_backend  # the APIs they use are tested on every backend
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_runs(path, capsys):
     spec = importlib.util.spec_from_file_location(path.stem, path)

@@ -39,9 +39,10 @@ def main(argv=None):
     lst.add_argument("pattern", nargs="?", default="*", help="shell wildcard, e.g. 'resnet*'")
     inf = sub.add_parser("info", help="print a model card")
     inf.add_argument("name")
-    bench = sub.add_parser("bench", help="zoo vs keras.applications throughput, side by side")
+    bench = sub.add_parser("bench", help="zoo vs keras.applications throughput, side by side",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     bench.add_argument("--models", default="resnet50,vgg16,googlenet", help="comma-separated names")
-    bench.add_argument("--batch", type=int, default=16)
+    bench.add_argument("--batch", type=int, default=16, help="images per step")
     bench.add_argument("--steps", type=int, default=10, help="timed steps per repetition")
     bench.add_argument("--size", type=int, default=224, help="input resolution")
     bench.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (median)")
@@ -50,14 +51,14 @@ def main(argv=None):
                        help="bf16: mixed_bfloat16 on every side")
     bench.add_argument("--peak-tflops", type=float, default=None,
                        help="the device's peak TFLOP/s at this precision, for MFU "
-                       "(e.g. 989 for an H100 SXM in bf16)")
+                       "(e.g. 989 for an H100 SXM in bf16; none: no MFU column)")
     bench.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"],
-                       help="the zoo side's compile(jit_compile=...) (auto: Keras' choice)")
+                       help="the zoo side's compile(jit_compile=...); auto is Keras' choice")
     bench.add_argument("--torch", default="auto", choices=["auto", "on", "off"],
-                       help="torchvision eager / torch.compile columns (auto: when importable)")
+                       help="torchvision eager / torch.compile columns; auto: when importable")
     bench.add_argument("--sides", default=None,
                        help="only these sides, comma-separated: zoo,keras,ceiling,torch,compiled,"
-                       "input_u8,input_f32 (one per process gives each its own peak memory)")
+                       "input_u8,input_f32 (one per process gives each its own peak memory; none: all)")
     args = parser.parse_args(argv)
     if args.command == "bench":
         import os

@@ -42,6 +42,15 @@ def keras_home() -> str:
     return os.path.expanduser(keras.src.backend.config.keras_home())
 
 
+def inputs_struct(model):
+    """A functional model's input structure (one tensor, a list or a dict).
+
+    `model.inputs` is always a flat list; a model rebuilt on it takes a list
+    even where the original took one tensor, and Keras warns at every call.
+    """
+    return model._inputs_struct
+
+
 def outputs_struct(model):
     """A functional model's output structure (dict, list or tensor).
 

@@ -255,7 +255,8 @@ def _inputs(spec, shape, input_tensor):
             f"`input_tensor` has shape {tuple(input_tensor.shape)}, which does not "
             f"match input_shape={tuple(shape)}. Give one of them, or matching ones."
         )
-    return keras.utils.get_source_inputs(input_tensor), input_tensor
+    sources = keras.utils.get_source_inputs(input_tensor)
+    return (sources[0] if len(sources) == 1 else sources), input_tensor
 
 
 def build(

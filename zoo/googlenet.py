@@ -25,7 +25,7 @@ import numpy as np
 from keras import layers
 
 from zoo import layers as blocks
-from zoo._keras import outputs_struct
+from zoo._keras import inputs_struct, outputs_struct
 from zoo.registry import Body, Stage, check_stage, register
 from zoo.weights import WeightSource
 
@@ -270,7 +270,7 @@ def strip_auxiliary(model: keras.Model, output: str = "predictions") -> keras.Mo
             f"Model {model.name!r} has no layer {output!r} to keep as the main "
             f"output. Received: output={output!r}"
         ) from e
-    return keras.Model(model.inputs, main.output, name=model.name)
+    return keras.Model(inputs_struct(model), main.output, name=model.name)
 
 
 # --------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def test_copy_is_deep_and_equal(resnet, x, tmp_path):
 
 
 def test_cut_at_layer_stage_and_several(resnet, x, tmp_path):
-    ref = keras.Model(resnet.inputs, resnet.get_layer("conv4_block2_out").output)
+    ref = keras.Model(resnet.inputs[0], resnet.get_layer("conv4_block2_out").output)
     cut = surgery.cut(resnet, "conv4_block2_out")
     np.testing.assert_array_equal(np_(cut(x)), np_(ref(x)))
     assert "conv5_block1_1_conv" not in [l.name for l in cut.layers]
@@ -110,7 +110,7 @@ def test_graft_heads(kind, resnet, x, tmp_path):
             return keras.layers.Dense(3, name="h")(keras.layers.GlobalMaxPooling2D(name="g")(t))
     new = surgery.graft(base, head)
     assert new.output_shape == (None, 3)
-    feats = keras.Model(new.inputs, new.get_layer("conv5_block2_out").output)
+    feats = keras.Model(new.inputs[0], new.get_layer("conv5_block2_out").output)
     np.testing.assert_array_equal(np_(feats(x)), np_(base(x)))  # untouched path identical
     _roundtrip(new, tmp_path, x)
 
@@ -190,7 +190,7 @@ def test_nested_keras_applications_base(rng, tmp_path):
     np.testing.assert_allclose(np_(new(x)), np_(clf(x)), atol=1e-5)
     # A cut inside inlines it
     cut = surgery.cut(clf, "conv4_block6_out")
-    ref = keras.Model(base.inputs, base.get_layer("conv4_block6_out").output)
+    ref = keras.Model(base.inputs[0], base.get_layer("conv4_block6_out").output)
     np.testing.assert_allclose(np_(cut(x)), np_(ref(x)), atol=1e-5)
     _roundtrip(new, tmp_path, x)
 

@@ -12,8 +12,9 @@ SHAPE = (32, 32, 3)
 
 
 def test_freeze_until_matches_the_seeds_loop_on_keras_vgg16():
-    ours = keras.applications.VGG16(weights=None)
-    seeds = keras.applications.VGG16(weights=None)
+    # 32x32 keeps every layer of the 224 model (fc1 shrinks to 512 inputs).
+    ours = keras.applications.VGG16(weights=None, input_shape=SHAPE)
+    seeds = keras.applications.VGG16(weights=None, input_shape=SHAPE)
     for layer in seeds.layers[:-4]:
         layer.trainable = False
     result = surgery.freeze_until(ours, -4)

@@ -39,6 +39,7 @@ def test_search_writes_leaderboard_and_best_model(tmp_path):
     assert acc == pytest.approx(result.score, abs=1e-6)
 
 
+@pytest.mark.one_backend
 def test_bad_arguments_are_refused(tmp_path):
     x, y, _ = zoo.datasets.shapes(2, size=32)
     with pytest.raises(ValueError, match="needs validation data"):

@@ -28,7 +28,7 @@ def test_out_indices_and_errors():
 def test_features_share_weights_with_full_model(rng):
     feats = zoo.build("resnet18", features_only=True, input_shape=SMALL)
     x = rng.uniform(0, 255, (1,) + SMALL).astype("float32")
-    full = keras.Model(feats.inputs, feats.get_layer("conv5_block2_out").output)
+    full = keras.Model(feats.inputs[0], feats.get_layer("conv5_block2_out").output)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(full(x)), keras.ops.convert_to_numpy(feats(x)[-1]), atol=0)
 
 

@@ -36,7 +36,7 @@ def test_bench_writes_side_by_side_ratios(tmp_path, capsys):
 
 
 def test_bench_sides_precision_and_bad_arguments():
-    row = bench_model("googlenet", batch=2, steps=2, size=32, repeats=1, precision="bf16",
+    row = bench_model("resnet18", batch=2, steps=2, size=32, repeats=1, precision="bf16",
                       sides=["zoo"], peak_tflops=1.0)
     assert row["precision"] == "bf16" and row["zoo_infer_img_s"] > 0
     assert "keras_infer_img_s" not in row and row["zoo_train_mfu"] == row["zoo_train_tflops"]

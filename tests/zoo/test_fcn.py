@@ -12,15 +12,23 @@ def _np(x):
     return keras.ops.convert_to_numpy(x)
 
 
+@pytest.mark.one_backend
 def test_fcn8s_vgg16_parameter_count():
     assert zoo.build("fcn8s", num_classes=21).count_params() == 134_489_759
 
 
-@pytest.mark.parametrize("backbone", ["vgg11", "resnet18", "googlenet"])
-@pytest.mark.parametrize("variant", ["fcn32s", "fcn16s", "fcn8s"])
-def test_output_size_equals_input_size(backbone, variant):
+# The diagonal on every backend, the rest of the matrix on one.
+SIZE_MATRIX = [
+    (v, b) if (v, b) in {("fcn32s", "resnet18"), ("fcn16s", "googlenet"), ("fcn8s", "vgg11")}
+    else pytest.param(v, b, marks=pytest.mark.one_backend)
+    for v in ("fcn32s", "fcn16s", "fcn8s") for b in ("vgg11", "resnet18", "googlenet")
+]
+
+
+@pytest.mark.parametrize("variant,backbone", SIZE_MATRIX)
+def test_output_size_equals_input_size(variant, backbone):
     model = zoo.build(variant, backbone=backbone, num_classes=3)
-    for h, w in ((75, 100), (33, 47), (64, 64)):
+    for h, w in ((75, 100), (33, 47)):  # odd sizes: padding and crops must line up
         x = np.zeros((1, h, w, 3), "float32")
         assert tuple(_np(model(x)).shape) == (1, h, w, 3), (h, w)
 

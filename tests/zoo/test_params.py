@@ -5,6 +5,9 @@ import pytest
 
 import zoo
 
+# Parameter counts and cards are properties of the architecture, not of the backend.
+pytestmark = pytest.mark.one_backend
+
 # (total count_params, trainable)
 EXPECTED = {
     "vgg16": (138_357_544, 138_357_544),

@@ -3,6 +3,8 @@ import pytest
 
 import zoo
 
+pytestmark = pytest.mark.one_backend  # the registry is plain Python
+
 
 def test_list_models_sorted_and_wildcards():
     names = zoo.list_models()

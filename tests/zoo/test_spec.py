@@ -14,10 +14,7 @@ import surgery
 import zoo
 from zoo import registry
 
-ONE_BACKEND = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="backend-independent structure check; run once, on TensorFlow",
-)
+ONE_BACKEND = pytest.mark.one_backend  # structure checks: the same on every backend
 
 
 @pytest.fixture
@@ -42,6 +39,7 @@ def count_builds(monkeypatch):
     return calls
 
 
+@ONE_BACKEND
 def test_stages_are_data_and_reading_them_builds_nothing(count_builds):
     assert zoo.get_spec("resnet50").stages[3] == zoo.Stage("conv4", "conv4_block6_out", 16, 1024)
     assert [s.channels for s in zoo.get_spec("googlenet").stages] == [64, 192, 480, 832, 1024]
@@ -56,6 +54,7 @@ def test_stages_are_data_and_reading_them_builds_nothing(count_builds):
     assert count_builds == []
 
 
+@ONE_BACKEND
 def test_stages_of_foreign_model_builds_no_registered_model(count_builds):
     foreign = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(64, 64, 3))
     inferred = zoo.stages_of(foreign)
@@ -64,6 +63,7 @@ def test_stages_of_foreign_model_builds_no_registered_model(count_builds):
     assert count_builds == []
 
 
+@ONE_BACKEND
 def test_info_builds_once(count_builds):
     zoo.cards._card.cache_clear()
     card = zoo.info("resnet18")
@@ -91,6 +91,7 @@ def test_mish_stages_are_found_by_stamp():
     assert [s.name for s in zoo.stages_of(m)] == ["stem", "conv2", "conv3", "conv4", "conv5"]
 
 
+@ONE_BACKEND
 def test_stamp_survives_rename_save_load_and_surgery(tmp_path, count_builds):
     declared = [s.name for s in zoo.get_spec("resnet101").stages]
     model = zoo.build("resnet101", include_top=False, input_shape=(32, 32, 3), name="mine")
@@ -107,6 +108,7 @@ def test_stamp_survives_rename_save_load_and_surgery(tmp_path, count_builds):
     assert count_builds == []
 
 
+@ONE_BACKEND
 def test_tasks_take_only_their_arguments():
     spec = zoo.get_spec("fcn8s")
     assert spec.is_task and spec.task == "segmentation" and spec.default_backbone == "vgg16"
@@ -132,6 +134,7 @@ def test_keras_applications_style_arguments():
         zoo.build("resnet18", input_tensor=np.zeros((1, 32, 32, 3)))
 
 
+@ONE_BACKEND
 def test_weight_sources_describe_their_preprocessing():
     assert zoo.get_spec("resnet50").weights["imagenet"].preprocessing == "caffe"
     assert zoo.get_spec("resnet50v2").weights["imagenet"].preprocessing == "tf"
@@ -175,6 +178,7 @@ def _tiny(stages):
     return "tinyprep_ref"
 
 
+@ONE_BACKEND
 def test_one_classifier_head_everywhere():
     names = [l.name for l in zoo.layers.classifier_head(5, pooling="flatten", hidden_units=(8,),
                                                            dropout=0.7, prefix="aux1_")]

@@ -37,8 +37,18 @@ def _reference(name, rng, **kwargs):
     return ref
 
 
-@pytest.mark.parametrize("fmt", ["weights.h5", "legacy.h5"])
-@pytest.mark.parametrize("name", ["resnet50", "resnet101", "resnet152", "resnet50v2", "vgg19"])
+ONCE = pytest.mark.one_backend
+# resnet50 in both formats and resnet50v2 on every backend; the deeper ones
+# (same code path, more blocks) and VGG19 on one.
+PARITY = [("resnet50", "weights.h5"), ("resnet50", "legacy.h5"), ("resnet50v2", "weights.h5")] + [
+    pytest.param(n, f, marks=ONCE)
+    for n, f in [("resnet50v2", "legacy.h5"), ("resnet101", "weights.h5"), ("resnet101", "legacy.h5"),
+                 ("resnet152", "weights.h5"), ("resnet152", "legacy.h5"), ("vgg19", "weights.h5"),
+                 ("vgg19", "legacy.h5")]
+]
+
+
+@pytest.mark.parametrize("name,fmt", PARITY)
 def test_keras_applications_parity(name, fmt, tmp_path, rng):
     shape = (32, 32, 3)
     top = not name.startswith("vgg")  # VGG's dense head needs 224: tested below
@@ -51,7 +61,7 @@ def test_keras_applications_parity(name, fmt, tmp_path, rng):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(ref(x)), atol=1e-5)
 
 
-@pytest.mark.slow
+@pytest.mark.one_backend  # writes keras.applications' 528 MB VGG16 file; loading is numpy + assign
 def test_vgg16_full_head_parity_from_keras_applications_file(tmp_path, rng):
     ref = _reference("vgg16", rng)
     path = str(tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
