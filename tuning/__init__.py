@@ -5,17 +5,41 @@ with KerasTuner; adds RAdam, a warm-up cosine schedule, a learning-rate
 logger, cached features for frozen trials, a best-model keeper and a
 leaderboard.
 
+The public names are imported on first use (PEP 562), so `python -m tuning
+--help` answers without importing Keras or TensorFlow.
+
 >>> import tuning
 >>> sorted(tuning.TUNERS)
 ['bayesian', 'hyperband', 'random']
 """
 
-from tuning import losses
-from tuning.hypermodel import TransferHyperModel, augmentation_layers
-from tuning.optimizers import LearningRateLogger, RAdam, warmup_cosine
-from tuning.search import TUNERS, SearchResult, format_leaderboard, load_best, make_tuner, search
+import importlib
 
-__all__ = [
-    "LearningRateLogger", "RAdam", "SearchResult", "TUNERS", "TransferHyperModel",
-    "augmentation_layers", "format_leaderboard", "load_best", "losses", "make_tuner", "search", "warmup_cosine",
-]
+# Public name -> the submodule that defines it.
+_EXPORTS = {
+    "losses": None,
+    "TransferHyperModel": "hypermodel", "augmentation_layers": "hypermodel",
+    "LearningRateLogger": "optimizers", "RAdam": "optimizers", "warmup_cosine": "optimizers",
+    # `tuning.tuners` is not named `search`: a submodule of that name would
+    # shadow the `search` function once imported.
+    "TUNERS": "tuners", "SearchResult": "tuners", "format_leaderboard": "tuners",
+    "load_best": "tuners", "make_tuner": "tuners", "search": "tuners",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tuning' has no attribute {name!r}")
+    module = _EXPORTS[name]
+    if module is None:
+        value = importlib.import_module(f"tuning.{name}")
+    else:
+        value = getattr(importlib.import_module(f"tuning.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

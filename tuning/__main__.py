@@ -20,44 +20,63 @@ DEFAULT_OUT = os.path.join("runs", "demo")
 
 
 def _parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="show Python tracebacks and TensorFlow's log messages")
     p = argparse.ArgumentParser(prog="python -m tuning", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="search, fine-tune, evaluate and report on an image folder",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    run = sub.add_parser("run", parents=[common],
+                         help="search, fine-tune, evaluate and report on an image folder")
     run.add_argument("--data", help="image folder, one sub-folder per class (train/val/test "
                      "sub-folders honoured); default: write and use the embedded demo set")
-    run.add_argument("--out", default=DEFAULT_OUT, help="output folder")
-    run.add_argument("--backbone", default="resnet18", help="zoo model name (python -m zoo list)")
+    run.add_argument("--out", default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    run.add_argument("--backbone", default="resnet18",
+                     help="zoo model name, see `python -m zoo list` (default: %(default)s)")
     run.add_argument("--weights", default=None, help="backbone weights: a path or 'imagenet' "
                      "(default: random init, which fine-tunes every stage)")
-    run.add_argument("--image-size", type=int, default=48, help="square input side in pixels")
-    run.add_argument("--max-trials", type=int, default=2, help="trials (random/bayesian)")
-    run.add_argument("--epochs", type=int, default=12, help="epochs per trial")
-    run.add_argument("--tuner", default="random", choices=["hyperband", "random", "bayesian"])
+    run.add_argument("--image-size", type=int, default=48,
+                     help="square input side in pixels (default: %(default)s)")
+    run.add_argument("--max-trials", type=int, default=2,
+                     help="trials of a random/bayesian search, at least 1 (default: %(default)s)")
+    run.add_argument("--epochs", type=int, default=12,
+                     help="epochs per trial (default: %(default)s)")
+    run.add_argument("--tuner", default="random", choices=["hyperband", "random", "bayesian"],
+                     help="search strategy: KerasTuner's Hyperband, random search or Bayesian "
+                     "optimisation (default: %(default)s)")
     run.add_argument("--workers", type=int, default=0,
                      help="run the search as KerasTuner's chief plus N worker processes on this "
-                     "machine (127.0.0.1); see the README for several hosts")
-    run.add_argument("--batch-size", type=int, default=32)
+                     "machine (127.0.0.1); see the README for several hosts (default: %(default)s)")
+    run.add_argument("--batch-size", type=int, default=32,
+                     help="images per training step (default: %(default)s)")
     run.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                      help="bf16: mixed_bfloat16 (bfloat16 compute, float32 weights); faster on "
-                     "GPUs and on CPUs with AMX/AVX512-BF16")
-    run.add_argument("--seed", type=int, default=0)
+                     "GPUs and on CPUs with AMX/AVX512-BF16 (default: %(default)s)")
+    run.add_argument("--seed", type=int, default=0,
+                     help="seed of the data split, the search and the weights (default: %(default)s)")
+    run.add_argument("--test-fraction", type=float, default=0.15,
+                     help="without a test/ folder: share of each class held out as a test split "
+                     "that no trial sees; 0 keeps none, and the report then says that its figure "
+                     "is the validation accuracy used for selection (default: %(default)s)")
+    run.add_argument("--keep-checkpoints", action="store_true",
+                     help="keep every trial's checkpoint (default: only the best trial's)")
     run.add_argument("--overwrite", action="store_true",
                      help="start afresh in an --out folder holding an earlier run "
                      "(default: resume it)")
     run.add_argument("--demo-images-per-class", type=int, default=400, help=argparse.SUPPRESS)
 
-    pred = sub.add_parser("predict", help="top-k labels for images")
+    pred = sub.add_parser("predict", parents=[common], help="top-k labels for images")
     pred.add_argument("--model", required=True, help="a best.keras written by `run`")
-    pred.add_argument("--top", type=int, default=3)
+    pred.add_argument("--top", type=int, default=3, help="labels per image (default: %(default)s)")
     pred.add_argument("images", nargs="+", help="image files or folders")
 
-    bench = sub.add_parser("bench", help="head-only trials: cached features vs the naive path")
-    bench.add_argument("--backbone", default="resnet50")
-    bench.add_argument("--image-size", type=int, default=96)
-    bench.add_argument("--per-class", type=int, default=40)
-    bench.add_argument("--epochs", type=int, default=3)
-    bench.add_argument("--trials", type=int, default=3)
+    bench = sub.add_parser("bench", parents=[common],
+                           help="head-only trials: cached features vs the naive path")
+    bench.add_argument("--backbone", default="resnet50", help="zoo model name (default: %(default)s)")
+    bench.add_argument("--image-size", type=int, default=96, help="(default: %(default)s)")
+    bench.add_argument("--per-class", type=int, default=40,
+                       help="training images per class (default: %(default)s)")
+    bench.add_argument("--epochs", type=int, default=3, help="(default: %(default)s)")
+    bench.add_argument("--trials", type=int, default=3, help="(default: %(default)s)")
     return p
 
 
@@ -90,11 +109,38 @@ def _stop_when_interrupted():
     return StopWhenInterrupted()
 
 
+def _quiet_logs(debug):
+    """TensorFlow's C++ and absl start-up noise off for the CLI's own commands."""
+    if debug:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     args.argv = argv
-    return {"run": run, "predict": predict, "bench": bench}[args.command](args)
+    _quiet_logs(args.debug)
+    try:
+        return {"run": run, "predict": predict, "bench": bench}[args.command](args)
+    except (UsageError, OSError, ValueError, TypeError, ImportError) as e:
+        if args.debug:
+            raise
+        # One line, what is wrong and what to do; --debug shows where.
+        message = " ".join(str(e).split())
+        print(f"error: {message} (--debug shows the traceback)", file=sys.stderr)
+        return 2
+
+
+class UsageError(ValueError):
+    """A bad command line or input; the message says what to do."""
 
 
 def _child_argv(argv, data):
@@ -160,7 +206,7 @@ def _launch(args, data):
 # What a resumed run must share with the earlier one (trials, epochs and
 # workers may change: a search can be extended).
 _RESUME_KEYS = ("data", "backbone", "weights", "image_size", "tuner", "batch_size", "seed",
-                "precision", "demo_images_per_class")
+                "precision", "demo_images_per_class", "test_fraction")
 
 
 def _settings(args):
@@ -181,27 +227,81 @@ def _changed_settings(path, settings):
                      for k, v in settings.items() if k in earlier and earlier[k] != v)
 
 
+def _check_writable(out):
+    """Refuse an --out that cannot be created or written, before anything is written.
+
+    A probe file in the nearest existing folder (removed at once) answers for
+    read-only file systems and permissions alike, also for root.
+    """
+    import tempfile
+
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out!r} is a file, not a folder. Choose another --out.")
+    existing = out
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"--out {out!r} lies under {existing!r}, which is a file. Choose another --out.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write to --out {out!r}: {existing!r} is not writable "
+                         f"({e.strerror}). Choose a folder you can write to.") from None
+
+
+def _check_run(args):
+    """Every argument of `run`, checked before anything is written or deleted."""
+    import zoo
+
+    for flag, value, low, why in (
+            ("--max-trials", args.max_trials, 1, " (KerasTuner reads 0 as 'no limit')"),
+            ("--epochs", args.epochs, 1, ""), ("--batch-size", args.batch_size, 1, ""),
+            ("--workers", args.workers, 0, ""), ("--demo-images-per-class", args.demo_images_per_class, 3, "")):
+        if value < low:
+            raise UsageError(f"{flag} must be at least {low}{why}. Received: {flag} {value}")
+    if not 0 <= args.test_fraction <= 0.5:
+        raise UsageError(f"--test-fraction must be in [0, 0.5]. Received: --test-fraction {args.test_fraction}")
+    spec = zoo.get_spec(args.backbone)
+    if spec.is_task:
+        raise UsageError(f"--backbone {args.backbone!r} is a {spec.task} model; pick a classification "
+                         "backbone from `python -m zoo list`.")
+    if args.image_size < spec.min_size:
+        raise UsageError(f"--image-size {args.image_size} is too small for {args.backbone!r} "
+                         f"(minimum {spec.min_size}).")
+    if args.weights is not None and not os.path.isfile(args.weights):
+        if args.weights != "imagenet" and args.weights not in spec.weights:
+            raise UsageError(f"--weights {args.weights!r} is neither 'imagenet' nor an existing file.")
+        if not spec.weights:
+            raise UsageError(
+                f"{args.backbone!r} has no pretrained weights. Backbones with ImageNet weights: "
+                f"{', '.join(zoo.registry.models_with_weights())}. Leave out --weights to train "
+                "from scratch, or pass a weight file.")
+        # Fetched now (or found in the cache): offline, the error names the file to place.
+        zoo.weights.fetch(zoo.builder.resolve_source(spec, args.weights, include_top=False))
+    _check_writable(os.path.abspath(args.out))
+
+
 def run(args):
     import keras
 
     import tuning
     import zoo
     from tuning import report
-    from tuning.data import DataError, load_splits
+    from tuning.data import load_splits
     from tuning.hypermodel import AUGMENTATIONS
-    from tuning.search import _atomic_write as atomic_write
-    from tuning.search import _is_worker
+    from tuning.tuners import _atomic_write as atomic_write
+    from tuning.tuners import _is_worker
 
     t0 = time.time()
+    _check_run(args)
     out = os.path.abspath(args.out)
-    try:
-        zoo.get_spec(args.backbone)
-        if args.image_size < zoo.get_spec(args.backbone).min_size:
-            raise ValueError(f"--image-size {args.image_size} is too small for {args.backbone!r} "
-                             f"(minimum {zoo.get_spec(args.backbone).min_size}).")
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+    def splits(folder):
+        return load_splits(folder, image_size=args.image_size, batch_size=args.batch_size,
+                           seed=args.seed, test_fraction=args.test_fraction)
+
+    loaded = splits(args.data) if args.data else None  # the data is checked before any write
     project = os.path.join(out, "search")
     settings = _settings(args)
     settings_path = os.path.join(out, "run.json")
@@ -213,32 +313,28 @@ def run(args):
         else:
             changed = _changed_settings(settings_path, settings)
             if changed:
-                print(f"error: {out} holds an earlier run with other settings ({changed}); "
-                      "resuming it would mix the two. Pass --overwrite to replace it, or choose "
-                      "another --out.", file=sys.stderr)
-                return 2
+                raise UsageError(f"{out} holds an earlier run with other settings ({changed}); "
+                                 "resuming it would mix the two. Pass --overwrite to replace it, "
+                                 "or choose another --out.")
             print(f"resuming the earlier run in {out} (pass --overwrite to start afresh)")
-    if not launched:  # the settings the next run must match to resume
-        os.makedirs(out, exist_ok=True)
-        atomic_write(settings_path, lambda p: open(p, "w").write(json.dumps(settings, indent=2)))
     data = args.data
     if data is None:
         data = zoo.datasets.write_shapes(os.path.join(out, "data"),
                                          images_per_class=args.demo_images_per_class,
                                          size=args.image_size, seed=args.seed)
         print(f"demo data: {data} (six shape classes, train/val/test)")
-    if args.workers and "KERASTUNER_TUNER_ID" not in os.environ:
+        loaded = splits(data)
+    train, val, test, classes, split_info = loaded
+    if not launched:  # the settings the next run must match to resume, and the splits
+        os.makedirs(out, exist_ok=True)
+        record = {**settings, "splits": split_info}
+        atomic_write(settings_path, lambda p: open(p, "w").write(json.dumps(record, indent=2)))
+    if args.workers and not launched:
         return _launch(args, data)
     worker = _is_worker()
-    try:
-        train, val, test, classes = load_splits(data, image_size=args.image_size,
-                                                batch_size=args.batch_size, seed=args.seed)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    counts = {name: int(sum(len(y) for _, y in ds)) for name, ds in
-              (("train", train), ("val", val), ("test", test))}
-    print(f"classes {classes}; images {counts}")
+    counts = {name: split_info[name]["images"] for name in ("train", "val", "test")}
+    print("images: " + "; ".join(f"{n} {i['images']} ({i['source']})" for n, i in split_info.items()
+                                 if isinstance(i, dict)))
     keras.utils.set_random_seed(args.seed)
     pretrained = args.weights is not None
     # From random weights there is nothing to protect: train every stage at
@@ -268,21 +364,35 @@ def run(args):
                                                 "dense_layers": (0, 1), "dropout": (0.0, 0.3),
                                                 "learning_rate": (1e-3, 2e-3)},
             callbacks=[_stop_when_interrupted()], precision=args.precision,
+            keep_checkpoints=args.keep_checkpoints,
         )
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the best model so far and the leaderboard are in {project} "
-              "(run the same command again to resume).", file=sys.stderr)
+        kept = os.path.join(project, "best.keras")
+        if os.path.exists(kept):
+            _publish(kept, os.path.join(out, "best.keras"))
+            board = os.path.join(project, "leaderboard.csv")
+            if os.path.exists(board):
+                shutil.copyfile(board, os.path.join(out, "leaderboard.csv"))
+            where = f"the best model so far is {out}/best.keras, the leaderboard {out}/leaderboard.csv"
+        else:
+            where = "no trial had finished"
+        print(f"\ninterrupted: {where}. Run the same command again to resume.", file=sys.stderr)
         return 130
     if worker:  # trials done; the chief evaluates and reports
         print(f"worker {os.environ['KERASTUNER_TUNER_ID']} finished its trials")
         return 0
     search_seconds = time.time() - t_search
     print("\nleaderboard (best first):\n" + str(result))
-    with open(os.path.join(out, "classes.json"), "w") as f:
-        json.dump(classes, f)
-    atomic_write(os.path.join(out, "best.keras"), result.model.save)
-    shutil.copyfile(os.path.join(project, "leaderboard.csv"), os.path.join(out, "leaderboard.csv"))
-    evaluation = report.evaluate(result.model, test, classes)
+    atomic_write(os.path.join(out, "classes.json"), lambda p: open(p, "w").write(json.dumps(classes)))
+    _publish(os.path.join(project, "best.keras"), os.path.join(out, "best.keras"))
+    atomic_write(os.path.join(out, "leaderboard.csv"),
+                 lambda p: shutil.copyfile(os.path.join(project, "leaderboard.csv"), p))
+    # Without a test split the only figure left is the validation accuracy
+    # that chose the best trial: say so wherever it is shown.
+    measured_on = "test" if test is not None else "val"
+    evaluation = report.evaluate(result.model, test if test is not None else val, classes)
+    evaluation["split"] = measured_on
+    evaluation["source"] = split_info[measured_on]["source"]
     with open(os.path.join(project, "best.json")) as f:
         history = json.load(f).get("history", {})
     plots = report.write_plots(out, model=result.model, history=history,
@@ -290,11 +400,28 @@ def run(args):
                                class_names=classes, backbone=args.backbone)
     timings = {"search": search_seconds, "total": time.time() - t0}
     path = report.write_report(out, args=args, classes=classes, counts=counts, result=result,
-                               evaluation=evaluation, timings=timings, plots=plots)
-    print(f"\ntest accuracy {evaluation['accuracy']:.4f}; wrote {out}/best.keras, "
-          f"leaderboard.csv, {os.path.basename(path)}, plots/ ({len(plots)} PNGs) "
-          f"in {timings['total']:.0f} s")
+                               evaluation=evaluation, timings=timings, plots=plots,
+                               splits=split_info)
+    figure = ("test accuracy" if measured_on == "test"
+              else "validation accuracy (used for selection; no test split)")
+    print(f"\n{figure} {evaluation['accuracy']:.4f} on {split_info[measured_on]['images']} images "
+          f"({evaluation['source']}); wrote {out}/best.keras, leaderboard.csv, "
+          f"{os.path.basename(path)}, plots/ ({len(plots)} PNGs) in {timings['total']:.0f} s")
     return 0
+
+
+def _publish(stored, target):
+    """`target` as a second name of the search's best model (stored once on disk)."""
+    from tuning.tuners import _atomic_write
+
+    tmp = target + ".link"
+    try:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        os.link(stored, tmp)
+        os.replace(tmp, target)
+    except OSError:  # no hard links here (another file system): a copy
+        _atomic_write(target, lambda p: shutil.copyfile(stored, p))
 
 
 def predict(args):
@@ -303,10 +430,7 @@ def predict(args):
 
     from tuning.data import IMAGE_EXTENSIONS
 
-    if not os.path.exists(args.model):
-        print(f"error: no model at {args.model!r}; run `python -m tuning run` first.", file=sys.stderr)
-        return 2
-    model = keras.saving.load_model(args.model)
+    model = _load_model(args.model)
     names_path = os.path.join(os.path.dirname(args.model), "classes.json")
     classes = json.load(open(names_path)) if os.path.exists(names_path) else None
     size = model.input_shape[1:3]
@@ -315,8 +439,12 @@ def predict(args):
         if os.path.isdir(item):
             for root, _, fs in sorted(os.walk(item)):
                 files += [os.path.join(root, f) for f in sorted(fs) if f.lower().endswith(IMAGE_EXTENSIONS)]
-        else:
+        elif os.path.exists(item):
             files.append(item)
+        else:
+            raise UsageError(f"no image or folder at {item!r}.")
+    if not files:
+        raise UsageError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {' '.join(args.images)}.")
     for path in files:
         try:
             img = keras.utils.img_to_array(keras.utils.load_img(path, target_size=size))
@@ -328,6 +456,26 @@ def predict(args):
         labels = ", ".join(f"{classes[i] if classes else i} {probs[i]:.3f}" for i in top)
         print(f"{path}: {labels}")
     return 0
+
+
+def _load_model(path):
+    """The Keras model at `path`, or a one-line error saying what the file is."""
+    import zipfile
+
+    import keras
+
+    if not os.path.exists(path):
+        raise UsageError(f"no model at {path!r}; run `python -m tuning run` first (it writes "
+                         "OUT/best.keras).")
+    if os.path.isdir(path) or not path.endswith(".keras") or not zipfile.is_zipfile(path):
+        raise UsageError(f"{path!r} is not a Keras model file: give the best.keras that "
+                         "`python -m tuning run` wrote.")
+    try:
+        return keras.saving.load_model(path)
+    except Exception as e:  # Keras raises many types for a damaged archive
+        raise UsageError(f"{path!r} could not be loaded as a Keras model ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:200]}). Write it again with "
+                         "`python -m tuning run`.") from e
 
 
 def bench(args):

@@ -62,44 +62,144 @@ def check_folder(directory: str) -> list[str]:
     return classes
 
 
-def load_splits(directory: str, *, image_size: int, batch_size: int = 32, seed: int = 0,
-                validation_fraction: float = 0.2):
-    """`(train, val, test, class_names)` datasets of `uint8` images and int labels.
+def _class_files(directory, classes):
+    """`(paths, labels)` of every image, in Keras' order (classes, then names)."""
+    paths, labels = [], []
+    for label, cls in enumerate(classes):
+        folder = os.path.join(directory, cls)
+        for root, _, files in sorted(os.walk(folder)):
+            for f in sorted(files):
+                if f.lower().endswith(IMAGE_EXTENSIONS):
+                    paths.append(os.path.join(root, f))
+                    labels.append(label)
+    return paths, labels
 
-    Honours explicit `train/`, `val/`, `test/` sub-folders; a plain folder of
-    classes is split (seeded) into train and validation, and the validation
-    part doubles as the test set. Mixed greyscale/RGB images all load as
-    RGB. Batches are prefetched.
+
+def stratified_split(labels, fractions, *, seed: int = 0) -> list:
+    """Indices of each part of a seeded split that keeps every class in every part.
+
+    Each class gives each held-out part `round(fraction * n)` of its `n`
+    items, at least one; the first part (training) keeps the rest, at least
+    one per class.
+
+    Args:
+        labels: sequence of int. One class label per item.
+        fractions: sequence of float. The size of every part but the first,
+            e.g. `(0.2, 0.15)` for train/val/test.
+        seed: int. Seed of the shuffle.
+
+    Example:
+
+    >>> import tuning.data
+    >>> parts = tuning.data.stratified_split([0] * 10 + [1] * 10, (0.2, 0.2))
+    >>> [len(p) for p in parts]
+    [12, 4, 4]
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    parts = [[] for _ in range(len(fractions) + 1)]
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        sizes = [max(1, round(f * len(members))) for f in fractions]
+        if len(members) - sum(sizes) < 1:
+            raise DataError(
+                f"Class {int(c)} has {len(members)} images: too few to hold out "
+                f"{len(fractions)} evaluation split(s) and keep one for training. Add images, "
+                "or give val/ and test/ folders.")
+        start = 0
+        for i, size in enumerate(sizes, start=1):
+            parts[i] += members[start:start + size].tolist()
+            start += size
+        parts[0] += members[start:].tolist()
+    return [sorted(p) for p in parts]
+
+
+def load_splits(directory: str, *, image_size: int, batch_size: int = 32, seed: int = 0,
+                validation_fraction: float = 0.2, test_fraction: float = 0.15):
+    """`(train, val, test, class_names, info)`: `uint8` image datasets and how they were made.
+
+    Honours explicit `train/`, `val/`, `test/` sub-folders. Whatever is not
+    given as a folder is held out of the training images by a stratified,
+    seeded split: validation (`validation_fraction`, what the search selects
+    on) and test (`test_fraction`, seen by no trial). `test_fraction=0` uses
+    no test split; the test dataset is then `None` and `info["test"]` says
+    so. Mixed greyscale/RGB images all load as RGB. Batches are prefetched.
+
+    `info` maps each split to where its images come from (`"folder val/"`,
+    `"15% of train/, stratified, seed 0"`) and its image count: what the
+    report and `run.json` record.
     """
     import tensorflow as tf  # tf.data underlies image_dataset_from_directory on every backend
 
-    def load(path, **kwargs):
-        ds = keras.utils.image_dataset_from_directory(
+    def load(path, shuffle):
+        return keras.utils.image_dataset_from_directory(
             path, labels="inferred", label_mode="int", color_mode="rgb", batch_size=batch_size,
-            image_size=(image_size, image_size), seed=seed, verbose=False, **kwargs)
-        return ds
+            image_size=(image_size, image_size), seed=seed, verbose=False, shuffle=shuffle)
+
+    def from_files(paths, labels, shuffle):
+        # Keras' own loader steps (read, decode to RGB, bilinear resize) on a file list.
+        def read(path, label):
+            img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+            return tf.image.resize(img, (image_size, image_size), method="bilinear"), label
+
+        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+        if shuffle:
+            ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
 
     def finish(ds):
         return ds.map(lambda x, y: (tf.cast(x, tf.uint8), y)).prefetch(tf.data.AUTOTUNE)
 
-    if os.path.isdir(os.path.join(directory, "train")):
-        classes = check_folder(os.path.join(directory, "train"))
-        train = load(os.path.join(directory, "train"), shuffle=True)
-        splits = {}
-        for name in ("val", "test"):
-            path = os.path.join(directory, name)
-            if os.path.isdir(path):
-                if check_folder(path) != classes:
-                    raise DataError(f"The classes of {path!r} differ from train/: {classes}.")
-                splits[name] = load(path, shuffle=False)
-        if "val" not in splits:
-            train, splits["val"] = load(os.path.join(directory, "train"), shuffle=True,
-                                        validation_split=validation_fraction, subset="both")
-        val = splits["val"]
-        test = splits.get("test", val)
+    for name, fraction in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= fraction < 1:
+            raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={fraction}")
+    explicit = os.path.isdir(os.path.join(directory, "train"))
+    train_dir = os.path.join(directory, "train") if explicit else directory
+    classes = check_folder(train_dir)
+    folders = {}
+    for name in ("val", "test"):
+        path = os.path.join(directory, name)
+        if explicit and os.path.isdir(path):
+            if check_folder(path) != classes:
+                raise DataError(f"The classes of {path!r} differ from those of {train_dir!r}: {classes}.")
+            folders[name] = path
+    held_out = [n for n in ("val", "test") if n not in folders]
+    fractions = {"val": validation_fraction, "test": test_fraction}
+    if "val" in held_out and validation_fraction == 0:
+        raise DataError("The search needs validation images: add a val/ folder or use a "
+                        "validation fraction above 0.")
+    held_out = [n for n in held_out if fractions[n] > 0]
+    where = "train/" if explicit else os.path.basename(os.path.normpath(directory)) + "/"
+    info = {"seed": seed}
+    if held_out:
+        paths, labels = _class_files(train_dir, classes)
+        need = 1 + len(held_out)
+        few = {c: labels.count(i) for i, c in enumerate(classes) if labels.count(i) < need}
+        if few:
+            raise DataError(
+                f"Classes with fewer than {need} images in {train_dir!r}: {few}. Each class needs "
+                f"one training image and one for each held-out split ({', '.join(held_out)}). "
+                "Add images, or give val/ and test/ folders.")
+        parts = stratified_split(labels, [fractions[n] for n in held_out], seed=seed)
+        pick = lambda idx: ([paths[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
+        train = from_files(*pick(parts[0]), shuffle=True)
+        info["train"] = {"source": f"the rest of {where}", "images": len(parts[0])}
+        made = {}
+        for name, idx in zip(held_out, parts[1:]):
+            made[name] = from_files(*pick(idx), shuffle=False)
+            info[name] = {"source": f"{fractions[name]:.0%} of {where}, stratified, seed {seed}",
+                          "images": len(idx)}
     else:
-        classes = check_folder(directory)
-        train, val = load(directory, shuffle=True, validation_split=validation_fraction,
-                          subset="both")
-        test = val
-    return finish(train), finish(val), finish(test), classes
+        train = load(train_dir, shuffle=True)
+        info["train"] = {"source": f"folder {where}", "images": len(_class_files(train_dir, classes)[0])}
+        made = {}
+    for name, path in folders.items():
+        made[name] = load(path, shuffle=False)
+        info[name] = {"source": f"folder {name}/", "images": len(_class_files(path, classes)[0])}
+    if "test" not in made:
+        info["test"] = {"source": "none (test_fraction=0): no image was kept from the search",
+                        "images": 0}
+    test = finish(made["test"]) if "test" in made else None
+    return finish(train), finish(made["val"]), test, classes, info

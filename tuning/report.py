@@ -211,20 +211,34 @@ def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names
     return written
 
 
-def write_report(out_dir, *, args, classes, counts, result, evaluation, timings, plots):
+def write_report(out_dir, *, args, classes, counts, result, evaluation, timings, plots, splits=None):
+    """`report.md`: data and splits, the best trial, the held-out figure, timings, plots."""
+    if splits:
+        images = [f"- {name}: {info['images']} images, {info['source']}"
+                  for name, info in splits.items() if isinstance(info, dict)]
+    else:
+        images = [f"- images: {counts}"]
     lines = [
         "# Transfer-learning run", "",
         "## Data", "",
         f"- classes ({len(classes)}): {', '.join(classes)}",
-        f"- images: {counts}",
+        *images,
         f"- image size {args.image_size}x{args.image_size}, backbone `{args.backbone}`, "
         f"weights `{args.weights}`, precision {getattr(args, 'precision', 'fp32')}", "",
         "## Best trial", "",
-        f"- objective val_accuracy: {result.score:.4f}", "",
+        f"- objective val_accuracy: {result.score:.4f} (on the validation split, which chose it)", "",
         "| hyperparameter | value |", "|---|---|",
     ]
     lines += [f"| {k} | {v} |" for k, v in result.hyperparameters.items()]
-    lines += ["", f"## Test set: accuracy {evaluation['accuracy']:.4f}", "",
+    if evaluation.get("split", "test") == "test":
+        title = f"## Test set: accuracy {evaluation['accuracy']:.4f}"
+        where = "Measured on images that no trial saw"
+    else:
+        title = f"## Validation (used for selection): accuracy {evaluation['accuracy']:.4f}"
+        where = ("No test split (--test-fraction 0 and no test/ folder): this is the validation "
+                 "split that chose the best trial, an optimistic figure")
+    source = f" ({evaluation['source']})" if evaluation.get("source") else ""
+    lines += ["", title, "", f"{where}{source}.", "",
               "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     lines += [f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
               f"{r['support']} |" for r in evaluation["per_class"]]

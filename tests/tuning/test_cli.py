@@ -105,10 +105,39 @@ def test_mixed_greyscale_and_rgb_images_load_as_rgb(tmp_path):
             mode, shape = ("L", (8, 8)) if i % 2 else ("RGB", (8, 8, 3))
             Image.fromarray(np.full(shape, 40 * i, "uint8"), mode).save(
                 os.path.join(root, cls, f"{i}.png"))
-    train, val, test, classes = load_splits(root, image_size=16, batch_size=4, seed=0)
+    train, val, test, classes, info = load_splits(root, image_size=16, batch_size=4, seed=0)
     assert classes == ["cat", "dog"]
     shapes = {tuple(x.shape[1:]) for ds in (train, val, test) for x, _ in ds}
     assert shapes == {(16, 16, 3)}
+    # No test/ folder: a held-out test split, disjoint from what the search sees.
+    assert [info[k]["images"] for k in ("train", "val", "test")] == [4, 2, 2]
+    assert "stratified, seed 0" in info["test"]["source"]
+
+
+@pytest.mark.tf_only
+def test_held_out_splits_are_disjoint_stratified_and_seeded(tmp_path):
+    from tuning.data import DataError, load_splits
+
+    root = str(tmp_path / "data")
+    for c, cls in enumerate(("a", "b", "c")):
+        os.makedirs(os.path.join(root, cls))
+        for i in range(20):  # every image unique: its pixel values name it
+            Image.fromarray(np.full((4, 4, 3), [c * 20 + i, c, 7], "uint8")).save(
+                os.path.join(root, cls, f"{i}.png"))
+
+    def ids(ds):
+        return sorted(int(x[0, 0, 0]) for xb, _ in ds for x in xb.numpy())
+
+    train, val, test, classes, info = load_splits(root, image_size=4, batch_size=8, seed=3)
+    a, b, t = ids(train), ids(val), ids(test)
+    assert not (set(a) & set(b) or set(a) & set(t) or set(b) & set(t))
+    assert len(a) + len(b) + len(t) == 60 and len(t) == 9 and len(b) == 12  # 3 + 4 per class
+    assert ids(load_splits(root, image_size=4, batch_size=8, seed=3)[2]) == t  # seeded
+    assert load_splits(root, image_size=4, test_fraction=0)[2] is None
+    os.makedirs(os.path.join(root, "d"))
+    Image.fromarray(np.zeros((4, 4, 3), "uint8")).save(os.path.join(root, "d", "0.png"))
+    with pytest.raises(DataError, match=r"fewer than 3 images.*'d': 1"):
+        load_splits(root, image_size=4)
 
 
 @pytest.mark.tf_only
@@ -158,3 +187,87 @@ def test_workers_run_every_trial_exactly_once(tmp_path):
     assert logs == ["tuner0.log", "tuner1.log"]
     assert all("finished its trials" in (out / "workers" / f).read_text() for f in logs)
     assert (out / "best.keras").exists() and (out / "report.md").exists()
+
+
+@pytest.mark.one_backend  # argument handling: nothing is built
+@pytest.mark.parametrize("extra, message", [
+    (["--max-trials", "0"], "--max-trials must be at least 1 (KerasTuner reads 0 as 'no limit')"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--batch-size", "-1"], "--batch-size must be at least 1"),
+    (["--test-fraction", "0.9"], "--test-fraction must be in [0, 0.5]"),
+    (["--weights", "imagenet"], "'resnet18' has no pretrained weights. Backbones with ImageNet weights:"),
+    (["--weights", "nowhere.h5"], "neither 'imagenet' nor an existing file"),
+    (["--backbone", "fcn8s"], "is a segmentation model"),
+    (["--backbone", "resnet19"], "Did you mean"),
+    (["--out", "FILE/sub"], "which is a file"),
+])
+def test_bad_run_arguments_fail_in_one_line_before_writing(tmp_path, capsys, extra, message):
+    (tmp_path / "FILE").write_text("not a folder")
+    out = tmp_path / "run"
+    extra = [str(tmp_path / a) if a.startswith("FILE") else a for a in extra]
+    args = ["run", "--out", str(out), *TINY, *extra]
+    if "--out" in extra:
+        args = ["run", *TINY, *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("error:") and len(err.splitlines()) == 1
+    assert "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.one_backend
+def test_overwrite_with_bad_data_keeps_the_earlier_search(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "search").mkdir(parents=True)
+    (out / "search" / "best.keras").write_text("the earlier search")
+    assert main(["run", "--out", str(out), *TINY, "--overwrite", "--data", str(tmp_path / "typo")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert (out / "search" / "best.keras").read_text() == "the earlier search"
+    assert not (out / "run.json").exists()
+
+
+@pytest.mark.one_backend
+def test_predict_bad_inputs_get_one_line_errors(tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model")
+    renamed = tmp_path / "notes.keras"
+    renamed.write_text("not a model")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for model, images, message in [
+        (text, [str(empty)], "is not a Keras model file"),
+        (renamed, [str(empty)], "is not a Keras model file"),
+        (tmp_path / "missing.keras", [str(empty)], "no model at"),
+    ]:
+        assert main(["predict", "--model", str(model), *images]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_outputs_respect_the_umask(tmp_path):
+    from tuning.tuners import _atomic_write
+
+    old = os.umask(0o022)
+    try:
+        _atomic_write(str(tmp_path / "f.json"), lambda p: open(p, "w").write("{}"))
+    finally:
+        os.umask(old)
+    assert oct(os.stat(tmp_path / "f.json").st_mode & 0o777) == "0o644"
+
+
+@pytest.mark.one_backend
+def test_help_imports_neither_keras_nor_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io\n"
+            "from tuning.__main__ import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as f:\n"
+            "    try: main(['run', '--help'])\n"
+            "    except SystemExit: pass\n"
+            "text = f.getvalue()\n"
+            "assert '--batch-size' in text and '--seed' in text and '--tuner' in text, text\n"
+            "assert text.count('(default: 32)') == 1, text\n"
+            "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -54,7 +54,7 @@ def format_leaderboard(rows, limit: int = 10) -> str:
 
     Example:
 
-    >>> from tuning.search import format_leaderboard
+    >>> from tuning.tuners import format_leaderboard
     >>> print(format_leaderboard([{"trial_id": "0", "score": 0.91234}]))
     trial_id  score
     0         0.9123
@@ -83,10 +83,19 @@ def _atomic_write(path, write):
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp creates 0600; give the file the mode a plain open() would
+        # (the umask decides), so others and serving accounts can read it.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -127,6 +136,12 @@ class BestModelKeeper:
                 score > current["score"] if self.objective.direction == "max" else score < current["score"])
             if not better:
                 return False
+            optimizer = getattr(model, "optimizer", None)
+            if optimizer is not None and not optimizer.built:
+                # A cached-head trial trained the head apart: the model's own
+                # optimizer never ran. Built, its saved state matches what
+                # Keras builds on load (no "Skipping variable loading" warning).
+                optimizer.build(model.trainable_variables)
             _atomic_write(os.path.join(self.directory, BEST_MODEL), model.save)
             info = {"score": float(score), "objective": self.objective.name,
                     "hyperparameters": hyperparameters,
@@ -164,6 +179,26 @@ class _TrialHooks:
                   flush=True)
         if not _is_worker():  # a worker's oracle is a client; the chief writes it at the end
             write_leaderboard(self)
+        if not getattr(self, "_keep_checkpoints", True) and not _is_worker():
+            self._prune_checkpoints()
+
+    def _prune_checkpoints(self, keep_best: bool = True):
+        """Delete every trial's checkpoint but the best one's (disk grows per trial otherwise).
+
+        Hyperband continues trials from earlier ones' checkpoints, so it keeps
+        them all; random and Bayesian search never read one again (the best
+        model is kept as `best.keras`). Runs where the oracle lives (a single
+        process, or the chief once its workers are done).
+        """
+        if isinstance(self, kt.Hyperband):
+            return
+        import glob
+
+        best = {t.trial_id for t in self.oracle.get_best_trials(1)} if keep_best else set()
+        for trial_id in self.oracle.trials:
+            if trial_id not in best:
+                for path in glob.glob(os.path.join(self.get_trial_dir(trial_id), "checkpoint*")):
+                    os.remove(path)
 
 
 def _load_times(project_dir):
@@ -224,6 +259,10 @@ def make_tuner(hypermodel, *, tuner: str = "hyperband", objective="val_accuracy"
     """
     if tuner not in TUNERS:
         raise ValueError(f"`tuner` must be one of {tuple(TUNERS)}. Received: tuner={tuner!r}")
+    for name, value in (("max_trials", max_trials), ("epochs", epochs)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            # KerasTuner reads max_trials=0 (or None) as "no limit".
+            raise ValueError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")
     base = TUNERS[tuner]
     cls = type(f"Transfer{base.__name__}", (_TrialHooks, base), {})
     common = dict(objective=objective, directory=directory, project_name=project_name,
@@ -240,6 +279,7 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
            objective: str = "val_accuracy", overwrite: bool = False, head_space=None,
            unfreeze_space=None, batch_size: int = 32, patience: int = 3, seed: int = 0,
            cache_features: bool = True, tensorboard: bool = True, print_trials: bool = False,
+           keep_checkpoints: bool = False,
            verbose: int = 0, distribution=None, phase1_fraction: float = 0.5,
            schedule: str = "constant", augmentation=AUGMENTATIONS,
            callbacks=None, precision: str = "fp32") -> SearchResult:
@@ -280,6 +320,10 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
             features. Defaults to True.
         tensorboard: bool. Write TensorBoard logs per trial. Defaults to True.
         print_trials: bool. Print one line per finished trial.
+        keep_checkpoints: bool. Keep every trial's KerasTuner checkpoint.
+            Defaults to `False`: random and Bayesian searches keep only the
+            best trial's while they run and none at the end (`best.keras`
+            is the kept model); Hyperband needs them all and keeps them.
         verbose: int. Keras progress output per epoch. Defaults to 0.
         distribution: a `keras.distribution` (e.g. `DataParallel`) to train
             each trial across devices (JAX). Defaults to None.
@@ -333,6 +377,7 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
                    epochs=epochs, directory=directory, project_name=project_name,
                    overwrite=overwrite, seed=seed)
     t._print_trials = print_trials
+    t._keep_checkpoints = keep_checkpoints
     keeper = BestModelKeeper(t.project_dir, t.oracle.objective)
     hypermodel.on_trial_trained = keeper.offer
     hypermodel.objective_name = t.oracle.objective.name
@@ -352,6 +397,8 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
     finally:
         if getattr(t, "oracle", None) is not None and not _is_worker():
             write_leaderboard(t)
+            if not keep_checkpoints:  # best.keras is the kept model: no checkpoint is read again
+                t._prune_checkpoints(keep_best=False)
         if distribution is not None:
             keras.distribution.set_distribution(None)
     if _is_worker():
