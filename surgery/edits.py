@@ -215,9 +215,19 @@ def insert(model, layer, *, after=None, before=None, name: str | None = None) ->
         new_layer = fresh[id(op)]
         if after is not None:
             return new_layer(call(*args, **kwargs))
-        if len(args) != 1 or kwargs:
-            raise SurgeryError(f"Cannot insert before {op.name!r}: it takes several inputs.")
-        return call(new_layer(args[0]))
+        first = args[0] if args else None
+        if isinstance(first, (list, tuple, dict)):
+            raise SurgeryError(
+                f"Cannot insert before {op.name!r}: it merges {len(first)} inputs, and one new "
+                "layer cannot sit on several branches. Insert after the layer ending each "
+                "branch instead (`surgery.insert(model, factory, after=[...])`).")
+        tensors = [a for a in keras.tree.flatten(args) if isinstance(a, keras.KerasTensor)]
+        if not isinstance(first, keras.KerasTensor) or len(tensors) != 1:
+            raise SurgeryError(
+                f"Cannot insert before {op.name!r}: it takes {len(tensors)} input tensors. "
+                "Insert after the layer that produces the input you mean instead.")
+        # Keyword arguments Keras recorded for the call (training=, mask=) stay as they were.
+        return call(new_layer(first), *args[1:], **kwargs)
 
     return rewrite(model, edits={t: edit for t in targets}, name=name)
 
@@ -250,9 +260,26 @@ def replace(model, old, new, *, name: str | None = None) -> keras.Model:
         raise TypeError(f"`new` must be a Layer or a function old_layer -> Layer. Received: {new!r}")
 
     def edit(op, args, kwargs, call):
-        return fresh[id(op)](*args, **kwargs)
+        layer = fresh[id(op)]
+        return layer(*args, **_accepted(layer, kwargs))
 
     return rewrite(model, edits={t: edit for t in targets}, name=name)
+
+
+def _accepted(layer, kwargs):
+    """The call keywords (`mask=`, `training=`) that `layer.call` takes.
+
+    The old layer's recorded keywords go to its replacement only where the
+    replacement accepts them: a LayerNormalization has no `mask`, an
+    Activation no `training`. Keras itself passes `training` to layers that
+    take it.
+    """
+    import inspect
+
+    params = inspect.signature(layer.call).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}
 
 
 def copy(model, *, name: str | None = None) -> keras.Model:

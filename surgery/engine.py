@@ -250,7 +250,17 @@ def rewrite(
             "Give the new layers unique `name=`s."
         ) from None
     for clone, values in state.weights_to_copy:
-        clone.set_weights(values)
+        try:
+            clone.set_weights(values)
+        except ValueError as e:
+            old = [tuple(v.shape) for v in values]
+            new = [tuple(w.shape) for w in clone.weights]
+            raise SurgeryError(
+                f"Layer {clone.name!r} can no longer take its weights: the edit changed its "
+                f"input, so it needs weights of shapes {new}, and it had {old}. Replace it too "
+                "with a fresh layer (`surgery.replace(model, name, new_layer)`), or rebuild the "
+                "edit and load what still fits with `surgery.restore(new, old, strict=False)`."
+            ) from e
     _check_unique_names(new_model)
     return new_model
 
@@ -354,9 +364,17 @@ def _tensor(old, state):
 
 
 def _apply(op, node, state):
-    args, kwargs = node.arguments.convert(
-        lambda x: _tensor(x, state) if isinstance(x, keras.KerasTensor) else x
-    )
+    def convert(x):
+        return _tensor(x, state) if isinstance(x, keras.KerasTensor) else x
+
+    # A recorded `mask=` tensor is Keras' own mask propagation (computed by
+    # an Embedding or Masking layer, sometimes by a bare operation that has
+    # no config to clone): the new tensors carry their masks again, and Keras
+    # passes them on to every layer that supports masking.
+    kwargs = {k: v for k, v in node.arguments.kwargs.items()
+              if not (k == "mask" and any(isinstance(t, keras.KerasTensor) for t in tree.flatten(v)))}
+    args = tree.map_structure(convert, node.arguments.args)
+    kwargs = tree.map_structure(convert, kwargs)
     call = _caller(op, state)
     edit = state.edits.get(id(op))
     if edit is None:
