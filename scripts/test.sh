@@ -18,6 +18,9 @@ start=$(date +%s)
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 python -m pip install -q --upgrade pip
+# The CPU wheel of torch 2.13.0 first (the tested version; a newer one in the
+# extra's range would be a multi-GB CUDA build), then the project.
+python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[test,jax,torch]"
 echo "install: $(( $(date +%s) - start )) s"
 

@@ -14,6 +14,13 @@ The public names are imported on first use (PEP 562), so `python -m tuning
 """
 
 import importlib
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
+
+try:  # not `from zoo import __version__`: that would import Keras, and --help stays light
+    __version__ = _dist_version("kerazoo")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 # Public name -> the submodule that defines it.
 _EXPORTS = {
@@ -26,7 +33,7 @@ _EXPORTS = {
     "load_best": "tuners", "make_tuner": "tuners", "search": "tuners",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["__version__"] + sorted(_EXPORTS)
 
 
 def __getattr__(name):

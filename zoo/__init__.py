@@ -10,6 +10,18 @@ blocks and the one classifier head), one module per family.
 >>> print(zoo.info("resnet50"))  # doctest: +SKIP
 """
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kerazoo")  # the distribution's metadata: one version for the three packages
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
+
+
 from zoo import datasets, layers, weights
 from zoo.builder import build, dtype_policy_scope, precision_policy, preprocess
 from zoo.cards import ModelCard, count_macs, info
@@ -24,7 +36,7 @@ from zoo.averaging import ensemble  # noqa: E402
 from zoo.fcn import convolutionalize  # noqa: E402
 from zoo.googlenet import AuxiliaryClassifierModel, strip_auxiliary  # noqa: E402
 
-__all__ = [
+__all__ = ["__version__", 
     "AuxiliaryClassifierModel", "Body", "ModelCard", "ModelSpec", "Stage", "averaging", "build",
     "convolutionalize", "count_macs", "datasets", "dtype_policy_scope", "ensemble", "get_spec",
     "info", "layers", "list_models", "precision_policy", "preprocess", "register",
