@@ -174,13 +174,33 @@ class _TrialHooks:
         logger.info("trial %s  score %s  %.1fs  %s", trial.trial_id,
                     "n/a" if score is None else f"{score:.4f}", seconds or 0, values)
         if getattr(self, "_print_trials", False):
-            print(f"[trial {trial.trial_id}] {self.oracle.objective.name}="
-                  f"{'n/a' if score is None else f'{score:.4f}'} ({seconds or 0:.1f}s) {values}",
-                  flush=True)
+            print(self._trial_line(trial, score, seconds, values), flush=True)
         if not _is_worker():  # a worker's oracle is a client; the chief writes it at the end
             write_leaderboard(self)
         if not getattr(self, "_keep_checkpoints", True) and not _is_worker():
             self._prune_checkpoints()
+
+    def _trial_line(self, trial, score, seconds, values):
+        """`[trial 3/20 id 02] val_accuracy=0.8125 (12.3 s) best 0.8750 ~4 min left {...}`.
+
+        Numbered from 1 in the order trials finish, as KerasTuner's own
+        "Trial 3 Complete"; the id is KerasTuner's (trial_02/, the
+        leaderboard's trial_id). The time left is the mean trial time so far
+        times the trials still to run (random and Bayesian search).
+        """
+        done = self._finished = getattr(self, "_finished", 0) + 1
+        self._durations = getattr(self, "_durations", []) + [seconds or 0.0]
+        limit = getattr(self.oracle, "max_trials", None)
+        count = f"{done}/{limit}" if limit else f"{done}"
+        best = self.oracle.get_best_trials(1) if not _is_worker() else []
+        best_text = f" best {best[0].score:.4f}" if best and best[0].score is not None else ""
+        left = ""
+        if limit and limit > done:
+            eta = sum(self._durations) / len(self._durations) * (limit - done)
+            left = f" ~{eta / 60:.0f} min left" if eta >= 90 else f" ~{eta:.0f} s left"
+        shown = "n/a" if score is None else f"{score:.4f}"
+        return (f"[trial {count} id {trial.trial_id}] {self.oracle.objective.name}={shown} "
+                f"({seconds or 0:.1f} s){best_text}{left} {values}")
 
     def _prune_checkpoints(self, keep_best: bool = True):
         """Delete every trial's checkpoint but the best one's (disk grows per trial otherwise).
@@ -278,9 +298,9 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
            directory: str = "tuning_runs", project_name: str = "search",
            objective: str = "val_accuracy", overwrite: bool = False, head_space=None,
            unfreeze_space=None, batch_size: int = 32, patience: int = 3, seed: int = 0,
-           cache_features: bool = True, tensorboard: bool = True, print_trials: bool = False,
+           cache_features: bool = True, tensorboard: bool = True, print_trials: bool | None = None,
            keep_checkpoints: bool = False,
-           verbose: int = 0, distribution=None, phase1_fraction: float = 0.5,
+           verbose: int = 1, distribution=None, phase1_fraction: float = 0.5,
            schedule: str = "constant", augmentation=AUGMENTATIONS,
            callbacks=None, precision: str = "fp32") -> SearchResult:
     """Search heads and unfreeze depth on a backbone; return the trained best model.
@@ -319,12 +339,15 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
         cache_features: bool. Train frozen-backbone trials on cached
             features. Defaults to True.
         tensorboard: bool. Write TensorBoard logs per trial. Defaults to True.
-        print_trials: bool. Print one line per finished trial.
+        print_trials: bool. Print one line per finished trial. Defaults to
+            `verbose >= 1`.
         keep_checkpoints: bool. Keep every trial's KerasTuner checkpoint.
             Defaults to `False`: random and Bayesian searches keep only the
             best trial's while they run and none at the end (`best.keras`
             is the kept model); Hyperband needs them all and keeps them.
-        verbose: int. Keras progress output per epoch. Defaults to 0.
+        verbose: int. 0: silent; 1: one line per finished trial (trial n/N,
+            its score and time, the best so far, the time left); 2: also
+            KerasTuner's trial tables and one line per epoch. Defaults to 1.
         distribution: a `keras.distribution` (e.g. `DataParallel`) to train
             each trial across devices (JAX). Defaults to None.
         phase1_fraction: float. Share of epochs for the head alone in
@@ -350,6 +373,9 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
     >>> result = tuning.search((x, y), (x, y), backbone="resnet18", tuner="random",
     ...                        max_trials=2, epochs=1, directory=tempfile.mkdtemp(),
     ...                        unfreeze_space={"stages": [0], "augment": [False]})
+    ... # doctest: +ELLIPSIS
+    [trial 1/2 id 0] val_accuracy=... best ... left {...}
+    [trial 2/2 id 1] val_accuracy=... best ...
     >>> len(result.leaderboard), result.model.output_shape
     (2, (None, 6))
     """
@@ -376,7 +402,7 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
     t = make_tuner(hypermodel, tuner=tuner, objective=objective, max_trials=max_trials,
                    epochs=epochs, directory=directory, project_name=project_name,
                    overwrite=overwrite, seed=seed)
-    t._print_trials = print_trials
+    t._print_trials = verbose >= 1 if print_trials is None else print_trials
     t._keep_checkpoints = keep_checkpoints
     keeper = BestModelKeeper(t.project_dir, t.oracle.objective)
     hypermodel.on_trial_trained = keeper.offer
@@ -393,7 +419,7 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
     hypermodel.distribution = distribution
     try:
         t.search(**fit_args, validation_data=validation, epochs=epochs, callbacks=callbacks,
-                 verbose=verbose)
+                 verbose=0 if verbose < 2 else verbose)
     finally:
         if getattr(t, "oracle", None) is not None and not _is_worker():
             write_leaderboard(t)

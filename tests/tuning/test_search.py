@@ -17,13 +17,19 @@ import zoo
 FROZEN_ONLY = {"stages": [0], "augment": [False]}
 
 
-def test_search_writes_leaderboard_and_best_model(tmp_path):
+def test_search_writes_leaderboard_and_best_model(tmp_path, capsys):
     x, y, _ = zoo.datasets.shapes(6, size=32, split="train")
     xv, yv, _ = zoo.datasets.shapes(3, size=32, split="val")
     result = tuning.search((x, y), (xv, yv), backbone="resnet18", tuner="random",
                            max_trials=3, epochs=2, directory=str(tmp_path),
                            project_name="p", unfreeze_space=FROZEN_ONLY)
+    # By default one line per trial, numbered as KerasTuner counts, with the time left.
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("[trial ")]
+    assert [l.split()[1] for l in lines] == ["1/3", "2/3", "3/3"]
+    assert " best " in lines[-1] and "left" in lines[0] and "left" not in lines[-1]
     project = tmp_path / "p"
+    # Only the best trial's checkpoint would be read again; none is kept at the end.
+    assert not list(project.glob("trial_*/checkpoint*"))
     assert {"best.keras", "best.json", "leaderboard.csv", "leaderboard.json"} <= set(os.listdir(project))
     rows = result.leaderboard
     assert len(rows) == 3 and all(r["status"].endswith("COMPLETED") for r in rows)
