@@ -117,6 +117,40 @@ class ModelCard:
         return "\n".join(lines)
 
 
+def weights_table(names=None) -> str:
+    """A markdown table of every registered model's weight sources (pure data).
+
+    One row per source: model, tag, who trained it, preprocessing, input
+    size, reported ImageNet top-1, file; a model without a source says so.
+    The README's table is this function's output (a test keeps it current).
+
+    Example:
+
+    >>> import zoo
+    >>> print(zoo.cards.weights_table(["resnet18"]))  # doctest: +NORMALIZE_WHITESPACE
+    | model | weights | origin | preprocessing | input | top-1 | file |
+    | --- | --- | --- | --- | --- | --- | --- |
+    | resnet18 | imagenet | torchvision | torch | 224 | 69.758 % | resnet18-f37072fd.pth |
+    """
+    from zoo.registry import specs
+
+    chosen = [get_spec(n) for n in names] if names is not None else [
+        s for s in specs() if s.family in ("resnet", "resnet_v2", "vgg", "googlenet", "fcn")]
+    lines = ["| model | weights | origin | preprocessing | input | top-1 | file |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for spec in chosen:
+        if spec.is_task:
+            lines.append(f"| {spec.name} | backbone's (default {spec.default_backbone}) | | | | | |")
+            continue
+        if not spec.weights:
+            lines.append(f"| {spec.name} | none (random init) | | {spec.preprocessing} | | | |")
+        for tag, w in spec.weights.items():
+            top1 = f"{w.top1} %" if w.top1 is not None else ""
+            lines.append(f"| {spec.name} | {tag} | {w.origin} | {w.preprocessing} | {w.input_size} "
+                         f"| {top1} | {w.file_name} |")
+    return "\n".join(lines)
+
+
 @functools.lru_cache(maxsize=None)
 def _card(name: str) -> ModelCard:
     from zoo.builder import build

@@ -371,9 +371,10 @@ def to_torchvision(model: keras.Model) -> dict:
     """The inverse of `from_torchvision`: a zoo GoogLeNet as a torchvision state dict.
 
     Returns numpy arrays keyed like `torchvision.models.googlenet().state_dict()`
-    (`num_batches_tracked` omitted); auxiliary heads are included when the
-    model has them. Load with `tv_model.load_state_dict({k: torch.from_numpy(v)
-    ...}, strict=False)`.
+    (`num_batches_tracked` included); auxiliary heads are included when the
+    model has them. A model built with `aux_logits=True` loads into
+    `torchvision.models.googlenet(aux_logits=True, init_weights=False)` with
+    `load_state_dict({k: torch.from_numpy(v) ...}, strict=True)`.
 
     Example:
 
@@ -396,6 +397,7 @@ def to_torchvision(model: keras.Model) -> dict:
             out[f"{torch_name}.conv.weight"] = arrays(f"{keras_name}_conv")[0].transpose(3, 2, 0, 1)
             for p, a in zip(("weight", "bias", "running_mean", "running_var"), arrays(f"{keras_name}_bn")):
                 out[f"{torch_name}.bn.{p}"] = a
+            out[f"{torch_name}.bn.num_batches_tracked"] = np.array(0, dtype="int64")
         else:
             if keras_name not in names:
                 continue

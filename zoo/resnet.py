@@ -17,6 +17,7 @@ import functools
 from keras import layers
 
 from zoo import layers as blocks
+from zoo import torchvision as tv
 from zoo.registry import Body, Stage, check_stage, register
 from zoo.weights import WeightSource
 
@@ -44,6 +45,21 @@ _KERAS_HASHES = {
 # keras.applications' table: ImageNet top-1 (%) of each file, caffe/tf preprocessing.
 _KERAS_TOP1 = {"resnet50": 74.9, "resnet101": 76.4, "resnet152": 76.6,
                "resnet50v2": 76.0, "resnet101v2": 77.2, "resnet152v2": 78.0}
+
+_TV_URL = "https://download.pytorch.org/models/"
+# torchvision's IMAGENET1K_V1 files of the basic-block ResNets: (file, acc@1).
+# The hash is the sha256 prefix torchvision puts in each file name.
+_TORCHVISION = {"resnet18": ("resnet18-f37072fd.pth", 69.758),
+                "resnet34": ("resnet34-b627a593.pth", 73.314)}
+
+
+def _torchvision_sources(name: str) -> dict:
+    file, top1 = _TORCHVISION[name]
+    return {"imagenet": WeightSource(
+        _TV_URL + file, file, file.rsplit("-", 1)[1].split(".")[0], include_top=True,
+        origin="torchvision", preprocessing="torch", top1=top1,
+        license="BSD-3-Clause (torchvision)")}
+
 
 PAPER_V1 = "He et al. 2015, Deep Residual Learning for Image Recognition, https://arxiv.org/abs/1512.03385"
 PAPER_V2 = "He et al. 2016, Identity Mappings in Deep Residual Networks, https://arxiv.org/abs/1603.05027"
@@ -177,7 +193,9 @@ for _depth in (18, 34, 50, 101, 152):
         stages=resnet_v1_stages(DEPTHS[_depth], bottleneck=_bottleneck),
         stage_fn=functools.partial(resnet_v1_stages, DEPTHS[_depth], bottleneck=_bottleneck),
         preprocessing="caffe" if _bottleneck else "torch",
-        weights=_keras_sources(_name) if _name in _KERAS_HASHES else None,
+        weights=_keras_sources(_name) if _name in _KERAS_HASHES else _torchvision_sources(_name),
+        state_dict_converter=None if _bottleneck else functools.partial(
+            tv.from_torchvision, rows=tv.resnet_rows(DEPTHS[_depth]), model_name=_name),
         description=(
             f"ResNet-{_depth} v1, "
             + ("bottleneck blocks, keras.applications layout" if _bottleneck

@@ -14,6 +14,7 @@ import functools
 from keras import layers
 
 from zoo import layers as blocks
+from zoo import torchvision as tv
 from zoo.registry import Body, Stage, check_stage, register
 from zoo.weights import WeightSource
 
@@ -32,6 +33,28 @@ _KERAS_HASHES = {
     "vgg16": ("64373286793e3c8b2b4e3219cbf3544b", "6d6bbae143d832006294945121d1f1fc"),
     "vgg19": ("cbe5617147190e668d6c5d5026f83318", "253f8cb515780f3b799900260a226db6"),
 }
+
+
+_TV_URL = "https://download.pytorch.org/models/"
+# torchvision's IMAGENET1K_V1 files: (file, acc@1); the hash is the sha256
+# prefix in the file name. RGB mean/std preprocessing, 224x224.
+_TORCHVISION = {
+    "vgg11": ("vgg11-8a719046.pth", 69.020), "vgg13": ("vgg13-19584684.pth", 69.928),
+    "vgg16": ("vgg16-397923af.pth", 71.592), "vgg19": ("vgg19-dcbb9e9d.pth", 72.376),
+    "vgg11_bn": ("vgg11_bn-6002323d.pth", 70.370), "vgg13_bn": ("vgg13_bn-abd245e5.pth", 71.586),
+    "vgg16_bn": ("vgg16_bn-6c64b313.pth", 73.360), "vgg19_bn": ("vgg19_bn-c79401a0.pth", 74.218),
+}
+
+
+def _sources(name: str) -> dict:
+    """keras.applications' files (caffe) where they exist, and torchvision's (torch)."""
+    file, top1 = _TORCHVISION[name]
+    torchvision = WeightSource(
+        _TV_URL + file, file, file.rsplit("-", 1)[1].split(".")[0], include_top=True,
+        origin="torchvision", preprocessing="torch", top1=top1, license="BSD-3-Clause (torchvision)")
+    if name in _KERAS_HASHES:
+        return {**_keras_sources(name), "torchvision": torchvision}
+    return {"imagenet": torchvision}
 
 
 def _keras_sources(name: str) -> dict:
@@ -108,8 +131,9 @@ for _name, _convs in CONFIGS.items():
             fixed_size_top=True,
             conv_head=vgg_conv_head,
             conv_head_names={"fc1": "fc6", "fc2": "fc7"},
-            preprocessing="caffe" if _name in _KERAS_HASHES and not _bn else "torch",
-            weights=_keras_sources(_name) if (_name in _KERAS_HASHES and not _bn) else None,
+            weights=_sources(_full),
+            state_dict_converter=functools.partial(
+                tv.from_torchvision, rows=tv.vgg_rows(_convs, batch_norm=_bn), model_name=_full),
             description=f"VGG-{_name[3:]} (config {'ABDE'[list(CONFIGS).index(_name)]})"
             + (" with BatchNorm" if _bn else ""),
         )(functools.partial(vgg, convs_per_block=_convs, batch_norm=_bn))

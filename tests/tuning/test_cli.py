@@ -195,7 +195,8 @@ def test_workers_run_every_trial_exactly_once(tmp_path):
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--batch-size", "-1"], "--batch-size must be at least 1"),
     (["--test-fraction", "0.9"], "--test-fraction must be in [0, 0.5]"),
-    (["--weights", "imagenet"], "'resnet18' has no pretrained weights. Backbones with ImageNet weights:"),
+    (["--backbone", "googlenet_paper", "--weights", "imagenet"],
+     "'googlenet_paper' has no pretrained weights. Backbones with ImageNet weights:"),
     (["--weights", "nowhere.h5"], "neither 'imagenet' nor an existing file"),
     (["--backbone", "fcn8s"], "is a segmentation model"),
     (["--backbone", "resnet19"], "Did you mean"),
@@ -212,6 +213,22 @@ def test_bad_run_arguments_fail_in_one_line_before_writing(tmp_path, capsys, ext
     err = capsys.readouterr().err.strip()
     assert message in err and err.startswith("error:") and len(err.splitlines()) == 1
     assert "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.one_backend
+def test_offline_imagenet_weights_fail_before_writing(tmp_path, capsys, monkeypatch):
+    import keras
+
+    def no_network(*args, **kwargs):
+        raise Exception("URL fetch failure: no network")  # what get_file raises offline
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(keras.utils, "get_file", no_network)
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), *TINY, "--weights", "imagenet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "resnet18-f37072fd.pth" in err and "f37072fd" in err and len(err.splitlines()) == 1
+    assert str(tmp_path / "keras" / "models") in err and not out.exists()
 
 
 @pytest.mark.one_backend
