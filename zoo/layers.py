@@ -271,11 +271,14 @@ def bottleneck_block(
     bn_epsilon: float = 1.001e-5,
     activation: str = "relu",
     expansion: int = 4,
+    stride_on: str = "1x1",
 ):
-    """ResNet v1 bottleneck block (1x1, 3x3, 1x1), keras.applications layout.
+    """ResNet v1 bottleneck block (1x1, 3x3, 1x1).
 
-    The stride sits on the first 1x1 convolution, as in keras.applications
-    (and Caffe's original ResNet), so its ImageNet weights load unchanged.
+    `stride_on="1x1"` (default) is keras.applications' layout (and Caffe's
+    original ResNet): the stride on the first 1x1 convolution, so its
+    ImageNet weights load unchanged. `stride_on="3x3"` is torchvision's
+    ("ResNet v1.5"): the stride on the 3x3, padded PyTorch-style.
 
     Example:
 
@@ -292,9 +295,13 @@ def bottleneck_block(
         )
     else:
         shortcut = x
+    if stride_on not in ("1x1", "3x3"):
+        raise ValueError(f"`stride_on` must be '1x1' or '3x3'. Received: stride_on={stride_on!r}")
     common = dict(use_bias=use_bias, bn_epsilon=bn_epsilon)
-    y = conv_bn(x, filters, 1, strides=strides, activation=activation, name=f"{name}_1", **common)
-    y = conv_bn(y, filters, 3, activation=activation, name=f"{name}_2", **common)
+    first, second = (strides, 1) if stride_on == "1x1" else (1, strides)
+    y = conv_bn(x, filters, 1, strides=first, activation=activation, name=f"{name}_1", **common)
+    y = conv_bn(y, filters, 3, strides=second, padding="symmetric" if second > 1 else "same",
+                activation=activation, name=f"{name}_2", **common)
     y = conv_bn(y, expansion * filters, 1, activation=None, name=f"{name}_3", **common)
     y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.Activation(activation, name=f"{name}_out")(y)

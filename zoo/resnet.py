@@ -115,7 +115,8 @@ def resnet_v2_stages(depths, *, activation: str = "relu") -> tuple:
     return tuple(stages)
 
 
-def resnet_v1(x, *, depths, bottleneck: bool, activation: str = "relu") -> Body:
+def resnet_v1(x, *, depths, bottleneck: bool, activation: str = "relu",
+              layout: str = "keras") -> Body:
     """ResNet v1 body: stem, four stages of residual blocks.
 
     Args:
@@ -124,11 +125,16 @@ def resnet_v1(x, *, depths, bottleneck: bool, activation: str = "relu") -> Body:
         bottleneck: bool. Bottleneck blocks (keras.applications layout) or
             basic blocks (torchvision layout).
         activation: str. Activation used throughout. Defaults to `"relu"`.
+        layout: str. For bottleneck blocks: `"keras"` (keras.applications:
+            conv biases, stride on the first 1x1, BN epsilon 1.001e-5) or
+            `"torchvision"` (no biases, stride on the 3x3, epsilon 1e-5).
+            Basic blocks are always torchvision's.
     """
     stages = resnet_v1_stages(depths, bottleneck=bottleneck, activation=activation)
-    eps = 1.001e-5 if bottleneck else 1e-5
+    keras_layout = bottleneck and layout == "keras"
+    eps = 1.001e-5 if keras_layout else 1e-5
     x = blocks.conv_bn(
-        x, 64, 7, strides=2, padding="symmetric", use_bias=bottleneck,
+        x, 64, 7, strides=2, padding="symmetric", use_bias=keras_layout,
         bn_epsilon=eps, activation=activation, name="conv1",
     )
     x = check_stage(x, stages[0])
@@ -143,7 +149,8 @@ def resnet_v1(x, *, depths, bottleneck: bool, activation: str = "relu") -> Body:
             if bottleneck:
                 x = blocks.bottleneck_block(
                     x, filters, strides=strides, conv_shortcut=(b == 0),
-                    activation=activation, name=name,
+                    activation=activation, name=name, use_bias=keras_layout, bn_epsilon=eps,
+                    stride_on="1x1" if keras_layout else "3x3",
                 )
             else:
                 x = blocks.basic_block(
@@ -202,6 +209,38 @@ for _depth in (18, 34, 50, 101, 152):
                else "basic blocks, torchvision layout")
         ),
     )(functools.partial(resnet_v1, depths=DEPTHS[_depth], bottleneck=_bottleneck))
+
+# torchvision's bottleneck ResNets ("v1.5"): IMAGENET1K_V2 (the better
+# recipe) as 'imagenet', IMAGENET1K_V1 as 'imagenet_v1'; (file, acc@1, eval resize).
+_TORCHVISION_V15 = {
+    "resnet50": [("imagenet", "resnet50-11ad3fa6.pth", 80.858, 232),
+                 ("imagenet_v1", "resnet50-0676ba61.pth", 76.130, 256)],
+    "resnet101": [("imagenet", "resnet101-cd907fc2.pth", 81.886, 232),
+                  ("imagenet_v1", "resnet101-63fe2227.pth", 77.374, 256)],
+    "resnet152": [("imagenet", "resnet152-f82ba261.pth", 82.284, 232),
+                  ("imagenet_v1", "resnet152-394f9c45.pth", 78.312, 256)],
+}
+
+for _depth in (50, 101, 152):
+    _name = f"resnet{_depth}_tv"
+    register(
+        _name,
+        family="resnet",
+        paper=PAPER_V1,
+        stages=resnet_v1_stages(DEPTHS[_depth], bottleneck=True),
+        stage_fn=functools.partial(resnet_v1_stages, DEPTHS[_depth], bottleneck=True),
+        weights={
+            tag: WeightSource(_TV_URL + file, file, file.rsplit("-", 1)[1].split(".")[0],
+                              include_top=True, origin="torchvision", preprocessing="torch",
+                              top1=top1, crop_fraction=224 / resize,
+                              license="BSD-3-Clause (torchvision)")
+            for tag, file, top1, resize in _TORCHVISION_V15[f"resnet{_depth}"]
+        },
+        state_dict_converter=functools.partial(
+            tv.from_torchvision, rows=tv.resnet_rows(DEPTHS[_depth], bottleneck=True),
+            model_name=_name),
+        description=f"ResNet-{_depth} v1.5, torchvision layout (stride on the 3x3, no conv biases)",
+    )(functools.partial(resnet_v1, depths=DEPTHS[_depth], bottleneck=True, layout="torchvision"))
 
 for _depth in (50, 101, 152):
     _name = f"resnet{_depth}v2"

@@ -24,8 +24,8 @@ import numpy as np
 _BN = ("weight", "bias", "running_mean", "running_var")
 
 
-def resnet_rows(depths) -> list:
-    """Rows of a torchvision basic-block ResNet (resnet18, resnet34).
+def resnet_rows(depths, *, bottleneck: bool = False) -> list:
+    """Rows of a torchvision ResNet: basic blocks (resnet18/34) or bottlenecks (50/101/152).
 
     Example:
 
@@ -37,9 +37,11 @@ def resnet_rows(depths) -> list:
     for s, depth in enumerate(depths, start=1):
         for b in range(depth):
             t, k = f"layer{s}.{b}", f"conv{s + 1}_block{b + 1}"
-            rows += [(f"{t}.conv1", f"{k}_1_conv", "conv"), (f"{t}.bn1", f"{k}_1_bn", "bn"),
-                     (f"{t}.conv2", f"{k}_2_conv", "conv"), (f"{t}.bn2", f"{k}_2_bn", "bn")]
-            if b == 0 and s > 1:  # the stride-2 block projects its shortcut
+            for i in range(1, 4 if bottleneck else 3):
+                rows += [(f"{t}.conv{i}", f"{k}_{i}_conv", "conv"), (f"{t}.bn{i}", f"{k}_{i}_bn", "bn")]
+            # The first block of a stage projects its shortcut when the shape
+            # changes: always with bottlenecks (64 -> 256), from stage 2 on otherwise.
+            if b == 0 and (s > 1 or bottleneck):
                 rows += [(f"{t}.downsample.0", f"{k}_0_conv", "conv"),
                          (f"{t}.downsample.1", f"{k}_0_bn", "bn")]
     return rows + [("fc", "predictions", "linear")]

@@ -18,6 +18,7 @@ EXPECTED = {
     "resnet18": (11_699_112, 11_689_512),
     "resnet34": (21_814_696, 21_797_672),
     "resnet50": (25_636_712, None),
+    "resnet50_tv": (25_610_152, 25_557_032),  # torchvision resnet50: 25,557,032
     "resnet101": (44_707_176, None),
     "resnet152": (60_419_944, None),
     "resnet50v2": (25_613_800, None),

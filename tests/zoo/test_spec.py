@@ -47,7 +47,7 @@ def test_stages_are_data_and_reading_them_builds_nothing(count_builds):
     assert zoo.get_spec("resnet18").stages_for(activation="mish")[0].layer == "conv1_mish"
     builtin = [n for n in zoo.list_models(task="classification")
                if zoo.get_spec(n).family in ("resnet", "resnet_v2", "vgg", "googlenet")]
-    assert len(builtin) == 18
+    assert len(builtin) == 21
     for name in builtin:
         stages = zoo.get_spec(name).stages
         assert [s.reduction for s in stages] == [2, 4, 8, 16, 32], name

@@ -39,16 +39,21 @@ def _bn(x, sd, p):
     return F.batch_norm(x, t["running_mean"], t["running_var"], t["weight"], t["bias"], False, 0.0, 1e-5)
 
 
-def _torch_resnet(sd, x, depths):
-    """torchvision's BasicBlock ResNet forward, written out with torch.nn.functional."""
+def _torch_resnet(sd, x, depths, bottleneck=False):
+    """torchvision's ResNet forward (BasicBlock or Bottleneck), with torch.nn.functional."""
     w = {k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}
     x = F.relu(_bn(F.conv2d(x, w["conv1.weight"], stride=2, padding=3), sd, "bn1"))
     x = F.max_pool2d(x, 3, 2, 1)
     for s, depth in enumerate(depths, start=1):
         for b in range(depth):
             p, stride = f"layer{s}.{b}", 2 if (b == 0 and s > 1) else 1
-            y = F.relu(_bn(F.conv2d(x, w[f"{p}.conv1.weight"], stride=stride, padding=1), sd, f"{p}.bn1"))
-            y = _bn(F.conv2d(y, w[f"{p}.conv2.weight"], padding=1), sd, f"{p}.bn2")
+            if bottleneck:  # 1x1, 3x3 with the stride, 1x1
+                y = F.relu(_bn(F.conv2d(x, w[f"{p}.conv1.weight"]), sd, f"{p}.bn1"))
+                y = F.relu(_bn(F.conv2d(y, w[f"{p}.conv2.weight"], stride=stride, padding=1), sd, f"{p}.bn2"))
+                y = _bn(F.conv2d(y, w[f"{p}.conv3.weight"]), sd, f"{p}.bn3")
+            else:
+                y = F.relu(_bn(F.conv2d(x, w[f"{p}.conv1.weight"], stride=stride, padding=1), sd, f"{p}.bn1"))
+                y = _bn(F.conv2d(y, w[f"{p}.conv2.weight"], padding=1), sd, f"{p}.bn2")
             if f"{p}.downsample.0.weight" in w:
                 x = _bn(F.conv2d(x, w[f"{p}.downsample.0.weight"], stride=stride), sd, f"{p}.downsample.1")
             x = F.relu(x + y)
@@ -90,6 +95,28 @@ def test_resnet18_matches_an_independent_torch_forward_pass(tmp_path):
     worse = zoo.build("resnet18", num_classes=7, input_shape=(64, 64, 3), classifier_activation=None)
     zoo.weights.load_weights(worse, tv.from_torchvision(bad, rows))
     assert not np.allclose(_np(worse(x, training=False)), ref, atol=1e-2)
+
+
+@pytest.mark.one_backend  # the same Keras layers as resnet18's parity, in a bottleneck
+def test_resnet50_tv_matches_torchvision_and_refuses_keras_files(tmp_path):
+    rows = tv.resnet_rows((3, 4, 6, 3), bottleneck=True)
+    model = zoo.build("resnet50_tv", num_classes=5, input_shape=(64, 64, 3), classifier_activation=None)
+    sd = _random_state_dict(model, rows, seed=7)
+    assert "layer1.0.downsample.0.weight" in sd and "layer4.2.conv3.weight" in sd
+    zoo.weights.load_weights(model, zoo.get_spec("resnet50_tv").state_dict_converter(sd))
+    x = np.random.default_rng(8).standard_normal((2, 64, 64, 3)).astype("float32")
+    with torch.no_grad():
+        ref = _torch_resnet(sd, torch.from_numpy(x.transpose(0, 3, 1, 2)), (3, 4, 6, 3), True).numpy()
+    np.testing.assert_allclose(_np(model(x, training=False)), ref, atol=1e-4, rtol=1e-4)
+    # Same shapes but another layout: a keras.applications file does not fit (conv biases).
+    path = str(tmp_path / "keras.weights.h5")
+    keras.applications.ResNet50(weights=None, include_top=False, input_shape=(64, 64, 3)).save_weights(path)
+    with pytest.raises(zoo.weights.WeightFileError, match="nothing was loaded"):
+        zoo.build("resnet50_tv", include_top=False, input_shape=(64, 64, 3), weights=path)
+    with pytest.raises(zoo.weights.WeightFileError, match="no mapping from PyTorch names"):
+        pth = str(tmp_path / "tv.pth")
+        torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}, pth)
+        zoo.build("resnet50", num_classes=5, input_shape=(64, 64, 3), weights=pth)
 
 
 @pytest.mark.parametrize("name, convs, bn", [("vgg11_bn", (1, 1, 2, 2, 2), True),
