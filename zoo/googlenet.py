@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 
 import keras
-import numpy as np
 from keras import layers
 
 from zoo import layers as blocks
@@ -278,47 +277,42 @@ def strip_auxiliary(model: keras.Model, output: str = "predictions") -> keras.Mo
 # --------------------------------------------------------------------------
 
 
-def _torchvision_layout(aux: bool = True):
-    """(torch module, keras base name, kind) for every weighted module.
+def torchvision_rows() -> list:
+    """GoogLeNet's torchvision mapping as `zoo.torchvision` rows (aux heads included).
 
-    kind is "conv" (BasicConv2d: conv without bias + BN) or "linear"
-    (or "linear_chw" for a Linear fed by a torch NCHW flatten).
+    BasicConv2d `m` (conv without bias + BN) -> `<layer>_conv`/`<layer>_bn`;
+    the auxiliary `fc1` reads a (128, 4, 4) map flattened CHW by torch.
+
+    Example:
+
+    >>> import zoo
+    >>> zoo.googlenet.torchvision_rows()[:2]
+    [('conv1.conv', 'conv1_conv', 'conv'), ('conv1.bn', 'conv1_bn', 'bn')]
     """
-    rows = [("conv1", "conv1", "conv"), ("conv2", "conv2", "conv"), ("conv3", "conv3", "conv")]
+    convs = [("conv1", "conv1"), ("conv2", "conv2"), ("conv3", "conv3")]
     branches = (("branch1", "1x1"), ("branch2.0", "3x3_reduce"), ("branch2.1", "3x3"),
                 ("branch3.0", "5x5_reduce"), ("branch3.1", "5x5"), ("branch4.1", "pool_proj"))
     for block in INCEPTION:
-        rows += [(f"inception{block}.{t}", f"inception{block}_{k}", "conv") for t, k in branches]
-    if aux:
-        for i in (1, 2):
-            rows += [(f"aux{i}.conv", f"aux{i}", "conv"), (f"aux{i}.fc1", f"aux{i}_fc1", "linear_chw"),
-                     (f"aux{i}.fc2", f"aux{i}_predictions", "linear")]
-    rows.append(("fc", "predictions", "linear"))
-    return rows
-
-
-def _chw_to_hwc(weight, channels=128, size=4):
-    # torch flattens (C, H, W); Keras flattens (H, W, C).
-    out = weight.shape[0]
-    return weight.reshape(out, channels, size, size).transpose(0, 2, 3, 1).reshape(out, -1)
-
-
-def _hwc_to_chw(weight, channels=128, size=4):
-    out = weight.shape[0]
-    return weight.reshape(out, size, size, channels).transpose(0, 3, 1, 2).reshape(out, -1)
+        convs += [(f"inception{block}.{t}", f"inception{block}_{k}") for t, k in branches]
+    convs += [(f"aux{i}.conv", f"aux{i}") for i in (1, 2)]
+    rows = []
+    for t, k in convs:
+        rows += [(f"{t}.conv", f"{k}_conv", "conv"), (f"{t}.bn", f"{k}_bn", "bn")]
+    for i in (1, 2):
+        rows += [(f"aux{i}.fc1", f"aux{i}_fc1", ("linear_chw", 128, 4, 4)),
+                 (f"aux{i}.fc2", f"aux{i}_predictions", "linear")]
+    return rows + [("fc", "predictions", "linear")]
 
 
 def from_torchvision(state_dict) -> dict:
     """Convert a torchvision GoogLeNet state dict to zoo weights.
 
-    The mapping (torch module → Keras layer): `conv1` → `conv1_conv`/`conv1_bn`;
-    `inception4b.branch2.1` → `inception4b_3x3_conv`/`_bn` (branch1 → `_1x1`,
-    branch2.0 → `_3x3_reduce`, branch3.0/3.1 → `_5x5_reduce`/`_5x5`,
-    branch4.1 → `_pool_proj`); `aux1.conv/fc1/fc2` → `aux1_conv`,
-    `aux1_fc1`, `aux1_predictions`; `fc` → `predictions`. Conv kernels go
-    from OIHW to HWIO, Linear weights are transposed (the aux `fc1` rows
-    re-ordered from torch's CHW flatten to Keras' HWC), BN running
-    statistics become moving mean/variance; `num_batches_tracked` is dropped.
+    The mapping (`torchvision_rows`, shared with `to_torchvision`):
+    `conv1` -> `conv1_conv`/`conv1_bn`; `inception4b.branch2.1` ->
+    `inception4b_3x3_conv`/`_bn` (branch1 -> `_1x1`, branch2.0 ->
+    `_3x3_reduce`, branch3.0/3.1 -> `_5x5_reduce`/`_5x5`, branch4.1 ->
+    `_pool_proj`); `aux1.conv/fc1/fc2` -> `aux1_conv`, `aux1_fc1`,
+    `aux1_predictions`; `fc` -> `predictions`.
 
     Args:
         state_dict: mapping of torch parameter names to arrays (numpy or
@@ -336,35 +330,9 @@ def from_torchvision(state_dict) -> dict:
     >>> zoo.weights.load_weights(m, zoo.googlenet.from_torchvision(sd)).ok
     True
     """
-    sd = {k: _to_numpy(v) for k, v in state_dict.items()}
-    known = {k for k in sd if not k.endswith("num_batches_tracked")}
-    out = {}
-    for torch_name, keras_name, kind in _torchvision_layout(aux=True):
-        if kind == "conv":
-            keys = [f"{torch_name}.conv.weight"] + [
-                f"{torch_name}.bn.{p}" for p in ("weight", "bias", "running_mean", "running_var")
-            ]
-            if keys[0] not in sd:
-                continue
-            out[f"{keras_name}_conv/0"] = sd[keys[0]].transpose(2, 3, 1, 0)
-            for i, k in enumerate(keys[1:]):
-                out[f"{keras_name}_bn/{i}"] = sd[k]
-        else:
-            keys = [f"{torch_name}.weight", f"{torch_name}.bias"]
-            if keys[0] not in sd:
-                continue
-            w = sd[keys[0]]
-            if kind == "linear_chw":
-                w = _chw_to_hwc(w)
-            out[f"{keras_name}/0"] = w.T
-            out[f"{keras_name}/1"] = sd[keys[1]]
-        known -= set(keys)
-    if known:
-        raise ValueError(
-            f"{len(known)} entries of the state dict are not part of torchvision's "
-            f"GoogLeNet: {sorted(known)[:5]}. Is this a GoogLeNet state dict?"
-        )
-    return out
+    from zoo import torchvision as tv
+
+    return tv.from_torchvision(state_dict, torchvision_rows(), model_name="GoogLeNet")
 
 
 def to_torchvision(model: keras.Model) -> dict:
@@ -384,32 +352,6 @@ def to_torchvision(model: keras.Model) -> dict:
     >>> sd["conv1.conv.weight"].shape, sd["fc.weight"].shape
     ((64, 3, 7, 7), (10, 1024))
     """
-    names = {l.name for l in model.layers}
+    from zoo import torchvision as tv
 
-    def arrays(layer_name):
-        return [keras.ops.convert_to_numpy(v) for v in model.get_layer(layer_name).weights]
-
-    out = {}
-    for torch_name, keras_name, kind in _torchvision_layout(aux=True):
-        if kind == "conv":
-            if f"{keras_name}_conv" not in names:
-                continue
-            out[f"{torch_name}.conv.weight"] = arrays(f"{keras_name}_conv")[0].transpose(3, 2, 0, 1)
-            for p, a in zip(("weight", "bias", "running_mean", "running_var"), arrays(f"{keras_name}_bn")):
-                out[f"{torch_name}.bn.{p}"] = a
-            out[f"{torch_name}.bn.num_batches_tracked"] = np.array(0, dtype="int64")
-        else:
-            if keras_name not in names:
-                continue
-            w, b = arrays(keras_name)
-            w = w.T
-            if kind == "linear_chw":
-                w = _hwc_to_chw(w)
-            out[f"{torch_name}.weight"], out[f"{torch_name}.bias"] = w, b
-    return {k: np.ascontiguousarray(v) for k, v in out.items()}
-
-
-def _to_numpy(value):
-    if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
+    return tv.to_torchvision(model, torchvision_rows())

@@ -46,19 +46,9 @@ _KERAS_HASHES = {
 _KERAS_TOP1 = {"resnet50": 74.9, "resnet101": 76.4, "resnet152": 76.6,
                "resnet50v2": 76.0, "resnet101v2": 77.2, "resnet152v2": 78.0}
 
-_TV_URL = "https://download.pytorch.org/models/"
-# torchvision's IMAGENET1K_V1 files of the basic-block ResNets: (file, acc@1).
-# The hash is the sha256 prefix torchvision puts in each file name.
-_TORCHVISION = {"resnet18": ("resnet18-f37072fd.pth", 69.758),
-                "resnet34": ("resnet34-b627a593.pth", 73.314)}
-
-
-def _torchvision_sources(name: str) -> dict:
-    file, top1 = _TORCHVISION[name]
-    return {"imagenet": WeightSource(
-        _TV_URL + file, file, file.rsplit("-", 1)[1].split(".")[0], include_top=True,
-        origin="torchvision", preprocessing="torch", top1=top1,
-        license="BSD-3-Clause (torchvision)")}
+# torchvision's IMAGENET1K_V1 files of the basic-block ResNets (acc@1).
+_TORCHVISION = {"resnet18": {"imagenet": tv.source("resnet18-f37072fd.pth", 69.758)},
+                "resnet34": {"imagenet": tv.source("resnet34-b627a593.pth", 73.314)}}
 
 
 PAPER_V1 = "He et al. 2015, Deep Residual Learning for Image Recognition, https://arxiv.org/abs/1512.03385"
@@ -200,7 +190,7 @@ for _depth in (18, 34, 50, 101, 152):
         stages=resnet_v1_stages(DEPTHS[_depth], bottleneck=_bottleneck),
         stage_fn=functools.partial(resnet_v1_stages, DEPTHS[_depth], bottleneck=_bottleneck),
         preprocessing="caffe" if _bottleneck else "torch",
-        weights=_keras_sources(_name) if _name in _KERAS_HASHES else _torchvision_sources(_name),
+        weights=_keras_sources(_name) if _name in _KERAS_HASHES else _TORCHVISION[_name],
         state_dict_converter=None if _bottleneck else functools.partial(
             tv.from_torchvision, rows=tv.resnet_rows(DEPTHS[_depth]), model_name=_name),
         description=(
@@ -211,14 +201,14 @@ for _depth in (18, 34, 50, 101, 152):
     )(functools.partial(resnet_v1, depths=DEPTHS[_depth], bottleneck=_bottleneck))
 
 # torchvision's bottleneck ResNets ("v1.5"): IMAGENET1K_V2 (the better
-# recipe) as 'imagenet', IMAGENET1K_V1 as 'imagenet_v1'; (file, acc@1, eval resize).
+# recipe, evaluated at resize 232) as 'imagenet', IMAGENET1K_V1 as 'imagenet_v1'.
 _TORCHVISION_V15 = {
-    "resnet50": [("imagenet", "resnet50-11ad3fa6.pth", 80.858, 232),
-                 ("imagenet_v1", "resnet50-0676ba61.pth", 76.130, 256)],
-    "resnet101": [("imagenet", "resnet101-cd907fc2.pth", 81.886, 232),
-                  ("imagenet_v1", "resnet101-63fe2227.pth", 77.374, 256)],
-    "resnet152": [("imagenet", "resnet152-f82ba261.pth", 82.284, 232),
-                  ("imagenet_v1", "resnet152-394f9c45.pth", 78.312, 256)],
+    50: {"imagenet": tv.source("resnet50-11ad3fa6.pth", 80.858, resize=232),
+         "imagenet_v1": tv.source("resnet50-0676ba61.pth", 76.130)},
+    101: {"imagenet": tv.source("resnet101-cd907fc2.pth", 81.886, resize=232),
+          "imagenet_v1": tv.source("resnet101-63fe2227.pth", 77.374)},
+    152: {"imagenet": tv.source("resnet152-f82ba261.pth", 82.284, resize=232),
+          "imagenet_v1": tv.source("resnet152-394f9c45.pth", 78.312)},
 }
 
 for _depth in (50, 101, 152):
@@ -229,13 +219,7 @@ for _depth in (50, 101, 152):
         paper=PAPER_V1,
         stages=resnet_v1_stages(DEPTHS[_depth], bottleneck=True),
         stage_fn=functools.partial(resnet_v1_stages, DEPTHS[_depth], bottleneck=True),
-        weights={
-            tag: WeightSource(_TV_URL + file, file, file.rsplit("-", 1)[1].split(".")[0],
-                              include_top=True, origin="torchvision", preprocessing="torch",
-                              top1=top1, crop_fraction=224 / resize,
-                              license="BSD-3-Clause (torchvision)")
-            for tag, file, top1, resize in _TORCHVISION_V15[f"resnet{_depth}"]
-        },
+        weights=_TORCHVISION_V15[_depth],
         state_dict_converter=functools.partial(
             tv.from_torchvision, rows=tv.resnet_rows(DEPTHS[_depth], bottleneck=True),
             model_name=_name),

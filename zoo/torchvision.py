@@ -21,7 +21,28 @@ from __future__ import annotations
 
 import numpy as np
 
+from zoo.weights import WeightSource
+
 _BN = ("weight", "bias", "running_mean", "running_var")
+URL = "https://download.pytorch.org/models/"
+
+
+def source(file_name: str, top1: float, *, resize: int = 256) -> WeightSource:
+    """A torchvision ImageNet file: its URL, the sha256 prefix in its name, its recipe.
+
+    torchvision's classification weights share one evaluation: RGB mean/std
+    ("torch") normalisation, bilinear resize to `resize`, centre crop 224.
+
+    Example:
+
+    >>> import zoo
+    >>> zoo.torchvision.source("resnet18-f37072fd.pth", 69.758).file_hash
+    'f37072fd'
+    """
+    return WeightSource(
+        URL + file_name, file_name, file_name.rsplit("-", 1)[1].split(".")[0], include_top=True,
+        origin="torchvision", preprocessing="torch", top1=top1, crop_fraction=224 / resize,
+        license="BSD-3-Clause (torchvision)")
 
 
 def resnet_rows(depths, *, bottleneck: bool = False) -> list:

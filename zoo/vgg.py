@@ -35,9 +35,7 @@ _KERAS_HASHES = {
 }
 
 
-_TV_URL = "https://download.pytorch.org/models/"
-# torchvision's IMAGENET1K_V1 files: (file, acc@1); the hash is the sha256
-# prefix in the file name. RGB mean/std preprocessing, 224x224.
+# torchvision's IMAGENET1K_V1 files and their acc@1.
 _TORCHVISION = {
     "vgg11": ("vgg11-8a719046.pth", 69.020), "vgg13": ("vgg13-19584684.pth", 69.928),
     "vgg16": ("vgg16-397923af.pth", 71.592), "vgg19": ("vgg19-dcbb9e9d.pth", 72.376),
@@ -48,10 +46,7 @@ _TORCHVISION = {
 
 def _sources(name: str) -> dict:
     """keras.applications' files (caffe) where they exist, and torchvision's (torch)."""
-    file, top1 = _TORCHVISION[name]
-    torchvision = WeightSource(
-        _TV_URL + file, file, file.rsplit("-", 1)[1].split(".")[0], include_top=True,
-        origin="torchvision", preprocessing="torch", top1=top1, license="BSD-3-Clause (torchvision)")
+    torchvision = tv.source(*_TORCHVISION[name])
     if name in _KERAS_HASHES:
         return {**_keras_sources(name), "torchvision": torchvision}
     return {"imagenet": torchvision}
