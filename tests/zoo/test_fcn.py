@@ -113,7 +113,7 @@ def test_segmentation_metrics_and_training_step():
     model.compile("adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=zoo.fcn.segmentation_metrics(3))
     x = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 3)).astype("float32")
-    y = np.random.default_rng(1).integers(0, 3, (2, 64, 64))
+    y = np.random.default_rng(1).integers(0, 3, (2, 64, 64)).astype("int32")  # JAX has no int64 by default
     logs = model.fit(x, y, epochs=1, verbose=0).history
     assert 0.0 <= logs["mean_iou"][0] <= 1.0 and 0.0 <= logs["pixel_accuracy"][0] <= 1.0
 
