@@ -411,7 +411,7 @@ def list_models(pattern: str = "*", *, task: str | None = None, pretrained: bool
 
     >>> import zoo
     >>> zoo.list_models("resnet5*")
-    ['resnet50', 'resnet50v2']
+    ['resnet50', 'resnet50_tv', 'resnet50v2']
     >>> zoo.list_models(task="segmentation")
     ['fcn16s', 'fcn32s', 'fcn8s']
     """
