@@ -60,7 +60,11 @@ def spec_of(model: keras.Model):
     >>> zoo.features.spec_of(m).name
     'vgg11'
     """
-    names = [getattr(t, "name", "") or "" for t in (model.inputs or [])]
+    try:
+        inputs = list(model.inputs or [])
+    except (AttributeError, ValueError):  # a Sequential model that was never built
+        inputs = []
+    names = [getattr(t, "name", "") or "" for t in inputs]
     names += [layer.name for layer in leaf_layers(model) if isinstance(layer, keras.layers.InputLayer)]
     keys = [n.removesuffix("_input") for n in names if n.endswith("_input")]
     keys.append(model.name.removesuffix("_features"))

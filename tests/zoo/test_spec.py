@@ -85,6 +85,12 @@ def test_declared_stages_match_the_built_graph(name):
         assert (64 // out.shape[1], out.shape[-1]) == (s.reduction, s.channels), (name, s)
 
 
+@ONE_BACKEND
+def test_an_unbuilt_sequential_model_has_no_stages_and_no_error():
+    unbuilt = keras.Sequential([keras.layers.Conv2D(4, 3, strides=2)])
+    assert zoo.stages_of(unbuilt) == []
+
+
 def test_mish_stages_are_found_by_stamp():
     m = zoo.build("resnet18", include_top=False, input_shape=(32, 32, 3), activation="mish")
     assert [s.layer for s in zoo.stages_of(m)][0] == "conv1_mish"
