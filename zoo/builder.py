@@ -88,7 +88,17 @@ def input_stamp(spec: ModelSpec) -> str:
 
 
 def resolve_input_shape(spec, input_shape, *, include_top, weights):
-    """Check `input_shape` against the spec and fill in the default."""
+    """Check `input_shape` against the spec and fill in the default.
+
+    Example:
+
+    >>> import zoo
+    >>> spec = zoo.get_spec("vgg16")
+    >>> zoo.builder.resolve_input_shape(spec, None, include_top=True, weights=None)
+    (224, 224, 3)
+    >>> zoo.builder.resolve_input_shape(spec, None, include_top=False, weights=None)
+    (None, None, 3)
+    """
     if keras.config.image_data_format() != "channels_last":
         raise ValueError(
             "zoo models are built channels_last. Call "

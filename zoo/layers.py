@@ -217,7 +217,14 @@ def conv_bn(
 
 
 def act_name(activation) -> str:
-    """The name an activation gives its layers (`"relu"`, `"mish"`, a function's name)."""
+    """The name an activation gives its layers (`"relu"`, `"mish"`, a function's name).
+
+    Example:
+
+    >>> import keras, zoo
+    >>> zoo.layers.act_name("mish"), zoo.layers.act_name(keras.activations.gelu)
+    ('mish', 'gelu')
+    """
     return activation if isinstance(activation, str) else getattr(activation, "__name__", "act")
 
 
