@@ -30,6 +30,7 @@ from zoo.registry import Body, ModelSpec, Stage, get_spec, list_models, register
 
 # Families register themselves on import.
 from zoo import googlenet, resnet, vgg  # noqa: E402,F401  isort: skip
+from zoo import applications  # noqa: E402,F401  (keras.applications backbones)
 from zoo import fcn  # noqa: E402,F401  (tasks: after their backbones)
 from zoo import averaging  # noqa: E402
 from zoo.averaging import ensemble  # noqa: E402

@@ -74,8 +74,10 @@ def main(argv=None):
             args.model = "resnet18"
         _demo(args)
     elif args.command == "list":
-        for name in zoo.list_models(args.pattern):
-            print(f"{name:<14} {zoo.get_spec(name).description}")
+        names = zoo.list_models(args.pattern)
+        width = max((len(n) for n in names), default=0) + 1
+        for name in names:
+            print(f"{name:<{width}} {zoo.get_spec(name).description}")
     elif args.command == "info":
         print(zoo.info(args.name))
     elif args.command == "bench":

@@ -20,6 +20,7 @@ from zoo import layers as zoo_layers
 from zoo import weights as zoo_weights
 from zoo.features import select_stages
 from zoo.registry import ModelSpec, get_spec, specs
+from zoo.registry import output_dtype as registry_output_dtype
 
 _POOLING = ("avg", "max", None)
 # The toolkit's precision flags and the Keras dtype policies they stand for.
@@ -107,7 +108,7 @@ def resolve_input_shape(spec, input_shape, *, include_top, weights):
             "where that is faster."
         )
     if input_shape is None:
-        if include_top and spec.fixed_size_top:
+        if (include_top and spec.fixed_size_top) or spec.static_input:
             return (spec.default_size, spec.default_size, 3)
         return (None, None, 3)
     input_shape = tuple(input_shape)
@@ -132,6 +133,13 @@ def resolve_input_shape(spec, input_shape, *, include_top, weights):
             f"Pretrained {spec.name!r} weights expect 3-channel RGB input. "
             f"Received: input_shape={input_shape}. Convert the images to RGB "
             "or build with `weights=None`."
+        )
+    if spec.static_input and (h is None or w is None):
+        raise ValueError(
+            f"{spec.name!r} needs a fixed input size (its cells compare the "
+            f"sizes of their inputs while building). Received: "
+            f"input_shape={input_shape}. Give a size, e.g. "
+            f"({spec.default_size}, {spec.default_size}, 3)."
         )
     if include_top and spec.fixed_size_top:
         if h is None or w is None:
@@ -408,16 +416,27 @@ def _build_backbone(spec, *, num_classes, input_shape, input_tensor, include_top
     shape = resolve_input_shape(spec, input_shape, include_top=include_top, weights=weights)
     source = resolve_source(spec, weights, include_top=include_top)
     path = _resolve_weights(spec, weights, include_top=include_top, num_classes=num_classes)
+    if source is None and path is not None:
+        # A known file passed by path (downloaded by hand) is that source.
+        source = next((w for w in spec.weights.values()
+                       if w.file_name == os.path.basename(path)), None)
     preprocessing = source.preprocessing if source is not None else spec.preprocessing
 
     with dtype_policy_scope(dtype):
         inputs, x = _inputs(spec, shape, input_tensor)
         x = inputs if x is None else x
-        if include_preprocessing:
+        if include_preprocessing and preprocessing != "none":
             x = zoo_layers.ImageNormalization(preprocessing, name="preprocessing")(x)
-        body = spec.body(x, **options)
-        x = body.output
-        if include_top:
+        if spec.builds_head:
+            body, x = _body_with_head(spec, x, include_top=include_top, pooling=pooling,
+                                      num_classes=num_classes,
+                                      classifier_activation=classifier_activation)
+        else:
+            body = spec.body(x, **options)
+            x = body.output
+        if spec.builds_head:
+            pass  # the body made the head or pooling
+        elif include_top:
             x = spec.top(x, num_classes=num_classes, classifier_activation=classifier_activation)
         elif pooling == "avg":
             x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -438,12 +457,30 @@ def _build_backbone(spec, *, num_classes, input_shape, input_tensor, include_top
 
     if path is not None:
         zoo_weights.load_weights(model, _weights_source(spec, path))
+        if source is not None and spec.load_fixup is not None:
+            spec.load_fixup(model, source)
     if features_only:
         model = keras.Model(
             inputs, [model.get_layer(s.layer).output for s in stages],
             name=name or f"{spec.name}_features",
         )
     return model
+
+
+def _body_with_head(spec, x, *, include_top, pooling, num_classes, classifier_activation):
+    """A body that builds its own head (keras.applications), softmax in float32.
+
+    Under a mixed policy the head's activation moves to a float32 layer
+    (`predictions_activation`), as Keras' mixed-precision guide asks.
+    """
+    mixed = include_top and registry_output_dtype() == "float32"
+    body = spec.body(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
+                     classifier_activation=None if mixed else classifier_activation)
+    x = body.output
+    if mixed:
+        x = keras.layers.Activation(classifier_activation or "linear", dtype="float32",
+                                    name="predictions_activation")(x)
+    return body, x
 
 
 def _weights_source(spec, path):

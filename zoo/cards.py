@@ -118,36 +118,42 @@ class ModelCard:
 
 
 def weights_table(names=None) -> str:
-    """A markdown table of every registered model's weight sources (pure data).
+    """A markdown table of every zoo model: size, cost and weight sources (pure data).
 
-    One row per source: model, tag, who trained it, preprocessing, input
-    size, reported ImageNet top-1, file; a model without a source says so.
-    The README's table is this function's output (a test keeps it current).
+    One row per source: model, parameters (millions) and GMACs at the
+    default input size with the ImageNet head (from `zoo/sizes.py`, which a
+    test keeps current), tag, who trained it, preprocessing, input size,
+    reported ImageNet top-1, file; a model without a source says so. The
+    README's table is this function's output (a test keeps it current).
 
     Example:
 
     >>> import zoo
     >>> print(zoo.cards.weights_table(["resnet18"]))  # doctest: +NORMALIZE_WHITESPACE
-    | model | weights | origin | preprocessing | input | top-1 | file |
-    | --- | --- | --- | --- | --- | --- | --- |
-    | resnet18 | imagenet | torchvision | torch | 224 | 69.758 % | resnet18-f37072fd.pth |
+    | model | params | GMACs | weights | origin | preprocessing | input | top-1 | file |
+    | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+    | resnet18 | 11.7 M | 1.81 | imagenet | torchvision | torch | 224 | 69.758 % | resnet18-f37072fd.pth |
     """
     from zoo.registry import specs
+    from zoo.sizes import SIZES
 
-    chosen = [get_spec(n) for n in names] if names is not None else [
-        s for s in specs() if s.family in ("resnet", "resnet_v2", "vgg", "googlenet", "fcn")]
-    lines = ["| model | weights | origin | preprocessing | input | top-1 | file |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    chosen = [get_spec(n) for n in names] if names is not None else [s for s in specs() if s.builtin]
+    lines = ["| model | params | GMACs | weights | origin | preprocessing | input | top-1 | file |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for spec in chosen:
+        params, macs = SIZES.get(spec.name, (None, None))
+        size = (f"{params / 1e6:.1f} M | {macs / 1e9:.2f}" if params is not None else " | ")
         if spec.is_task:
-            lines.append(f"| {spec.name} | backbone's (default {spec.default_backbone}) | | | | | |")
+            lines.append(f"| {spec.name} | {size} | backbone's (default {spec.default_backbone}) "
+                         "| | | | | |")
             continue
         if not spec.weights:
-            lines.append(f"| {spec.name} | none (random init) | | {spec.preprocessing} | | | |")
-        for tag, w in spec.weights.items():
+            lines.append(f"| {spec.name} | {size} | none (random init) | | {spec.preprocessing} | | | |")
+        for i, (tag, w) in enumerate(spec.weights.items()):
             top1 = f"{w.top1} %" if w.top1 is not None else ""
-            lines.append(f"| {spec.name} | {tag} | {w.origin} | {w.preprocessing} | {w.input_size} "
-                         f"| {top1} | {w.file_name} |")
+            shown = size if i == 0 else " | "
+            lines.append(f"| {spec.name} | {shown} | {tag} | {w.origin} | {w.preprocessing} "
+                         f"| {w.input_size} | {top1} | {w.file_name} |")
     return "\n".join(lines)
 
 

@@ -22,7 +22,7 @@ def _scale_offset(mode: str):
             f"`mode` must be one of {PREPROCESSING_MODES}. Received: mode={mode!r}"
         )
     mean, std = (np.array(v) for v in PREPROCESSING_CONSTANTS[mode])
-    unit = 1.0 if mode == "caffe" else 255.0  # caffe works on 0-255 pixels
+    unit = 1.0 if mode in ("caffe", "none") else 255.0  # caffe works on 0-255 pixels
     return 1.0 / (unit * std), -mean / std
 
 
@@ -33,10 +33,11 @@ class ImageNormalization(layers.Layer):
     Modes follow `keras.applications.imagenet_utils.preprocess_input`:
     `"caffe"` (RGB->BGR, minus the ImageNet mean; VGG, ResNet v1),
     `"torch"` (0-1, minus mean, over std; torchvision-trained models),
-    `"tf"` (-1..1; ResNet v2).
+    `"tf"` (-1..1; ResNet v2), `"none"` (unchanged: models that normalise
+    inside, as keras.applications' EfficientNet, MobileNetV3, ConvNeXt).
 
     Args:
-        mode: str. One of `"caffe"`, `"torch"`, `"tf"`.
+        mode: str. One of `"caffe"`, `"torch"`, `"tf"`, `"none"`.
 
     Example:
 

@@ -22,7 +22,7 @@ from typing import Callable, Mapping
 
 from zoo.weights import WeightSource
 
-PREPROCESSING_MODES = ("caffe", "torch", "tf")
+PREPROCESSING_MODES = ("caffe", "torch", "tf", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +181,16 @@ class ModelSpec:
             takes; any other one given is refused.
         default_classes: int. `num_classes` when the user gives none.
         default_backbone: str. For tasks: the backbone used by default.
+        builds_head: bool. The body builds the classifier head or pooling
+            itself (`body(x, include_top=, pooling=, num_classes=,
+            classifier_activation=)`): keras.applications models, whose
+            heads (MobileNetV3's 1x1 convolutions, ConvNeXt's layer norm)
+            and pretrained files are Keras'.
+        static_input: bool. The body needs a fixed input size even without
+            the head (NASNet compares the sizes of its cell inputs).
+        load_fixup: callable. `load_fixup(model, source)` runs after a
+            known weight file (`WeightSource`) was loaded, for a file's
+            documented quirk (keras.applications' EfficientNet files).
     """
 
     name: str
@@ -206,6 +216,23 @@ class ModelSpec:
     arguments: frozenset = BACKBONE_ARGUMENTS
     default_classes: int = 1000
     default_backbone: str | None = None
+    builds_head: bool = False
+    static_input: bool = False
+    load_fixup: Callable | None = None
+
+    @property
+    def builtin(self) -> bool:
+        """Whether the zoo itself registered this model (not a user's `register`).
+
+        Example:
+
+        >>> import zoo
+        >>> zoo.get_spec("resnet18").builtin, zoo.get_spec("efficientnetb0").builtin
+        (True, True)
+        """
+        fn = self.body or self.builder
+        fn = getattr(fn, "func", fn)  # functools.partial
+        return getattr(fn, "__module__", "").startswith("zoo.")
 
     @property
     def is_task(self) -> bool:
@@ -284,6 +311,9 @@ def register(
     state_dict_converter: Callable | None = None,
     conv_head: Callable | None = None,
     conv_head_names: Mapping[str, str] | None = None,
+    builds_head: bool = False,
+    static_input: bool = False,
+    load_fixup: Callable | None = None,
     overwrite: bool = False,
 ):
     """Register a backbone body so `zoo.build`, `list_models` and `info` know it.
@@ -301,7 +331,8 @@ def register(
             weights. Defaults to the `"imagenet"` source's, else `"caffe"`.
         stage_fn, paper, top, fixed_size_top, default_size, min_size,
         weights, description, aux_top, aux_needs_fixed_size,
-        state_dict_converter, conv_head, conv_head_names: see `ModelSpec`.
+        state_dict_converter, conv_head, conv_head_names, builds_head,
+        static_input, load_fixup: see `ModelSpec`.
         overwrite: bool. Allow replacing an existing entry. Defaults to
             `False`.
 
@@ -336,7 +367,8 @@ def register(
             min_size=min_size, preprocessing=preprocessing, weights=weights,
             description=description, aux_top=aux_top, aux_needs_fixed_size=aux_needs_fixed_size,
             state_dict_converter=state_dict_converter, conv_head=conv_head,
-            conv_head_names=dict(conv_head_names or {}),
+            conv_head_names=dict(conv_head_names or {}), builds_head=builds_head,
+            static_input=static_input, load_fixup=load_fixup,
         ), overwrite)
         return body
 

@@ -47,7 +47,8 @@ class WeightSource:
         origin: str. Who trained it, e.g. `"keras.applications"`.
         preprocessing: str. The input normalisation it was trained with:
             `"caffe"` (BGR, minus the ImageNet mean), `"torch"` (RGB 0-1,
-            mean/std) or `"tf"` (-1..1). Defaults to `"caffe"`.
+            mean/std), `"tf"` (-1..1) or `"none"` (RGB 0-255: the model
+            normalises inside). Defaults to `"caffe"`.
         input_size: int. Square training/evaluation resolution. Defaults
             to 224.
         interpolation: str. Resize interpolation of its evaluation.
@@ -109,6 +110,9 @@ PREPROCESSING_CONSTANTS = {
     "caffe": ((103.939, 116.779, 123.68), (1.0, 1.0, 1.0)),
     "torch": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "tf": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    # The model normalises its own input (keras.applications' EfficientNet,
+    # MobileNetV3, ConvNeXt): RGB 0-255 goes in unchanged.
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
 }
 
 
@@ -417,11 +421,18 @@ class Plan:
     unexpected: list
     mismatched: list
     match: str
+    layers: list = dataclasses.field(default_factory=list, repr=False)
 
     def apply(self):
         """Assign every planned array. Validation already happened."""
         for variable, array in self.assignments:
             variable.assign(array)
+        for layer in self.layers:
+            # Layers that cache tensors derived from their variables
+            # (Normalization's mean/variance) refresh them here, as Keras'
+            # own loaders do after `load_own_variables`.
+            if hasattr(layer, "finalize_state"):
+                layer.finalize_state()
 
     @property
     def ok(self) -> bool:
@@ -517,7 +528,7 @@ def _plan(model, entries, match) -> Plan:
                     break
         unexpected = [e.name or e.path for e in remaining]
 
-    assignments, loaded, mismatched, seen = [], [], [], set()
+    assignments, loaded, mismatched, seen, targets = [], [], [], set(), []
     for layer, e in pairs:
         seen.add(id(layer))
         want, got = _shapes(layer.weights), _shapes(e.arrays)
@@ -525,9 +536,10 @@ def _plan(model, entries, match) -> Plan:
             mismatched.append((layer.name, want, got))
             continue
         loaded.append(layer.name)
+        targets.append(layer)
         assignments.extend(zip(layer.weights, e.arrays))
     missing = [l.name for l in weighted if id(l) not in seen]
-    return Plan(assignments, loaded, missing, unexpected, mismatched, match)
+    return Plan(assignments, loaded, missing, unexpected, mismatched, match, targets)
 
 
 def load_weights(model, source, *, match: str = "auto", allow_unexpected: bool = True) -> Plan:
