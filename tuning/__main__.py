@@ -31,7 +31,9 @@ def _parser():
                      "sub-folders honoured); default: write and use the embedded demo set")
     run.add_argument("--out", default=DEFAULT_OUT, help="output folder (default: %(default)s)")
     run.add_argument("--backbone", default="resnet18",
-                     help="zoo model name, see `python -m zoo list` (default: %(default)s)")
+                     help="zoo model name, see `python -m zoo list`; several, comma-separated "
+                     "(resnet18,efficientnetv2b0), make the backbone a searched choice "
+                     "(default: %(default)s)")
     run.add_argument("--weights", default=None, help="backbone weights: a path or 'imagenet' "
                      "(default: random init, which fine-tunes every stage)")
     run.add_argument("--image-size", type=int, default=48,
@@ -262,24 +264,50 @@ def _check_run(args):
             raise UsageError(f"{flag} must be at least {low}{why}. Received: {flag} {value}")
     if not 0 <= args.test_fraction <= 0.5:
         raise UsageError(f"--test-fraction must be in [0, 0.5]. Received: --test-fraction {args.test_fraction}")
-    spec = zoo.get_spec(args.backbone)
+    names = backbones(args)
+    for name in names:
+        _check_backbone(args, name)
+    if args.weights is not None and not os.path.isfile(args.weights):
+        for name in names:
+            # Fetched now (or found in the cache): offline, the error names the file to place.
+            spec = zoo.get_spec(name)
+            zoo.weights.fetch(zoo.builder.resolve_source(spec, args.weights, include_top=False))
+    _check_writable(os.path.abspath(args.out))
+
+
+def backbones(args) -> list:
+    """The backbone names of `--backbone` (comma-separated), checked to exist."""
+    import zoo
+
+    names = [n.strip() for n in args.backbone.split(",") if n.strip()]
+    if not names:
+        raise UsageError(f"--backbone needs at least one zoo model name. Received: --backbone {args.backbone!r}")
+    for name in names:
+        try:
+            zoo.get_spec(name)
+        except ValueError as e:
+            raise UsageError(f"--backbone: {e}") from None
+    return list(dict.fromkeys(zoo.get_spec(n).name for n in names))
+
+
+def _check_backbone(args, name):
+    import zoo
+
+    spec = zoo.get_spec(name)
     if spec.is_task:
-        raise UsageError(f"--backbone {args.backbone!r} is a {spec.task} model; pick a classification "
+        raise UsageError(f"--backbone {name!r} is a {spec.task} model; pick a classification "
                          "backbone from `python -m zoo list`.")
     if args.image_size < spec.min_size:
-        raise UsageError(f"--image-size {args.image_size} is too small for {args.backbone!r} "
+        raise UsageError(f"--image-size {args.image_size} is too small for {name!r} "
                          f"(minimum {spec.min_size}).")
     if args.weights is not None and not os.path.isfile(args.weights):
         if args.weights != "imagenet" and args.weights not in spec.weights:
             raise UsageError(f"--weights {args.weights!r} is neither 'imagenet' nor an existing file.")
         if not spec.weights:
             raise UsageError(
-                f"{args.backbone!r} has no pretrained weights. Backbones with ImageNet weights: "
+                f"{name!r} has no pretrained weights. Backbones with ImageNet weights: "
                 f"{', '.join(zoo.registry.models_with_weights())}. Leave out --weights to train "
                 "from scratch, or pass a weight file.")
-        # Fetched now (or found in the cache): offline, the error names the file to place.
-        zoo.weights.fetch(zoo.builder.resolve_source(spec, args.weights, include_top=False))
-    _check_writable(os.path.abspath(args.out))
 
 
 def run(args):
@@ -343,13 +371,14 @@ def run(args):
     # BatchNorm must train too: frozen at its initial statistics it would
     # normalise nothing. Augmentation is what closes the gap between train
     # and test accuracy on a few hundred images per class.
-    unfreeze = None if pretrained else {"stages": [len(zoo.get_spec(args.backbone).stages)],
+    names = backbones(args)
+    unfreeze = None if pretrained else {"stages": [max(len(zoo.get_spec(n).stages) for n in names)],
                                         "augment": [True], "lr_factor": [1.0],
                                         "train_bn": [True]}
     t_search = time.time()
     try:
         result = tuning.search(
-            train, val, backbone=args.backbone, num_classes=len(classes),
+            train, val, backbone=names if len(names) > 1 else names[0], num_classes=len(classes),
             input_shape=(args.image_size, args.image_size, 3), weights=args.weights,
             tuner=args.tuner, max_trials=args.max_trials, epochs=args.epochs, directory=out,
             project_name="search", seed=args.seed, print_trials=True, verbose=2,
@@ -397,7 +426,8 @@ def run(args):
         history = json.load(f).get("history", {})
     plots = report.write_plots(out, model=result.model, history=history,
                                leaderboard=result.leaderboard, evaluation=evaluation,
-                               class_names=classes, backbone=args.backbone)
+                               class_names=classes,
+                               backbone=result.hyperparameters.get("backbone", names[0]))
     timings = {"search": search_seconds, "total": time.time() - t0}
     path = report.write_report(out, args=args, classes=classes, counts=counts, result=result,
                                evaluation=evaluation, timings=timings, plots=plots,

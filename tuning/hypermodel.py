@@ -73,9 +73,11 @@ class TransferHyperModel(kt.HyperModel):
     once per dataset): the same result, many times faster.
 
     Args:
-        backbone: str or keras.Model. A zoo name (`zoo.list_models()`) or a
-            functional Keras model producing a feature map (its stages are
-            inferred).
+        backbone: str, list of str, or keras.Model. A zoo name
+            (`zoo.list_models()`), several names (then `backbone` is a
+            hyperparameter: each trial picks one, each backbone is built
+            once and has its own feature cache), or a functional Keras
+            model producing a feature map (its stages are inferred).
         num_classes: int. Classes to predict.
         input_shape: tuple. `(height, width, 3)` of the images (uint8 or
             float 0-255; the backbone's normalisation is built in).
@@ -138,28 +140,26 @@ class TransferHyperModel(kt.HyperModel):
         self.schedule = schedule
         augmentation_layers(augmentation)  # validates the names now, not in a trial
         self.augmentation = tuple(augmentation)
-        keras.utils.set_random_seed(seed)
-        if isinstance(backbone, str):
-            self.backbone_name = zoo.get_spec(backbone).name
-            # Built once: every trial starts from these same weights, which
-            # is also what makes cached features valid across trials.
-            self._template = zoo.build(backbone, include_top=False, weights=weights,
-                                       input_shape=self.input_shape, include_preprocessing=True,
-                                       dtype=self.dtype_policy)
-            if weights is None:
-                # From scratch the weights move fast and a trial is a few
-                # hundred steps: Keras' default BN momentum (0.99) leaves the
-                # inference statistics far behind the training ones. Use
-                # torchvision's 0.9 (its `momentum=0.1`).
-                for layer in self._template.layers:
-                    if isinstance(layer, keras.layers.BatchNormalization):
-                        layer.momentum = 0.9
-        elif isinstance(backbone, keras.Model):
-            self.backbone_name = backbone.name
-            self._template = backbone
+        self.seed = seed
+        self.weights = weights
+        if isinstance(backbone, keras.Model):
+            self.backbones = (backbone.name,)
+            self._templates = {backbone.name: backbone}
         else:
-            raise TypeError(f"`backbone` must be a zoo model name or a keras.Model. Received: {backbone!r}")
-        self.stages = zoo.stages_of(self._template)
+            names = [backbone] if isinstance(backbone, str) else list(backbone or ())
+            if not names or not all(isinstance(n, str) for n in names):
+                raise TypeError(
+                    "`backbone` must be a zoo model name, a list of names, or a keras.Model. "
+                    f"Received: {backbone!r}"
+                )
+            self.backbones = tuple(dict.fromkeys(zoo.get_spec(n).name for n in names))
+            # Each built once: every trial on a backbone starts from the same
+            # weights, which is also what makes its cached features valid.
+            self._templates = {n: self._build_template(n) for n in self.backbones}
+        self.backbone_name = self.backbones[0]
+        self._template = self._templates[self.backbone_name]
+        self._stages = {n: zoo.stages_of(t) for n, t in self._templates.items()}
+        self.stages = self._stages[self.backbone_name]
         self._feature_cache: dict = {}
         # Set by `tuning.search`: called with (model, score, hyperparameters)
         # after each trial, to keep the best model on disk.
@@ -169,10 +169,29 @@ class TransferHyperModel(kt.HyperModel):
         # set per build because KerasTuner clears the session before each.
         self.distribution = None
 
+    def _build_template(self, name):
+        keras.utils.set_random_seed(self.seed)
+        template = zoo.build(name, include_top=False, weights=self.weights,
+                             input_shape=self.input_shape, include_preprocessing=True,
+                             dtype=self.dtype_policy)
+        if self.weights is None:
+            # From scratch the weights move fast and a trial is a few
+            # hundred steps: Keras' default BN momentum (0.99) leaves the
+            # inference statistics far behind the training ones. Use
+            # torchvision's 0.9 (its `momentum=0.1`).
+            for layer in template.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = 0.9
+        return template
+
     # ----------------------------------------------------------------- build
     def _space(self, hp):
         h, u = self.head_space, self.unfreeze_space
         s = {}
+        # One backbone: no hyperparameter (the leaderboard of a one-backbone
+        # search stays as it was); several: a choice, first = default.
+        s["backbone"] = (hp.Choice("backbone", list(self.backbones), default=self.backbones[0])
+                         if len(self.backbones) > 1 else self.backbones[0])
         s["pooling"] = _choice(hp, "head/pooling", h["pooling"], "avg")
         lo, hi = h["dense_layers"]
         s["dense_layers"] = hp.Int("head/dense_layers", lo, hi) if hi > lo else hp.Fixed("head/dense_layers", lo)
@@ -185,13 +204,24 @@ class TransferHyperModel(kt.HyperModel):
         s["learning_rate"] = (hp.Float("head/learning_rate", lo, hi, sampling="log", default=min(max(1e-3, lo), hi))
                               if hi > lo else hp.Fixed("head/learning_rate", lo))
         s["optimizer"] = _choice(hp, "head/optimizer", h["optimizer"])
-        stages = u["stages"] if u["stages"] is not None else list(range(len(self.stages) + 1))
-        s["stages"] = _choice(hp, "finetune/stages", stages, 0)
+        # One range for every backbone (a hyperparameter's values are fixed);
+        # a depth beyond a backbone's stage count unfreezes all of it.
+        deepest = max(len(st) for st in self._stages.values())
+        stages = u["stages"] if u["stages"] is not None else list(range(deepest + 1))
+        s["stages"] = min(_choice(hp, "finetune/stages", stages, 0), len(self._stages[s["backbone"]]))
         s["lr_factor"] = _choice(hp, "finetune/lr_factor", u["lr_factor"])
         s["stage_lr_decay"] = _choice(hp, "finetune/stage_lr_decay", u["stage_lr_decay"])
         s["train_bn"] = _choice(hp, "finetune/train_bn", u["train_bn"])
         s["augment"] = _choice(hp, "finetune/augment", u["augment"], False)
         return s
+
+    def template(self, backbone=None) -> keras.Model:
+        """The built backbone (`include_top=False`) trials start from.
+
+        Args:
+            backbone: str. One of `self.backbones`. Defaults to the first.
+        """
+        return self._templates[backbone or self.backbone_name]
 
     def _head(self, s) -> keras.Sequential:
         # The zoo's one classifier head, with the sampled shape.
@@ -200,7 +230,7 @@ class TransferHyperModel(kt.HyperModel):
             hidden_units=(s["units"],) * s["dense_layers"], batch_norm=s["batch_norm"],
             dropout=s["dropout"], prefix="head_", hidden_name="dense", output_name="predictions",
         ), name="head")
-        head.build((None,) + tuple(self._template.output.shape[1:]))
+        head.build((None,) + tuple(self.template(s["backbone"]).output.shape[1:]))
         return head
 
     def build(self, hp):
@@ -208,7 +238,8 @@ class TransferHyperModel(kt.HyperModel):
             keras.distribution.set_distribution(self.distribution)
         s = self._space(hp)
         with zoo.dtype_policy_scope(self.dtype_policy):  # the head and augmentation layers
-            model = surgery.graft(self._template, self._head(s), name=f"{self.backbone_name}_transfer")
+            model = surgery.graft(self.template(s["backbone"]), self._head(s),
+                                  name=f"{s['backbone']}_transfer")
             if s["augment"]:
                 model = surgery.insert(model, keras.Sequential(augmentation_layers(self.augmentation),
                                                                name="augment"),
@@ -274,10 +305,10 @@ class TransferHyperModel(kt.HyperModel):
             full_kwargs.setdefault("shuffle", False)
         _set_depth(model, 0, keep_bn_frozen=True)  # phase 1: the head alone
         if self.cache_features and not s["augment"] and s["stages"] == 0:
-            fx, fy = self.features(x, y)
+            fx, fy = self.features(x, y, backbone=s["backbone"])
             val = None
             if validation_data is not None:
-                val = self.features(*_split_xy(validation_data))
+                val = self.features(*_split_xy(validation_data), backbone=s["backbone"])
             self._compile(head, s, s["learning_rate"], epochs=phase1,
                           steps_per_epoch=_steps_per_epoch(fx, kwargs.get("batch_size")))
             redirected = [_Redirect(cb, model) for cb in callbacks]
@@ -313,25 +344,28 @@ class TransferHyperModel(kt.HyperModel):
         return _history(history)
 
     # -------------------------------------------------------------- features
-    def features(self, x, y=None):
-        """Backbone outputs for a dataset, computed once and cached.
+    def features(self, x, y=None, *, backbone=None):
+        """Backbone outputs for a dataset, computed once per backbone and cached.
 
         Args:
             x: array of images, or a dataset yielding `(images, labels)`.
             y: array of labels, when `x` is an array.
+            backbone: str. Whose features (one of `self.backbones`).
+                Defaults to the first.
 
         Returns:
             `(features, labels)` numpy arrays.
         """
-        key = _fingerprint(x, y)
+        template = self.template(backbone)
+        key = (template.name, _fingerprint(x, y))
         if key not in self._feature_cache:
             if y is not None:
-                feats = self._template.predict(x, batch_size=64, verbose=0)
+                feats = template.predict(x, batch_size=64, verbose=0)
                 labels = np.asarray(y)
             else:  # one pass over the dataset, labels collected in the same order
                 fs, ls = [], []
                 for bx, by in x:
-                    fs.append(keras.ops.convert_to_numpy(self._template(bx, training=False)))
+                    fs.append(keras.ops.convert_to_numpy(template(bx, training=False)))
                     ls.append(np.asarray(by))
                 feats, labels = np.concatenate(fs), np.concatenate(ls)
             # float32 whatever the compute dtype: the head's cached inputs.

@@ -156,8 +156,11 @@ def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names
     ax.set_title(f"confusion matrix (test accuracy {evaluation['accuracy']:.3f})")
     save(fig, "confusion_matrix.png")
 
+    # Each searched hyperparameter against the score (the backbone first
+    # when several were searched).
     numeric = [k for k in (leaderboard[0] if leaderboard else {})
-               if k.startswith(("head/", "finetune/"))]
+               if k == "backbone" or k.startswith(("head/", "finetune/"))]
+    numeric.sort(key=lambda k: k != "backbone")
     if leaderboard and numeric:
         cols = min(4, len(numeric))
         rows_n = -(-len(numeric) // cols)
@@ -223,7 +226,9 @@ def write_report(out_dir, *, args, classes, counts, result, evaluation, timings,
         "## Data", "",
         f"- classes ({len(classes)}): {', '.join(classes)}",
         *images,
-        f"- image size {args.image_size}x{args.image_size}, backbone `{args.backbone}`, "
+        f"- image size {args.image_size}x{args.image_size}, "
+        + (f"backbones searched `{args.backbone}` (best: `{result.hyperparameters['backbone']}`), "
+           if "backbone" in result.hyperparameters else f"backbone `{args.backbone}`, ") +
         f"weights `{args.weights}`, precision {getattr(args, 'precision', 'fp32')}", "",
         "## Best trial", "",
         f"- objective val_accuracy: {result.score:.4f} (on the validation split, which chose it)", "",

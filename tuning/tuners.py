@@ -289,8 +289,39 @@ def make_tuner(hypermodel, *, tuner: str = "hyperband", objective="val_accuracy"
                   overwrite=overwrite, seed=seed, executions_per_trial=executions_per_trial,
                   distribution_strategy=distribution_strategy)
     if tuner == "hyperband":
-        return cls(hypermodel, max_epochs=epochs, factor=3, **common)
-    return cls(hypermodel, max_trials=max_trials, **common)
+        t = cls(hypermodel, max_epochs=epochs, factor=3, **common)
+    else:
+        t = cls(hypermodel, max_trials=max_trials, **common)
+    backbones = getattr(hypermodel, "backbones", ())
+    if len(backbones) > 1:
+        _cover_backbones(t.oracle, backbones)
+    return t
+
+
+def _cover_backbones(oracle, backbones):
+    """Make the first trials try every backbone once, then sample as usual.
+
+    Whether an architecture suits the data cannot be known in advance; a
+    random draw of 2 trials over 3 backbones would leave one untried. Wraps
+    the oracle's `populate_space` (KerasTuner's extension point for custom
+    oracles): a new trial takes the first backbone no trial has used yet.
+    """
+    populate = oracle.populate_space
+
+    def populate_space(trial_id):
+        result = populate(trial_id)
+        values = result.get("values") if isinstance(result, dict) else None
+        # Not for Hyperband's continuations (`tuner/trial_id`): they resume
+        # a trained model, whose backbone is fixed.
+        if values and "backbone" in values and "tuner/trial_id" not in values:
+            used = {t.hyperparameters.values.get("backbone") for tid, t in oracle.trials.items()
+                    if tid != trial_id}
+            untried = [b for b in backbones if b not in used]
+            if untried:
+                values["backbone"] = untried[0]
+        return result
+
+    oracle.populate_space = populate_space
 
 
 def search(train, val=None, *, backbone, num_classes: int | None = None, input_shape=None,
@@ -322,7 +353,9 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
             a dataset of `(images, labels)` batches.
         val: the same, for the objective. Defaults to None (then the
             objective must not be a `val_` metric).
-        backbone: str or keras.Model. See `TransferHyperModel`.
+        backbone: str, list of str, or keras.Model. Several names make the
+            backbone a searched hyperparameter (`backbone` in the
+            leaderboard). See `TransferHyperModel`.
         num_classes: int. Defaults to `max(y) + 1` for arrays.
         input_shape: tuple. Defaults to the images' shape for arrays.
         weights: backbone weights (None, "imagenet", path).

@@ -45,6 +45,23 @@ def test_search_writes_leaderboard_and_best_model(tmp_path, capsys):
     assert acc == pytest.approx(result.score, abs=1e-6)
 
 
+@pytest.mark.one_backend  # KerasTuner's oracle and the hypermodel: backend-independent
+def test_search_over_two_backbones_tries_each_with_its_own_cache(tmp_path):
+    x, y, _ = zoo.datasets.shapes(4, size=32, split="train")
+    hm_backbones = ["resnet18", "mobilenetv3small"]
+    result = tuning.search((x, y), (x, y), backbone=hm_backbones, tuner="random", max_trials=2,
+                           epochs=1, directory=str(tmp_path), project_name="p",
+                           unfreeze_space=FROZEN_ONLY, verbose=0)
+    # The first trials cover every backbone, whatever the random draw.
+    assert sorted(r["backbone"] for r in result.leaderboard) == sorted(hm_backbones)
+    assert result.hyperparameters["backbone"] in hm_backbones
+    assert result.model.name == f"{result.hyperparameters['backbone']}_transfer"
+    hm = tuning.TransferHyperModel(hm_backbones, num_classes=6, input_shape=(32, 32, 3))
+    feats = {b: hm.features(x, y, backbone=b)[0].shape for b in hm_backbones}
+    assert feats == {"resnet18": (len(x), 1, 1, 512), "mobilenetv3small": (len(x), 1, 1, 576)}
+    assert len(hm._feature_cache) == 2  # one cache per backbone, not per trial
+
+
 @pytest.mark.one_backend
 def test_bad_arguments_are_refused(tmp_path):
     x, y, _ = zoo.datasets.shapes(2, size=32)
