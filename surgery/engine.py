@@ -394,6 +394,11 @@ def _clone(layer, state):
         return layer
     if id(layer) in state.clones:
         return state.clones[id(layer)]
+    if not isinstance(layer, keras.layers.Layer):
+        # A bare `keras.ops` operation in the graph (`x + y` on KerasTensors,
+        # as in keras.applications' ConvNeXt): stateless, reused as it is.
+        state.clones[id(layer)] = layer
+        return layer
     if isinstance(layer, keras.Model):
         clone = keras.models.clone_model(layer)
     else:

@@ -215,3 +215,18 @@ def test_resolve_errors(resnet):
         surgery.cut(resnet, 1000)
     with pytest.raises(surgery.SurgeryError, match="exactly one"):
         surgery.insert(resnet, keras.layers.Identity())
+
+
+def test_bare_keras_ops_in_the_graph_are_kept(tmp_path):
+    """`x + y` on KerasTensors is an operation, not a layer (keras.applications' ConvNeXt)."""
+    inputs = keras.Input((4, 4, 3))
+    a = keras.layers.Conv2D(3, 1, name="a")(inputs)
+    out = keras.layers.GlobalAveragePooling2D(name="gap")(inputs + a)
+    model = keras.Model(inputs, out)
+    for edited in (surgery.copy(model),
+                   surgery.insert(model, keras.layers.Identity(name="id"), after="a"),
+                   surgery.graft(model, keras.layers.Dense(2, name="head"))):
+        assert edited(np.ones((1, 4, 4, 3), "float32")).shape[0] == 1
+    x = np.random.default_rng(0).normal(size=(2, 4, 4, 3)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(surgery.copy(model)(x)),
+                               keras.ops.convert_to_numpy(model(x)), atol=1e-6)
