@@ -71,6 +71,17 @@ def _parser():
     pred.add_argument("--top", type=int, default=3, help="labels per image (default: %(default)s)")
     pred.add_argument("images", nargs="+", help="image files or folders")
 
+    exp = sub.add_parser("export", parents=[common],
+                         help="a serving artifact (SavedModel, LiteRT, ONNX) taking uint8 images")
+    exp.add_argument("--model", required=True, help="a best.keras written by `run`")
+    exp.add_argument("--format", default="saved_model", choices=("saved_model", "litert", "onnx"),
+                     help="(default: %(default)s)")
+    exp.add_argument("--input-dtype", default="uint8", choices=("uint8", "float32"),
+                     help="uint8: clients send raw 0-255 pixels (default: %(default)s)")
+    exp.add_argument("--out", required=True,
+                     help="folder (saved_model) or file (litert .tflite, onnx .onnx) to write; "
+                     "classes.json of the run is stored beside it")
+
     bench = sub.add_parser("bench", parents=[common],
                            help="head-only trials: cached features vs the naive path")
     bench.add_argument("--backbone", default="resnet50", help="zoo model name (default: %(default)s)")
@@ -131,7 +142,7 @@ def main(argv=None):
     args.argv = argv
     _quiet_logs(args.debug)
     try:
-        return {"run": run, "predict": predict, "bench": bench}[args.command](args)
+        return {"run": run, "predict": predict, "export": export, "bench": bench}[args.command](args)
     except (UsageError, OSError, ValueError, TypeError, ImportError) as e:
         if args.debug:
             raise
@@ -452,6 +463,43 @@ def _publish(stored, target):
         os.replace(tmp, target)
     except OSError:  # no hard links here (another file system): a copy
         _atomic_write(target, lambda p: shutil.copyfile(stored, p))
+
+
+def export(args):
+    import keras
+
+    import zoo
+
+    if args.format in ("saved_model", "litert") and keras.backend.backend() != "tensorflow":
+        raise UsageError(f"--format {args.format} needs the TensorFlow backend; run with "
+                         "KERAS_BACKEND=tensorflow (best.keras loads on any backend).")
+    out = os.path.abspath(args.out)
+    if os.path.exists(out):
+        raise UsageError(f"--out {args.out!r} exists; choose a new path (nothing is overwritten).")
+    parent = os.path.dirname(out)
+    if not os.path.isdir(parent):
+        raise UsageError(f"--out {args.out!r}: its folder {parent!r} does not exist.")
+    model = _load_model(args.model)
+    names_path = os.path.join(os.path.dirname(args.model), "classes.json")
+    classes = json.load(open(names_path)) if os.path.exists(names_path) else None
+    # Written next to the target and renamed into place: an interrupted
+    # export leaves no half-written artifact at --out.
+    tmp = os.path.join(parent, f".{os.path.basename(out)}.tmp-{os.getpid()}")
+    try:
+        zoo.export(model, tmp, format=args.format, input_dtype=args.input_dtype, class_names=classes)
+        beside = tmp + ".classes.json"
+        os.replace(tmp, out)
+        if os.path.exists(beside):
+            os.replace(beside, out + ".classes.json")
+    finally:
+        for leftover in (tmp, tmp + ".classes.json"):
+            if os.path.isdir(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
+            elif os.path.exists(leftover):
+                os.remove(leftover)
+    print(f"wrote {out} ({args.format}, {args.input_dtype} input"
+          + (f", {len(classes)} class names beside it)" if classes else ")"))
+    return 0
 
 
 def predict(args):

@@ -25,6 +25,7 @@ __version__ = _version()
 from zoo import datasets, layers, weights
 from zoo.builder import build, dtype_policy_scope, precision_policy, preprocess
 from zoo.cards import ModelCard, count_macs, info
+from zoo.serving import export
 from zoo.features import stages_of
 from zoo.registry import Body, ModelSpec, Stage, get_spec, list_models, register, register_task
 
@@ -39,7 +40,7 @@ from zoo.googlenet import AuxiliaryClassifierModel, strip_auxiliary  # noqa: E40
 
 __all__ = ["__version__", 
     "AuxiliaryClassifierModel", "Body", "ModelCard", "ModelSpec", "Stage", "averaging", "build",
-    "convolutionalize", "count_macs", "datasets", "dtype_policy_scope", "ensemble", "get_spec",
+    "convolutionalize", "count_macs", "datasets", "dtype_policy_scope", "ensemble", "export", "get_spec",
     "info", "layers", "list_models", "precision_policy", "preprocess", "register",
     "register_task", "stages_of", "strip_auxiliary", "weights",
 ]

@@ -31,6 +31,25 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
     assert len(lines) == len(os.listdir(test_dir))
     classes = ("circle", "square", "triangle", "star", "cross", "ring")
     assert all(line.split(": ")[1].split()[0] in classes for line in lines)
+    # A uint8 SavedModel of best.keras serves the same top-1 as `predict`.
+    import json
+
+    import tensorflow as tf
+    from keras.utils import img_to_array, load_img
+
+    served = str(tmp_path / "served")
+    assert main(["export", "--model", os.path.join(out, "best.keras"), "--out", served]) == 0
+    assert json.load(open(os.path.join(served, "classes.json"))) == json.load(
+        open(os.path.join(out, "classes.json")))
+    assert main(["export", "--model", os.path.join(out, "best.keras"), "--out", served]) == 2
+    signature = tf.saved_model.load(served).signatures["serving_default"]
+    names = json.load(open(os.path.join(served, "classes.json")))
+    files = sorted(os.listdir(test_dir))
+    batch = np.stack([img_to_array(load_img(os.path.join(test_dir, f), target_size=(32, 32)))
+                      for f in files]).astype("uint8")
+    probs = next(iter(signature(images=tf.constant(batch)).values())).numpy()
+    served_top1 = [names[i] for i in probs.argmax(-1)]
+    assert served_top1 == [line.split(": ")[1].split()[0] for line in lines]
     # The same command again resumes instead of clobbering.
     assert main(["run", "--out", out, *TINY]) == 0
     assert "resuming" in capsys.readouterr().out

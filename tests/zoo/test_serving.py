@@ -1,0 +1,72 @@
+"""zoo.export: uint8 serving artifacts that answer like the Keras model."""
+
+import json
+import os
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import zoo
+
+
+@pytest.fixture
+def model():
+    return zoo.build("resnet18", num_classes=3, input_shape=(32, 32, 3), include_preprocessing=True)
+
+
+def _batch():
+    return np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+
+
+@pytest.mark.tf_only  # SavedModel and LiteRT are TensorFlow formats
+def test_saved_model_and_litert_take_uint8_and_answer_like_keras(model, tmp_path):
+    import tensorflow as tf
+
+    x = _batch()
+    want = keras.ops.convert_to_numpy(model(x.astype("float32")))
+    path = zoo.export(model, str(tmp_path / "sm"), class_names=["a", "b", "c"])
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    assert signature.structured_input_signature[1]["images"].dtype == tf.uint8
+    got = next(iter(signature(images=tf.constant(x)).values())).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
+    np.testing.assert_allclose(next(iter(layer(tf.constant(x)).values())).numpy(), want, atol=1e-5)
+    assert json.load(open(os.path.join(path, "classes.json"))) == ["a", "b", "c"]
+
+    lite = zoo.export(model, str(tmp_path / "m.tflite"), format="litert")
+    with warnings.catch_warnings():  # TF's note that its interpreter moves to ai_edge_litert
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(model_path=lite)
+    inp = interpreter.get_input_details()[0]
+    assert inp["dtype"] == np.uint8
+    interpreter.resize_tensor_input(inp["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(out, want, atol=1e-5)
+
+
+def test_onnx_needs_the_onnx_package(model, tmp_path):
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install onnx"):
+            zoo.export(model, str(tmp_path / "m.onnx"), format="onnx")
+        return
+    pytest.skip("onnx is installed; its export is Keras' own")
+
+
+def test_bad_exports_are_refused_before_writing(tmp_path):
+    plain = zoo.build("resnet18", num_classes=3, input_shape=(32, 32, 3))
+    with pytest.raises(ValueError, match="include_preprocessing=True"):
+        zoo.export(plain, str(tmp_path / "a"))
+    with pytest.raises(ValueError, match="`format` must be one of"):
+        zoo.export(plain, str(tmp_path / "a"), format="tflite", input_dtype="float32")
+    ok = zoo.build("resnet18", num_classes=3, input_shape=(32, 32, 3), include_preprocessing=True)
+    with pytest.raises(ValueError, match="predicts 3 classes"):
+        zoo.export(ok, str(tmp_path / "a"), class_names=["a"])
+    assert zoo.serving.takes_raw_images(zoo.build("mobilenetv3small", input_shape=(32, 32, 3)))
+    assert not os.listdir(tmp_path)
