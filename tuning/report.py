@@ -101,6 +101,63 @@ def grad_cam(model, images, *, layer: str, class_index=None):
     return cam
 
 
+def _label(value) -> str:
+    """A hyperparameter value as shown: booleans as true/false, floats short."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def trials_figure(rows):
+    """Score against each hyperparameter that varied (the backbone first).
+
+    Numeric hyperparameters on numeric axes (log for learning rates and
+    other ranges over more than a decade), categories sorted, booleans as
+    true/false; fixed ones are left out. With nothing varied (one trial, or
+    a fixed space) it shows the score per trial.
+    """
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in rows[0] if k == "backbone" or k.startswith(("head/", "finetune/"))]
+    keys.sort(key=lambda k: k != "backbone")
+    varied = [k for k in keys if len({_label(r.get(k)) for r in rows}) > 1]
+    scores = [r["score"] for r in rows]
+    if not varied:
+        fig, ax = plt.subplots(figsize=(4.5, 3))
+        ids = [str(r.get("trial_id")) for r in rows]
+        ax.bar(range(len(rows)), scores)
+        ax.set_xticks(range(len(rows)), ids)
+        ax.set_xlabel("trial")
+        ax.set_ylabel("score")
+        ax.set_title("score per trial (no hyperparameter varied)", fontsize=9)
+        return fig
+    cols = min(4, len(varied))
+    n_rows = -(-len(varied) // cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.4 * cols, 2.9 * n_rows), squeeze=False)
+    for ax, key in zip(axes.flat, varied):
+        values = [r.get(key) for r in rows]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if numeric:
+            ax.scatter(values, scores)
+            low, high = min(values), max(values)
+            if low > 0 and (key.endswith("learning_rate") or high / low > 10):
+                ax.set_xscale("log")
+        else:
+            labels = sorted({_label(v) for v in values})
+            ax.scatter([labels.index(_label(v)) for v in values], scores)
+            ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 3 else 0,
+                          fontsize=8)
+            ax.set_xlim(-0.5, len(labels) - 0.5)
+        ax.set_title(key, fontsize=9)
+        ax.set_ylabel("score")
+    for ax in list(axes.flat)[len(varied):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
 def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names, backbone):
     """PNG plots: learning curves, confusion matrix, trials, Grad-CAM, feature maps."""
     import matplotlib
@@ -156,23 +213,9 @@ def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names
     ax.set_title(f"confusion matrix (test accuracy {evaluation['accuracy']:.3f})")
     save(fig, "confusion_matrix.png")
 
-    # Each searched hyperparameter against the score (the backbone first
-    # when several were searched).
-    numeric = [k for k in (leaderboard[0] if leaderboard else {})
-               if k == "backbone" or k.startswith(("head/", "finetune/"))]
-    numeric.sort(key=lambda k: k != "backbone")
-    if leaderboard and numeric:
-        cols = min(4, len(numeric))
-        rows_n = -(-len(numeric) // cols)
-        fig, axes = plt.subplots(rows_n, cols, figsize=(3.2 * cols, 2.8 * rows_n), squeeze=False)
-        for ax, key in zip(axes.flat, numeric):
-            xs = [str(r.get(key)) for r in leaderboard if r.get("score") is not None]
-            ys = [r["score"] for r in leaderboard if r.get("score") is not None]
-            ax.scatter(xs, ys)
-            ax.set_title(key, fontsize=9)
-            ax.set_ylabel("score")
-        for ax in list(axes.flat)[len(numeric):]:
-            ax.axis("off")
+    scored = [r for r in leaderboard if r.get("score") is not None]
+    if scored:
+        fig = trials_figure(scored)
         save(fig, "trials.png")
 
     stages = zoo.stages_of(model)

@@ -69,6 +69,8 @@ def format_leaderboard(rows, limit: int = 10) -> str:
 
 
 def _cell(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
     if isinstance(v, float):
         return f"{v:.4g}"
     return "" if v is None else str(v)
