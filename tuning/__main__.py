@@ -134,6 +134,36 @@ def _quiet_logs(debug):
         absl.logging.set_verbosity(absl.logging.ERROR)
     except ImportError:
         pass
+    _import_tensorflow_quietly()
+
+
+def _import_tensorflow_quietly():
+    """Import TensorFlow with file descriptor 2 pointed at /dev/null.
+
+    TensorFlow 2.20's C++ start-up lines (oneDNN, "Could not find cuda
+    drivers", cuInit) are written through absl before its logging is set
+    up, so `TF_CPP_MIN_LOG_LEVEL` does not reach them; only the descriptor
+    does. A failing import still raises its Python exception, reported by
+    `main` after the descriptor is restored.
+    """
+    import importlib.util
+
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "tensorflow" in sys.modules:
+        return
+    if importlib.util.find_spec("tensorflow") is None:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # the cuInit probe happens here, still silenced
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def main(argv=None):
@@ -548,6 +578,13 @@ def _load_model(path):
     if os.path.isdir(path) or not path.endswith(".keras") or not zipfile.is_zipfile(path):
         raise UsageError(f"{path!r} is not a Keras model file: give the best.keras that "
                          "`python -m tuning run` wrote.")
+    # The serializable classes a tuned model holds register on import; the
+    # package imports lazily, so a fresh `predict`/`export` process must
+    # import them before loading.
+    import tuning.losses  # noqa: F401
+    import tuning.optimizers  # noqa: F401
+    import zoo  # noqa: F401
+
     try:
         return keras.saving.load_model(path)
     except Exception as e:  # Keras raises many types for a damaged archive

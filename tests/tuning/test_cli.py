@@ -1,6 +1,8 @@
 """python -m tuning run/predict: the main job with tiny settings, and bad input."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -31,6 +33,13 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
     assert len(lines) == len(os.listdir(test_dir))
     classes = ("circle", "square", "triangle", "star", "cross", "ring")
     assert all(line.split(": ")[1].split()[0] in classes for line in lines)
+    # A fresh process (nothing imported yet) reads best.keras too.
+    fresh = subprocess.run([sys.executable, "-m", "tuning", "predict", "--model",
+                            os.path.join(out, "best.keras"), test_dir],
+                           capture_output=True, text=True, env=_env(), timeout=300)
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stdout.strip().splitlines() == lines
+    assert "I0000" not in fresh.stderr and "cuda" not in fresh.stderr.lower()  # TF start-up noise
     # A uint8 SavedModel of best.keras serves the same top-1 as `predict`.
     import json
 
