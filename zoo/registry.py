@@ -232,7 +232,7 @@ class ModelSpec:
         """
         fn = self.body or self.builder
         fn = getattr(fn, "func", fn)  # functools.partial
-        return getattr(fn, "__module__", "").startswith("zoo.")
+        return (getattr(fn, "__module__", None) or "").startswith("zoo.")
 
     @property
     def is_task(self) -> bool:
