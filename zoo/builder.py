@@ -434,14 +434,12 @@ def _build_backbone(spec, *, num_classes, input_shape, input_tensor, include_top
         else:
             body = spec.body(x, **options)
             x = body.output
-        if spec.builds_head:
-            pass  # the body made the head or pooling
-        elif include_top:
-            x = spec.top(x, num_classes=num_classes, classifier_activation=classifier_activation)
-        elif pooling == "avg":
-            x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        elif pooling == "max":
-            x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+            if include_top:
+                x = spec.top(x, num_classes=num_classes, classifier_activation=classifier_activation)
+            elif pooling == "avg":
+                x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+            elif pooling == "max":
+                x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
         if body.aux:
             from zoo.googlenet import AuxiliaryClassifierModel
 
