@@ -81,7 +81,8 @@ class TransferHyperModel(kt.HyperModel):
         num_classes: int. Classes to predict.
         input_shape: tuple. `(height, width, 3)` of the images (uint8 or
             float 0-255; the backbone's normalisation is built in).
-        weights: None, "imagenet" or a path: the backbone's weights.
+        weights: None, "imagenet" or a path: the backbone's weights (with
+            several backbones, "imagenet" or a source tag for each).
         head_space: dict. Overrides of `DEFAULT_HEAD_SPACE` (lists are
             choices, `(min, max[, step])` ranges).
         unfreeze_space: dict. Overrides of `DEFAULT_UNFREEZE_SPACE`.
@@ -143,6 +144,7 @@ class TransferHyperModel(kt.HyperModel):
         self.seed = seed
         self.weights = weights
         if isinstance(backbone, keras.Model):
+            keras.utils.set_random_seed(seed)  # the heads' initialisation
             self.backbones = (backbone.name,)
             self._templates = {backbone.name: backbone}
         else:
