@@ -106,6 +106,10 @@ def export(
             "fed to it unnormalised. Build it with `include_preprocessing=True`, or export "
             "with input_dtype='float32'."
         )
+    if class_names is not None:
+        n = model.outputs[0].shape[-1]
+        if len(class_names) != n:
+            raise ValueError(f"`class_names` has {len(class_names)} names; the model predicts {n} classes.")
     if format in ("saved_model", "litert") and keras.backend.backend() != "tensorflow":
         raise RuntimeError(
             f"format={format!r} needs the TensorFlow backend (KERAS_BACKEND=tensorflow); this "
@@ -118,10 +122,6 @@ def export(
         except ImportError:
             raise ImportError("format='onnx' needs the `onnx` package: pip install onnx") from None
     path = os.fspath(path)
-    if class_names is not None:
-        n = model.outputs[0].shape[-1]
-        if len(class_names) != n:
-            raise ValueError(f"`class_names` has {len(class_names)} names; the model predicts {n} classes.")
     images = keras.Input(model.inputs[0].shape[1:], dtype=input_dtype, name="images")
     x = images
     if input_dtype == "uint8":

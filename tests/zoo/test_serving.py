@@ -69,4 +69,7 @@ def test_bad_exports_are_refused_before_writing(tmp_path):
     with pytest.raises(ValueError, match="predicts 3 classes"):
         zoo.export(ok, str(tmp_path / "a"), class_names=["a"])
     assert zoo.serving.takes_raw_images(zoo.build("mobilenetv3small", input_shape=(32, 32, 3)))
+    if keras.backend.backend() != "tensorflow":
+        with pytest.raises(RuntimeError, match="needs the TensorFlow backend"):
+            zoo.export(ok, str(tmp_path / "a"))
     assert not os.listdir(tmp_path)
