@@ -113,12 +113,13 @@ def _label(value) -> str:
 def trials_figure(rows):
     """Score against each hyperparameter that varied (the backbone first).
 
-    Numeric hyperparameters on numeric axes (log for learning rates and
-    other ranges over more than a decade), categories sorted, booleans as
+    Numeric hyperparameters on numeric axes (log for ranges over more than
+    a decade, as sampled learning rates), categories sorted, booleans as
     true/false; fixed ones are left out. With nothing varied (one trial, or
     a fixed space) it shows the score per trial.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator, NullFormatter
 
     keys = [k for k in rows[0] if k == "backbone" or k.startswith(("head/", "finetune/"))]
     keys.sort(key=lambda k: k != "backbone")
@@ -142,8 +143,12 @@ def trials_figure(rows):
         if numeric:
             ax.scatter(values, scores)
             low, high = min(values), max(values)
-            if low > 0 and (key.endswith("learning_rate") or high / low > 10):
+            if low > 0 and high / low > 10:  # learning rates sampled over decades
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(4, integer=all(isinstance(v, int) for v in values)))
+                ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
         else:
             labels = sorted({_label(v) for v in values})
             ax.scatter([labels.index(_label(v)) for v in values], scores)
