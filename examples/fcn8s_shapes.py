@@ -29,27 +29,35 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
     num_classes = len(zoo.datasets.CLASSES) + 1  # + background
     x, _, masks = zoo.datasets.shapes(args.per_class, size=args.size, split="train")
-    x_test, _, masks_test = zoo.datasets.shapes(max(2, args.per_class // 4), size=args.size,
-                                                split="test")
+    x_test, _, masks_test = zoo.datasets.shapes(max(2, args.per_class // 4), size=args.size, split="test")
 
     # Per-pixel logits with a from_logits loss: numerically better, and the
     # path that trains on every backend (Keras 3.15's torch backend fails in
     # backward for probabilities on 4D outputs).
-    model = zoo.build("fcn8s", backbone=args.backbone, num_classes=num_classes,
-                      include_preprocessing=True, classifier_activation=None)
+    model = zoo.build(
+        "fcn8s",
+        backbone=args.backbone,
+        num_classes=num_classes,
+        include_preprocessing=True,
+        classifier_activation=None,
+    )
     # Cosine decay to zero: the last epochs barely move the weights, so the
     # BatchNorm moving statistics catch up with them (train/test agree).
     steps = args.epochs * -(-len(x) // 16)
     schedule = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=steps)
-    model.compile(optimizer=keras.optimizers.Adam(schedule),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=zoo.fcn.segmentation_metrics(num_classes))
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=zoo.fcn.segmentation_metrics(num_classes),
+    )
     start = time.time()
     model.fit(x, masks, epochs=args.epochs, batch_size=16, verbose=2)
     seconds = time.time() - start
     result = model.evaluate(x_test, masks_test, verbose=0, return_dict=True)
-    print(f"test mean IoU {result['mean_iou']:.3f}, pixel accuracy "
-          f"{result['pixel_accuracy']:.3f} after {args.epochs} epochs ({seconds:.0f} s)")
+    print(
+        f"test mean IoU {result['mean_iou']:.3f}, pixel accuracy "
+        f"{result['pixel_accuracy']:.3f} after {args.epochs} epochs ({seconds:.0f} s)"
+    )
     return result
 
 

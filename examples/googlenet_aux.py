@@ -30,20 +30,30 @@ def main(argv=None):
     x, y, _ = zoo.datasets.shapes(args.per_class, size=args.size, split="train")
     x_test, y_test, _ = zoo.datasets.shapes(max(2, args.per_class // 4), size=args.size, split="test")
 
-    model = zoo.build("googlenet", num_classes=len(zoo.datasets.CLASSES), aux_logits=True,
-                      input_shape=(args.size, args.size, 3), include_preprocessing=True)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = zoo.build(
+        "googlenet",
+        num_classes=len(zoo.datasets.CLASSES),
+        aux_logits=True,
+        input_shape=(args.size, args.size, 3),
+        include_preprocessing=True,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     start = time.time()
     history = model.fit(x, y, epochs=args.epochs, batch_size=32, validation_split=0.1, verbose=2)
-    print("loss = main + 0.3 * (aux1 + aux2); last epoch:",
-          {k: round(v[-1], 4) for k, v in history.history.items() if k.endswith("loss")})
+    print(
+        "loss = main + 0.3 * (aux1 + aux2); last epoch:",
+        {k: round(v[-1], 4) for k, v in history.history.items() if k.endswith("loss")},
+    )
 
     inference = zoo.strip_auxiliary(model)
     inference.compile(metrics=["accuracy"], loss="sparse_categorical_crossentropy")
     _, accuracy = inference.evaluate(x_test, y_test, verbose=0)
-    print(f"test accuracy of the stripped model: {accuracy:.3f} "
-          f"({len(inference.outputs)} output, trained in {time.time() - start:.0f} s)")
+    print(
+        f"test accuracy of the stripped model: {accuracy:.3f} "
+        f"({len(inference.outputs)} output, trained in {time.time() - start:.0f} s)"
+    )
     return accuracy
 
 

@@ -24,16 +24,28 @@ import zoo
 
 def train_member(seed, x, y, xv, yv, args):
     keras.utils.set_random_seed(seed)
-    model = zoo.build("resnet18", num_classes=len(zoo.datasets.CLASSES), activation="mish",
-                      input_shape=x.shape[1:], include_preprocessing=True)
+    model = zoo.build(
+        "resnet18",
+        num_classes=len(zoo.datasets.CLASSES),
+        activation="mish",
+        input_shape=x.shape[1:],
+        include_preprocessing=True,
+    )
     steps = int(np.ceil(len(x) / 32)) * args.epochs
     model.compile(
         optimizer=tuning.RAdam(tuning.warmup_cosine(2e-3, total_steps=steps, warmup_steps=steps // 10)),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    history = model.fit(x, y, batch_size=32, epochs=args.epochs, validation_data=(xv, yv),
-                        callbacks=[tuning.LearningRateLogger()], verbose=2)
+    history = model.fit(
+        x,
+        y,
+        batch_size=32,
+        epochs=args.epochs,
+        validation_data=(xv, yv),
+        callbacks=[tuning.LearningRateLogger()],
+        verbose=2,
+    )
     print(f"member{seed}: learning rate per epoch {[f'{v:.1e}' for v in history.history['lr']]}")
     return model
 
@@ -48,9 +60,12 @@ def scores(model, x, y, classes):
     precision, recall = keras.metrics.Precision(), keras.metrics.Recall()
     precision.update_state(onehot, pred)
     recall.update_state(onehot, pred)
-    return {"accuracy": float(np.mean(np.argmax(probs, -1) == y)),
-            "precision": float(precision.result()), "recall": float(recall.result()),
-            "f1_macro": float(f1.result())}
+    return {
+        "accuracy": float(np.mean(np.argmax(probs, -1) == y)),
+        "precision": float(precision.result()),
+        "recall": float(recall.result()),
+        "f1_macro": float(f1.result()),
+    }
 
 
 def main(argv=None):

@@ -37,8 +37,14 @@ def main(argv=None):
     val = zoo.datasets.shapes(max(2, args.per_class // 3), size=args.size, split="val")[:2]
     start = time.time()
     result = tuning.search(
-        train, val, backbone=args.backbone, tuner="random", max_trials=args.trials,
-        epochs=args.epochs, directory=args.directory, project_name="shapes",
+        train,
+        val,
+        backbone=args.backbone,
+        tuner="random",
+        max_trials=args.trials,
+        epochs=args.epochs,
+        directory=args.directory,
+        project_name="shapes",
         # Mostly frozen trials (cached features), some unfreezing the last stage.
         unfreeze_space={"stages": [0, 0, 1], "augment": [False]},
         print_trials=True,

@@ -44,28 +44,34 @@ def main(argv=None):
     x, y, _ = zoo.datasets.shapes(args.per_class, size=args.size, split="train")
     xv, yv, _ = zoo.datasets.shapes(max(2, args.per_class // 4), size=args.size, split="val")
 
-    conv_base = zoo.build("vgg16", include_top=False, weights=args.weights,
-                          input_shape=(args.size, args.size, 3), include_preprocessing=True)
+    conv_base = zoo.build(
+        "vgg16",
+        include_top=False,
+        weights=args.weights,
+        input_shape=(args.size, args.size, 3),
+        include_preprocessing=True,
+    )
     # The book's model: the convolutional base nested in a Sequential, a new
     # classifier on top.
-    model = keras.Sequential([
-        conv_base,
-        keras.layers.Flatten(),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dropout(0.5),
-        keras.layers.Dense(len(zoo.datasets.CLASSES), activation="softmax"),
-    ], name="vgg16_transfer")
+    model = keras.Sequential(
+        [
+            conv_base,
+            keras.layers.Flatten(),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(len(zoo.datasets.CLASSES), activation="softmax"),
+        ],
+        name="vgg16_transfer",
+    )
 
     print("phase 1, head only:", surgery.freeze(conv_base))
-    model.compile(keras.optimizers.RMSprop(1e-4), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(keras.optimizers.RMSprop(1e-4), "sparse_categorical_crossentropy", metrics=["accuracy"])
     start = time.time()
     model.fit(x, y, epochs=args.epochs, batch_size=32, validation_data=(xv, yv), verbose=2)
 
     print("phase 2, block5 too:", surgery.freeze_until(conv_base, -4))
     print("trainable in conv_base:", [l.name for l in conv_base.layers if l.trainable and l.weights])
-    model.compile(keras.optimizers.RMSprop(1e-5), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(keras.optimizers.RMSprop(1e-5), "sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(x, y, epochs=args.epochs, batch_size=32, validation_data=(xv, yv), verbose=2)
     accuracy = history.history["val_accuracy"][-1]
     print(f"val accuracy after fine-tuning block5: {accuracy:.3f} ({time.time() - start:.0f} s)")

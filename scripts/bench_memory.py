@@ -39,8 +39,9 @@ def folder_mb(path) -> float:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--trials", type=int, default=20, help="full-model trials")
     p.add_argument("--backbone", default="resnet18", help="zoo backbone")
     p.add_argument("--image-size", type=int, default=32, help="square input side")
@@ -65,13 +66,25 @@ def main(argv=None):
     out = args.out or tempfile.mkdtemp(prefix="bench_memory_")
     stages = len(zoo.get_spec(args.backbone).stages)
     start, t0 = rss_mb(), time.time()
-    tuning.search((x, y), (xv, yv), backbone=args.backbone, tuner="random",
-                  max_trials=args.trials, epochs=1, batch_size=16, directory=out,
-                  project_name="mem", phase1_fraction=0.0, tensorboard=False,
-                  unfreeze_space={"stages": [stages], "augment": [False]},
-                  callbacks=[AfterTrial()])
-    print(f"backend {keras.backend.backend()}, {args.backbone} {args.image_size}px, "
-          f"{len(x)} images, {args.trials} full-model trials in {time.time() - t0:.0f} s")
+    tuning.search(
+        (x, y),
+        (xv, yv),
+        backbone=args.backbone,
+        tuner="random",
+        max_trials=args.trials,
+        epochs=1,
+        batch_size=16,
+        directory=out,
+        project_name="mem",
+        phase1_fraction=0.0,
+        tensorboard=False,
+        unfreeze_space={"stages": [stages], "augment": [False]},
+        callbacks=[AfterTrial()],
+    )
+    print(
+        f"backend {keras.backend.backend()}, {args.backbone} {args.image_size}px, "
+        f"{len(x)} images, {args.trials} full-model trials in {time.time() - t0:.0f} s"
+    )
     print(f"RSS before the search {start:.0f} MB")
     print("trial  RSS MB  change")
     for i, mb in enumerate(rss, start=1):
@@ -81,9 +94,12 @@ def main(argv=None):
         n = len(tail)
         mean_i, mean_r = (n - 1) / 2, sum(tail) / n
         slope = sum((i - mean_i) * (r - mean_r) for i, r in enumerate(tail)) / sum(
-            (i - mean_i) ** 2 for i in range(n))
-        print(f"growth from trial 3 on: {slope:+.1f} MB per trial (least squares), "
-              f"{tail[-1] - tail[0]:+.0f} MB in all")
+            (i - mean_i) ** 2 for i in range(n)
+        )
+        print(
+            f"growth from trial 3 on: {slope:+.1f} MB per trial (least squares), "
+            f"{tail[-1] - tail[0]:+.0f} MB in all"
+        )
     project = os.path.join(out, "mem")
     best = os.path.getsize(os.path.join(project, "best.keras")) / 2**20
     size = folder_mb(project)

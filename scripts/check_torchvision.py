@@ -38,8 +38,10 @@ import numpy as np  # noqa: E402
 
 # zoo name -> (torchvision constructor, its keyword arguments)
 MODELS = {
-    "resnet18": ("resnet18", {}), "resnet34": ("resnet34", {}),
-    "resnet50_tv": ("resnet50", {}), "resnet101_tv": ("resnet101", {}),
+    "resnet18": ("resnet18", {}),
+    "resnet34": ("resnet34", {}),
+    "resnet50_tv": ("resnet50", {}),
+    "resnet101_tv": ("resnet101", {}),
     "resnet152_tv": ("resnet152", {}),
     **{f"vgg{d}{bn}": (f"vgg{d}{bn}", {}) for d in (11, 13, 16, 19) for bn in ("", "_bn")},
     "googlenet": ("googlenet", {"aux_logits": False, "transform_input": False, "init_weights": False}),
@@ -107,9 +109,12 @@ def main(names) -> int:
             # It bites: the logits depend on the image far beyond the
             # tolerance, and wrong weights are caught.
             ok = diff <= tolerance and spread > 100 * tolerance and bad_diff > 100 * tolerance
-            print(f"{name:14s} max |zoo - torchvision fp64| {diff:.2e} (torchvision fp32: {noise:.2e})  "
-                  f"spread between images {spread:.2e}  corrupted weights {bad_diff:.2e}  "
-                  f"{'OK' if ok else 'MISMATCH'}", flush=True)
+            print(
+                f"{name:14s} max |zoo - torchvision fp64| {diff:.2e} (torchvision fp32: {noise:.2e})  "
+                f"spread between images {spread:.2e}  corrupted weights {bad_diff:.2e}  "
+                f"{'OK' if ok else 'MISMATCH'}",
+                flush=True,
+            )
             if not ok:
                 failed.append(name)
     print("OK" if not failed else f"MISMATCH: {failed}")

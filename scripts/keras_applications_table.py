@@ -51,8 +51,8 @@ def files(fn):
     for top in (True, False):
         seen = {}
 
-        def record(fname=None, origin=None, **kwargs):
-            seen.update(fname=fname, origin=origin, file_hash=kwargs.get("file_hash"))
+        def record(fname=None, origin=None, _seen=seen, **kwargs):
+            _seen.update(fname=fname, origin=origin, file_hash=kwargs.get("file_hash"))
             raise _Recorded
 
         file_utils.get_file = record
@@ -63,7 +63,9 @@ def files(fn):
         finally:
             file_utils.get_file = real
             keras.backend.clear_session()
-        out.append((seen["fname"] or os.path.basename(seen["origin"]), seen["origin"], seen["file_hash"] or ""))
+        out.append(
+            (seen["fname"] or os.path.basename(seen["origin"]), seen["origin"], seen["file_hash"] or "")
+        )
     return out
 
 
@@ -105,11 +107,16 @@ def stages(name, model, size):
         # stride: a plain chain (every layer a cut point) up to the stride.
         if lev < 5 and expands and all(i in cuts for i in at if i >= expands[-1]):
             limit = expands[-1]
-        ok = [i for i in at if i in cuts and i < limit
-              and not isinstance(layers[i], (keras.layers.ZeroPadding2D, keras.layers.Cropping2D))]
+        ok = [
+            i
+            for i in at
+            if i in cuts
+            and i < limit
+            and not isinstance(layers[i], (keras.layers.ZeroPadding2D, keras.layers.Cropping2D))
+        ]
         pick = _override(name, lev, layers, at) or (layers[ok[-1]].name if ok else None)
         if pick is None:
-            raise SystemExit(f"{name}: no stage end at stride {2 ** lev}")
+            raise SystemExit(f"{name}: no stage end at stride {2**lev}")
         out[lev] = (pick, int(model.get_layer(pick).output.shape[-1]))
     return out
 
@@ -139,7 +146,11 @@ def main():
             continue
         fn = getattr(keras.applications, attr)
         size = SIZES.get(attr, 224)
-        kw = {"include_preprocessing": True} if "include_preprocessing" in inspect.signature(fn).parameters else {}
+        kw = (
+            {"include_preprocessing": True}
+            if "include_preprocessing" in inspect.signature(fn).parameters
+            else {}
+        )
         notop = fn(include_top=False, weights=None, input_shape=(size, size, 3), **kw)
         st = stages(attr, notop, size)
         n_notop = notop.count_params()
@@ -149,7 +160,7 @@ def main():
         default = fn(weights=None, **kw).input_shape[1] or 224
         keras.backend.clear_session()
         (tf, tu, th), (nf, nu, nh) = files(fn)
-        stage_s = ", ".join(f"({n!r}, {2 ** lev}, {c})" for lev, (n, c) in st.items())
+        stage_s = ", ".join(f"({n!r}, {2**lev}, {c})" for lev, (n, c) in st.items())
         rows.append(
             f"    _App({attr!r}, size={default}, stages=({stage_s},),\n"
             f"         params=({n_top}, {n_notop}),\n"

@@ -4,7 +4,7 @@
 # under JAX and PyTorch: not those marked tf_only (TensorFlow features) or
 # one_backend (backend-independent checks: structure, parameter counts,
 # argument handling, examples), and no doctests (documentation examples run
-# once). Each pass prints its 15 slowest tests. This is the README's test
+# once), after ruff's lint and format check. Each pass prints its 15 slowest tests. This is the README's test
 # command; .ci/run calls it. PYTEST_WORKERS (default 2, the CI machine's
 # cores) sets pytest-xdist's worker count; 0 runs in one process.
 set -euo pipefail
@@ -23,6 +23,11 @@ python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[test,jax,torch]"
 echo "install: $(( $(date +%s) - start )) s"
+
+# Lint and formatting first (seconds): configured in pyproject.toml.
+t0=$(date +%s)
+ruff check . && ruff format --check .
+echo "=== ruff: $(( $(date +%s) - t0 )) s ==="
 
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONHASHSEED=0
 parallel=()

@@ -12,7 +12,6 @@ working with its weights. Freezing acts in place, like Keras' own idiom.
 >>> _ = surgery.freeze_until(clf, -2)
 """
 
-from zoo import __version__  # one version for the three packages of kerazoo
 from surgery.edits import copy, cut, graft, insert, remove, replace, tail
 from surgery.engine import SurgeryError, resolve, rewrite
 from surgery.freezing import (
@@ -28,11 +27,32 @@ from surgery.freezing import (
 )
 from surgery.hub import HubLayer, export_feature_extractor, hub_layer
 from surgery.restore import RestoreReport, restore
+from zoo import __version__  # one version for the three packages of kerazoo
 
-__all__ = ["__version__", 
-    "FreezeResult", "HubLayer", "RestoreReport", "SurgeryError", "TrainableSummary", "copy", "cut",
-    "export_feature_extractor", "freeze", "freeze_stages", "freeze_until", "graft",
-    "hub_layer", "insert", "remove", "replace",
-    "resolve", "restore", "rewrite", "stage_groups", "tail", "trainable_summary", "unfreeze",
+__all__ = [
+    "__version__",
+    "FreezeResult",
+    "HubLayer",
+    "RestoreReport",
+    "SurgeryError",
+    "TrainableSummary",
+    "copy",
+    "cut",
+    "export_feature_extractor",
+    "freeze",
+    "freeze_stages",
+    "freeze_until",
+    "graft",
+    "hub_layer",
+    "insert",
+    "remove",
+    "replace",
+    "resolve",
+    "restore",
+    "rewrite",
+    "stage_groups",
+    "tail",
+    "trainable_summary",
+    "unfreeze",
     "unfreeze_stages",
 ]

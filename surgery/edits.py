@@ -3,7 +3,7 @@ and hands it to `surgery.engine.rewrite`; none walks the graph itself."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 
@@ -126,10 +126,12 @@ def _as_callable(head) -> Callable:
     if isinstance(head, keras.layers.Layer):
         return head
     if isinstance(head, (list, tuple)):
+
         def chain(x):
             for h in head:
                 x = _as_callable(h)(x)
             return x
+
         return chain
     if callable(head):
         return head
@@ -167,8 +169,7 @@ def graft(model, head, *, at=None, keep_outputs: bool = False, name: str | None 
     if at is None:
         if len(graph.outputs) != 1:
             raise SurgeryError(
-                f"Model {model.name!r} has {len(graph.outputs)} outputs; say where the "
-                "head goes with `at=`."
+                f"Model {model.name!r} has {len(graph.outputs)} outputs; say where the head goes with `at=`."
             )
         anchor = graph.outputs[0]
     else:
@@ -220,12 +221,14 @@ def insert(model, layer, *, after=None, before=None, name: str | None = None) ->
             raise SurgeryError(
                 f"Cannot insert before {op.name!r}: it merges {len(first)} inputs, and one new "
                 "layer cannot sit on several branches. Insert after the layer ending each "
-                "branch instead (`surgery.insert(model, factory, after=[...])`).")
+                "branch instead (`surgery.insert(model, factory, after=[...])`)."
+            )
         tensors = [a for a in keras.tree.flatten(args) if isinstance(a, keras.KerasTensor)]
         if not isinstance(first, keras.KerasTensor) or len(tensors) != 1:
             raise SurgeryError(
                 f"Cannot insert before {op.name!r}: it takes {len(tensors)} input tensors. "
-                "Insert after the layer that produces the input you mean instead.")
+                "Insert after the layer that produces the input you mean instead."
+            )
         # Keyword arguments Keras recorded for the call (training=, mask=) stay as they were.
         return call(new_layer(first), *args[1:], **kwargs)
 

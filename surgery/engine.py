@@ -19,7 +19,7 @@ import dataclasses
 import fnmatch
 import sys
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 from keras import tree
@@ -203,6 +203,7 @@ def rewrite(
 
     new_inputs = []
     if inputs is None:
+
         def new_input(t):
             layer = t._keras_history[0]
             fresh = keras.Input(batch_shape=t.shape, dtype=t.dtype, name=layer.name)
@@ -246,8 +247,7 @@ def rewrite(
         if "names should be unique" not in str(e):
             raise
         raise SurgeryError(
-            f"The edited model would have duplicate layer names ({e}). "
-            "Give the new layers unique `name=`s."
+            f"The edited model would have duplicate layer names ({e}). Give the new layers unique `name=`s."
         ) from None
     for clone, values in state.weights_to_copy:
         try:
@@ -269,8 +269,10 @@ def _cut_point(item):
     """The one tensor a layer (called once) or a tensor stands for."""
     if isinstance(item, keras.layers.Layer):
         if len(item._inbound_nodes) != 1:
-            raise SurgeryError(f"Layer {item.name!r} is called {len(item._inbound_nodes)} times; "
-                               "start at a layer that is called once.")
+            raise SurgeryError(
+                f"Layer {item.name!r} is called {len(item._inbound_nodes)} times; "
+                "start at a layer that is called once."
+            )
         outs = item._inbound_nodes[0].outputs
         if len(outs) != 1:
             raise SurgeryError(f"Layer {item.name!r} has {len(outs)} outputs; pass the tensor.")
@@ -371,8 +373,11 @@ def _apply(op, node, state):
     # an Embedding or Masking layer, sometimes by a bare operation that has
     # no config to clone): the new tensors carry their masks again, and Keras
     # passes them on to every layer that supports masking.
-    kwargs = {k: v for k, v in node.arguments.kwargs.items()
-              if not (k == "mask" and any(isinstance(t, keras.KerasTensor) for t in tree.flatten(v)))}
+    kwargs = {
+        k: v
+        for k, v in node.arguments.kwargs.items()
+        if not (k == "mask" and any(isinstance(t, keras.KerasTensor) for t in tree.flatten(v)))
+    }
     args = tree.map_structure(convert, node.arguments.args)
     kwargs = tree.map_structure(convert, kwargs)
     call = _caller(op, state)
@@ -454,7 +459,4 @@ def fresh_layer(layer_or_factory, index: int, count: int):
         return type(layer_or_factory).from_config(config)
     if callable(layer_or_factory):
         return layer_or_factory()
-    raise TypeError(
-        "Expected a keras Layer or a function returning one. "
-        f"Received: {layer_or_factory!r}"
-    )
+    raise TypeError(f"Expected a keras Layer or a function returning one. Received: {layer_or_factory!r}")

@@ -85,9 +85,7 @@ def freeze_until(model, until, *, leaf: bool = False, keep_bn_frozen: bool = Fal
         names = [l.name for l in layers]
         if until not in names:
             resolve(model, until)  # raises with suggestions
-            raise SurgeryError(
-                f"{until!r} is inside a nested model; pass `leaf=True` to count leaf layers."
-            )
+            raise SurgeryError(f"{until!r} is inside a nested model; pass `leaf=True` to count leaf layers.")
         until = names.index(until)
     elif not isinstance(until, int) or isinstance(until, bool):
         raise TypeError(f"`until` must be an int or a layer name. Received: {until!r}")
@@ -100,7 +98,9 @@ def freeze_until(model, until, *, leaf: bool = False, keep_bn_frozen: bool = Fal
 def _match(layer, pattern, types):
     if pattern is not None and not fnmatch.fnmatchcase(layer.name, pattern):
         return False
-    if types is not None and not isinstance(layer, tuple(types) if isinstance(types, (list, tuple)) else types):
+    if types is not None and not isinstance(
+        layer, tuple(types) if isinstance(types, (list, tuple)) else types
+    ):
         return False
     return True
 
@@ -294,12 +294,20 @@ def trainable_summary(model, *, by: str = "layer") -> TrainableSummary:
     ('head', 513000)
     """
     layers = [l for l in leaf_layers(model) if l.weights]
-    rows = [(l.name, type(l).__name__, _count(l.trainable_weights), _count(l.non_trainable_weights)) for l in layers]
+    rows = [
+        (l.name, type(l).__name__, _count(l.trainable_weights), _count(l.non_trainable_weights))
+        for l in layers
+    ]
     if by == "stage":
-        rows = [(key, "stage" if key != "head" else "after last stage",
-                 sum(_count(l.trainable_weights) for l in group),
-                 sum(_count(l.non_trainable_weights) for l in group))
-                for key, group in stage_groups(model).items()]
+        rows = [
+            (
+                key,
+                "stage" if key != "head" else "after last stage",
+                sum(_count(l.trainable_weights) for l in group),
+                sum(_count(l.non_trainable_weights) for l in group),
+            )
+            for key, group in stage_groups(model).items()
+        ]
     elif by != "layer":
         raise ValueError(f"`by` must be 'layer' or 'stage'. Received: by={by!r}")
     return TrainableSummary(rows, _count(model.trainable_weights), _count(model.non_trainable_weights))

@@ -44,8 +44,9 @@ def _resolve(handle):
     if os.path.isdir(path):
         local = path
     elif os.path.exists(path):
-        raise ValueError(f"{path!r} is a file, not a SavedModel directory (one holding "
-                         "saved_model.pb and variables/).")
+        raise ValueError(
+            f"{path!r} is a file, not a SavedModel directory (one holding saved_model.pb and variables/)."
+        )
     elif "://" in path or path.startswith(("tfhub.dev/", "www.kaggle.com/", "kaggle.com/")):
         # tensorflow_hub's own resolver: downloads once, unpacks atomically,
         # caches under $TFHUB_CACHE_DIR; honours TFHUB_MODEL_LOAD_FORMAT.
@@ -54,16 +55,20 @@ def _resolve(handle):
 
         local = hub.resolve(path)
     else:
-        raise FileNotFoundError(f"No SavedModel at {path!r}: give an existing directory, a "
-                                "https:// hub URL or a tfhub.dev/... handle.")
+        raise FileNotFoundError(
+            f"No SavedModel at {path!r}: give an existing directory, a "
+            "https:// hub URL or a tfhub.dev/... handle."
+        )
     if os.path.exists(os.path.join(local, "tfhub_module.pb")):
         raise ValueError(
             f"{path!r} is a TF1 Hub module (hub.Module format, tfhub_module.pb): TF1 graph "
             "modules cannot run in TF2 or Keras 3. Use the model's TF2 SavedModel version "
             "(on tfhub.dev/Kaggle: the variation marked 'TF2' or 'SavedModel')."
         )
-    if not (os.path.exists(os.path.join(local, "saved_model.pb"))
-            or os.path.exists(os.path.join(local, "saved_model.pbtxt"))):
+    if not (
+        os.path.exists(os.path.join(local, "saved_model.pb"))
+        or os.path.exists(os.path.join(local, "saved_model.pbtxt"))
+    ):
         raise ValueError(f"{path!r} is not a SavedModel (no saved_model.pb in it).")
     return local
 
@@ -116,9 +121,19 @@ class HubLayer(keras.layers.Layer):
     Use `surgery.hub_layer(...)` to create one; see its docstring.
     """
 
-    def __init__(self, handle, *, trainable=False, output_key=None, signature=None,
-                 arguments=None, input_shape=None, signature_outputs_as_dict=False, sha256=None,
-                 **kwargs):
+    def __init__(
+        self,
+        handle,
+        *,
+        trainable=False,
+        output_key=None,
+        signature=None,
+        arguments=None,
+        input_shape=None,
+        signature_outputs_as_dict=False,
+        sha256=None,
+        **kwargs,
+    ):
         tf = _require_tensorflow("surgery.hub_layer")
         super().__init__(trainable=trainable, **kwargs)
         self.handle = os.fspath(handle)
@@ -134,8 +149,9 @@ class HubLayer(keras.layers.Layer):
         self._obj = tf.saved_model.load(local)
         if signature is not None:
             if signature not in self._obj.signatures:
-                raise ValueError(f"The SavedModel has no signature {signature!r}; it has "
-                                 f"{sorted(self._obj.signatures)}.")
+                raise ValueError(
+                    f"The SavedModel has no signature {signature!r}; it has {sorted(self._obj.signatures)}."
+                )
             self._func = self._obj.signatures[signature]
             self._training_arg = False
         else:
@@ -155,8 +171,12 @@ class HubLayer(keras.layers.Layer):
             variables = list(self._func.variables)
         trainable_ids = {id(v) for v in getattr(self._obj, "trainable_variables", variables)}
         for v in variables:
-            weight = keras.Variable(v, trainable=id(v) in trainable_ids and v.trainable,
-                                    dtype=v.dtype.name, name=v.name.split(":")[0].replace("/", "_"))
+            weight = keras.Variable(
+                v,
+                trainable=id(v) in trainable_ids and v.trainable,
+                dtype=v.dtype.name,
+                name=v.name.split(":")[0].replace("/", "_"),
+            )
             self._track_variable(weight)
         self._regularizers = list(getattr(self._obj, "regularization_losses", []) or [])
         self._input_dtype = _input_dtype(self._func, signature)
@@ -178,23 +198,27 @@ class HubLayer(keras.layers.Layer):
             outputs = self._func(**_as_signature_inputs(self._func, inputs), **kwargs)
             if not self.signature_outputs_as_dict and self.output_key is None:
                 if len(outputs) != 1:
-                    raise ValueError(f"Signature {self.signature!r} has outputs {sorted(outputs)}; "
-                                     "pick one with `output_key=` or pass "
-                                     "`signature_outputs_as_dict=True`.")
+                    raise ValueError(
+                        f"Signature {self.signature!r} has outputs {sorted(outputs)}; "
+                        "pick one with `output_key=` or pass "
+                        "`signature_outputs_as_dict=True`."
+                    )
                 outputs = next(iter(outputs.values()))
         else:
             outputs = self._func(inputs, **kwargs)
         if self.output_key is not None:
             if not isinstance(outputs, dict) or self.output_key not in outputs:
                 keys = sorted(outputs) if isinstance(outputs, dict) else "a single tensor"
-                raise ValueError(f"`output_key={self.output_key!r}` is not among the SavedModel's "
-                                 f"outputs ({keys}).")
+                raise ValueError(
+                    f"`output_key={self.output_key!r}` is not among the SavedModel's outputs ({keys})."
+                )
             outputs = outputs[self.output_key]
         if training and self.trainable:
             for regularizer in self._regularizers:
                 self.add_loss(regularizer())
         return tf.nest.map_structure(
-            lambda t: tf.cast(t, self.compute_dtype) if t.dtype.is_floating else t, outputs)
+            lambda t: tf.cast(t, self.compute_dtype) if t.dtype.is_floating else t, outputs
+        )
 
     def compute_output_shape(self, input_shape):
         spec = _output_spec(self._func, self.signature, self.output_key, input_shape)
@@ -242,9 +266,18 @@ def _in_safe_mode():
     return serialization_lib.in_safe_mode() is True
 
 
-def hub_layer(handle, *, trainable: bool = False, output_key=None, signature=None,
-              arguments=None, input_shape=None, name: str | None = None, dtype=None,
-              sha256: str | None = None) -> HubLayer:
+def hub_layer(
+    handle,
+    *,
+    trainable: bool = False,
+    output_key=None,
+    signature=None,
+    arguments=None,
+    input_shape=None,
+    name: str | None = None,
+    dtype=None,
+    sha256: str | None = None,
+) -> HubLayer:
     """Wrap a TF2 SavedModel or TF Hub model as a Keras 3 layer (TensorFlow backend).
 
     The Keras 3 replacement for `hub.KerasLayer`, usable in Sequential and
@@ -310,8 +343,16 @@ def hub_layer(handle, *, trainable: bool = False, output_key=None, signature=Non
     kwargs = {"name": name} if name else {}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    layer = HubLayer(handle, trainable=trainable, output_key=output_key, signature=signature,
-                     arguments=arguments, input_shape=input_shape, sha256=sha256, **kwargs)
+    layer = HubLayer(
+        handle,
+        trainable=trainable,
+        output_key=output_key,
+        signature=signature,
+        arguments=arguments,
+        input_shape=input_shape,
+        sha256=sha256,
+        **kwargs,
+    )
     if input_shape is not None:
         # What Sequential reads to create its Input, as for hub.KerasLayer.
         layer._input_shape_arg = tuple(input_shape)
@@ -319,8 +360,7 @@ def hub_layer(handle, *, trainable: bool = False, output_key=None, signature=Non
     return layer
 
 
-def export_feature_extractor(model, path, *, input_shape=None, dtype=None,
-                             overwrite: bool = False) -> str:
+def export_feature_extractor(model, path, *, input_shape=None, dtype=None, overwrite: bool = False) -> str:
     """Write a Keras model as a reusable (TF Hub style) TF2 SavedModel.
 
     The SavedModel has what TF Hub's reusable-SavedModel convention asks:
@@ -356,7 +396,8 @@ def export_feature_extractor(model, path, *, input_shape=None, dtype=None,
         raise ValueError(
             "`model` must be a keras.Model with one input (a feature extractor). Received: "
             f"{type(model).__name__}{'' if not isinstance(model, keras.Model) else f' with {len(model.inputs)} inputs'}; "
-            "export a single-input part of it (e.g. `surgery.cut(model, layer)` of one branch).")
+            "export a single-input part of it (e.g. `surgery.cut(model, layer)` of one branch)."
+        )
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path!r} exists; pass overwrite=True to replace it.")
@@ -375,8 +416,7 @@ def export_feature_extractor(model, path, *, input_shape=None, dtype=None,
     call.get_concrete_function(spec, training=True)
     root.__call__ = call
     root.regularization_losses = [tf.function(fn, input_signature=[]) for fn in _regularizers(model)]
-    serving = tf.function(lambda inputs: {"outputs": model(inputs, training=False)},
-                          input_signature=[spec])
+    serving = tf.function(lambda inputs: {"outputs": model(inputs, training=False)}, input_signature=[spec])
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
@@ -395,8 +435,11 @@ def _regularizers(model):
     """Zero-argument functions computing each weight regularization penalty."""
     fns = []
     for layer in model._flatten_layers(include_self=False):
-        for attr, weight_attr in (("kernel_regularizer", "kernel"), ("bias_regularizer", "bias"),
-                                  ("depthwise_regularizer", "depthwise_kernel")):
+        for attr, weight_attr in (
+            ("kernel_regularizer", "kernel"),
+            ("bias_regularizer", "bias"),
+            ("depthwise_regularizer", "depthwise_kernel"),
+        ):
             reg = getattr(layer, attr, None)
             weight = getattr(layer, weight_attr, None) if reg is not None else None
             if reg is not None and weight is not None:

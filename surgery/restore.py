@@ -35,9 +35,12 @@ class RestoreReport:
         return not (self.missing or self.unexpected or self.mismatched)
 
     def __str__(self):
-        rows = [("loaded", self.loaded), ("missing", self.missing),
-                ("unexpected", self.unexpected),
-                ("shape-mismatched", [f"{n} {m}≠{s}" for n, m, s in self.mismatched])]
+        rows = [
+            ("loaded", self.loaded),
+            ("missing", self.missing),
+            ("unexpected", self.unexpected),
+            ("shape-mismatched", [f"{n} {m}≠{s}" for n, m, s in self.mismatched]),
+        ]
         lines = [f"restore (matched by {self.match})", f"{'status':<17} {'count':>5}  layers"]
         for status, items in rows:
             shown = ", ".join(map(str, items[:6])) + (f", … (+{len(items) - 6})" if len(items) > 6 else "")

@@ -11,8 +11,10 @@ import re
 import pytest
 
 README = pathlib.Path(__file__).parent.parent / "README.md"
-BLOCKS = [(README.read_text()[:m.start()].count("\n") + 2, m.group(1))
-          for m in re.finditer(r"```python\n(.*?)```", README.read_text(), re.S)]
+BLOCKS = [
+    (README.read_text()[: m.start()].count("\n") + 2, m.group(1))
+    for m in re.finditer(r"```python\n(.*?)```", README.read_text(), re.S)
+]
 
 
 @pytest.mark.one_backend

@@ -25,12 +25,19 @@ except PackageNotFoundError:  # a source tree that was never installed
 # Public name -> the submodule that defines it.
 _EXPORTS = {
     "losses": None,
-    "TransferHyperModel": "hypermodel", "augmentation_layers": "hypermodel",
-    "LearningRateLogger": "optimizers", "RAdam": "optimizers", "warmup_cosine": "optimizers",
+    "TransferHyperModel": "hypermodel",
+    "augmentation_layers": "hypermodel",
+    "LearningRateLogger": "optimizers",
+    "RAdam": "optimizers",
+    "warmup_cosine": "optimizers",
     # `tuning.tuners` is not named `search`: a submodule of that name would
     # shadow the `search` function once imported.
-    "TUNERS": "tuners", "SearchResult": "tuners", "format_leaderboard": "tuners",
-    "load_best": "tuners", "make_tuner": "tuners", "search": "tuners",
+    "TUNERS": "tuners",
+    "SearchResult": "tuners",
+    "format_leaderboard": "tuners",
+    "load_best": "tuners",
+    "make_tuner": "tuners",
+    "search": "tuners",
 }
 
 __all__ = ["__version__"] + sorted(_EXPORTS)

@@ -1,9 +1,9 @@
 """`python -m tuning run|predict|bench`: the main job and its companions.
 
-    python -m tuning run                       # demo data, default settings
-    python -m tuning run --data DIR --out DIR --backbone resnet50 --weights imagenet
-    python -m tuning predict --model runs/demo/best.keras IMAGE_OR_DIR ...
-    python -m tuning bench                     # cached features vs naive trials
+python -m tuning run                       # demo data, default settings
+python -m tuning run --data DIR --out DIR --backbone resnet50 --weights imagenet
+python -m tuning predict --model runs/demo/best.keras IMAGE_OR_DIR ...
+python -m tuning bench                     # cached features vs naive trials
 """
 
 from __future__ import annotations
@@ -21,49 +21,90 @@ DEFAULT_OUT = os.path.join("runs", "demo")
 
 def _parser():
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true",
-                        help="show Python tracebacks and TensorFlow's log messages")
+    common.add_argument(
+        "--debug", action="store_true", help="show Python tracebacks and TensorFlow's log messages"
+    )
     p = argparse.ArgumentParser(prog="python -m tuning", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", parents=[common],
-                         help="search, fine-tune, evaluate and report on an image folder")
-    run.add_argument("--data", help="image folder, one sub-folder per class (train/val/test "
-                     "sub-folders honoured); default: write and use the embedded demo set")
+    run = sub.add_parser(
+        "run", parents=[common], help="search, fine-tune, evaluate and report on an image folder"
+    )
+    run.add_argument(
+        "--data",
+        help="image folder, one sub-folder per class (train/val/test "
+        "sub-folders honoured); default: write and use the embedded demo set",
+    )
     run.add_argument("--out", default=DEFAULT_OUT, help="output folder (default: %(default)s)")
-    run.add_argument("--backbone", default="resnet18",
-                     help="zoo model name, see `python -m zoo list`; several, comma-separated "
-                     "(resnet18,efficientnetv2b0), make the backbone a searched choice "
-                     "(default: %(default)s)")
-    run.add_argument("--weights", default=None, help="backbone weights: a path or 'imagenet' "
-                     "(default: random init, which fine-tunes every stage)")
-    run.add_argument("--image-size", type=int, default=48,
-                     help="square input side in pixels (default: %(default)s)")
-    run.add_argument("--max-trials", type=int, default=2,
-                     help="trials of a random/bayesian search, at least 1 (default: %(default)s)")
-    run.add_argument("--epochs", type=int, default=12,
-                     help="epochs per trial (default: %(default)s)")
-    run.add_argument("--tuner", default="random", choices=["hyperband", "random", "bayesian"],
-                     help="search strategy: KerasTuner's Hyperband, random search or Bayesian "
-                     "optimisation (default: %(default)s)")
-    run.add_argument("--workers", type=int, default=0,
-                     help="run the search as KerasTuner's chief plus N worker processes on this "
-                     "machine (127.0.0.1); see the README for several hosts (default: %(default)s)")
-    run.add_argument("--batch-size", type=int, default=32,
-                     help="images per training step (default: %(default)s)")
-    run.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                     help="bf16: mixed_bfloat16 (bfloat16 compute, float32 weights); faster on "
-                     "GPUs and on CPUs with AMX/AVX512-BF16 (default: %(default)s)")
-    run.add_argument("--seed", type=int, default=0,
-                     help="seed of the data split, the search and the weights (default: %(default)s)")
-    run.add_argument("--test-fraction", type=float, default=0.15,
-                     help="without a test/ folder: share of each class held out as a test split "
-                     "that no trial sees; 0 keeps none, and the report then says that its figure "
-                     "is the validation accuracy used for selection (default: %(default)s)")
-    run.add_argument("--keep-checkpoints", action="store_true",
-                     help="keep every trial's checkpoint (default: only the best trial's)")
-    run.add_argument("--overwrite", action="store_true",
-                     help="start afresh in an --out folder holding an earlier run "
-                     "(default: resume it)")
+    run.add_argument(
+        "--backbone",
+        default="resnet18",
+        help="zoo model name, see `python -m zoo list`; several, comma-separated "
+        "(resnet18,efficientnetv2b0), make the backbone a searched choice "
+        "(default: %(default)s)",
+    )
+    run.add_argument(
+        "--weights",
+        default=None,
+        help="backbone weights: a path or 'imagenet' (default: random init, which fine-tunes every stage)",
+    )
+    run.add_argument(
+        "--image-size", type=int, default=48, help="square input side in pixels (default: %(default)s)"
+    )
+    run.add_argument(
+        "--max-trials",
+        type=int,
+        default=2,
+        help="trials of a random/bayesian search, at least 1 (default: %(default)s)",
+    )
+    run.add_argument("--epochs", type=int, default=12, help="epochs per trial (default: %(default)s)")
+    run.add_argument(
+        "--tuner",
+        default="random",
+        choices=["hyperband", "random", "bayesian"],
+        help="search strategy: KerasTuner's Hyperband, random search or Bayesian "
+        "optimisation (default: %(default)s)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run the search as KerasTuner's chief plus N worker processes on this "
+        "machine (127.0.0.1); see the README for several hosts (default: %(default)s)",
+    )
+    run.add_argument(
+        "--batch-size", type=int, default=32, help="images per training step (default: %(default)s)"
+    )
+    run.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="bf16: mixed_bfloat16 (bfloat16 compute, float32 weights); faster on "
+        "GPUs and on CPUs with AMX/AVX512-BF16 (default: %(default)s)",
+    )
+    run.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the data split, the search and the weights (default: %(default)s)",
+    )
+    run.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.15,
+        help="without a test/ folder: share of each class held out as a test split "
+        "that no trial sees; 0 keeps none, and the report then says that its figure "
+        "is the validation accuracy used for selection (default: %(default)s)",
+    )
+    run.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep every trial's checkpoint (default: only the best trial's)",
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an --out folder holding an earlier run (default: resume it)",
+    )
     run.add_argument("--demo-images-per-class", type=int, default=400, help=argparse.SUPPRESS)
 
     pred = sub.add_parser("predict", parents=[common], help="top-k labels for images")
@@ -71,23 +112,37 @@ def _parser():
     pred.add_argument("--top", type=int, default=3, help="labels per image (default: %(default)s)")
     pred.add_argument("images", nargs="+", help="image files or folders")
 
-    exp = sub.add_parser("export", parents=[common],
-                         help="a serving artifact (SavedModel, LiteRT, ONNX) taking uint8 images")
+    exp = sub.add_parser(
+        "export", parents=[common], help="a serving artifact (SavedModel, LiteRT, ONNX) taking uint8 images"
+    )
     exp.add_argument("--model", required=True, help="a best.keras written by `run`")
-    exp.add_argument("--format", default="saved_model", choices=("saved_model", "litert", "onnx"),
-                     help="(default: %(default)s)")
-    exp.add_argument("--input-dtype", default="uint8", choices=("uint8", "float32"),
-                     help="uint8: clients send raw 0-255 pixels (default: %(default)s)")
-    exp.add_argument("--out", required=True,
-                     help="folder (saved_model) or file (litert .tflite, onnx .onnx) to write; "
-                     "classes.json of the run is stored beside it")
+    exp.add_argument(
+        "--format",
+        default="saved_model",
+        choices=("saved_model", "litert", "onnx"),
+        help="(default: %(default)s)",
+    )
+    exp.add_argument(
+        "--input-dtype",
+        default="uint8",
+        choices=("uint8", "float32"),
+        help="uint8: clients send raw 0-255 pixels (default: %(default)s)",
+    )
+    exp.add_argument(
+        "--out",
+        required=True,
+        help="folder (saved_model) or file (litert .tflite, onnx .onnx) to write; "
+        "classes.json of the run is stored beside it",
+    )
 
-    bench = sub.add_parser("bench", parents=[common],
-                           help="head-only trials: cached features vs the naive path")
+    bench = sub.add_parser(
+        "bench", parents=[common], help="head-only trials: cached features vs the naive path"
+    )
     bench.add_argument("--backbone", default="resnet50", help="zoo model name (default: %(default)s)")
     bench.add_argument("--image-size", type=int, default=96, help="(default: %(default)s)")
-    bench.add_argument("--per-class", type=int, default=40,
-                       help="training images per class (default: %(default)s)")
+    bench.add_argument(
+        "--per-class", type=int, default=40, help="training images per class (default: %(default)s)"
+    )
     bench.add_argument("--epochs", type=int, default=3, help="(default: %(default)s)")
     bench.add_argument("--trials", type=int, default=3, help="(default: %(default)s)")
     return p
@@ -220,8 +275,17 @@ def _launch(args, data):
     workers = []
     for i in range(args.workers):
         log = open(os.path.join(logs, f"tuner{i}.log"), "w")
-        workers.append((subprocess.Popen(argv, env={**env, "KERASTUNER_TUNER_ID": f"tuner{i}"},
-                                         stdout=log, stderr=subprocess.STDOUT), log))
+        workers.append(
+            (
+                subprocess.Popen(
+                    argv,
+                    env={**env, "KERASTUNER_TUNER_ID": f"tuner{i}"},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ),
+                log,
+            )
+        )
     procs = [p for p, _ in workers]
     try:
         chief.wait()
@@ -248,8 +312,18 @@ def _launch(args, data):
 
 # What a resumed run must share with the earlier one (trials, epochs and
 # workers may change: a search can be extended).
-_RESUME_KEYS = ("data", "backbone", "weights", "image_size", "tuner", "batch_size", "seed",
-                "precision", "demo_images_per_class", "test_fraction")
+_RESUME_KEYS = (
+    "data",
+    "backbone",
+    "weights",
+    "image_size",
+    "tuner",
+    "batch_size",
+    "seed",
+    "precision",
+    "demo_images_per_class",
+    "test_fraction",
+)
 
 
 def _settings(args):
@@ -266,8 +340,11 @@ def _changed_settings(path, settings):
             earlier = json.load(f)
     except (OSError, ValueError):
         return f"{path} is unreadable"
-    return ", ".join(f"--{k.replace('_', '-')} {earlier.get(k)!r} -> {v!r}"
-                     for k, v in settings.items() if k in earlier and earlier[k] != v)
+    return ", ".join(
+        f"--{k.replace('_', '-')} {earlier.get(k)!r} -> {v!r}"
+        for k, v in settings.items()
+        if k in earlier and earlier[k] != v
+    )
 
 
 def _check_writable(out):
@@ -289,8 +366,10 @@ def _check_writable(out):
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        raise UsageError(f"cannot write to --out {out!r}: {existing!r} is not writable "
-                         f"({e.strerror}). Choose a folder you can write to.") from None
+        raise UsageError(
+            f"cannot write to --out {out!r}: {existing!r} is not writable "
+            f"({e.strerror}). Choose a folder you can write to."
+        ) from None
 
 
 def _check_run(args):
@@ -298,13 +377,18 @@ def _check_run(args):
     import zoo
 
     for flag, value, low, why in (
-            ("--max-trials", args.max_trials, 1, " (KerasTuner reads 0 as 'no limit')"),
-            ("--epochs", args.epochs, 1, ""), ("--batch-size", args.batch_size, 1, ""),
-            ("--workers", args.workers, 0, ""), ("--demo-images-per-class", args.demo_images_per_class, 3, "")):
+        ("--max-trials", args.max_trials, 1, " (KerasTuner reads 0 as 'no limit')"),
+        ("--epochs", args.epochs, 1, ""),
+        ("--batch-size", args.batch_size, 1, ""),
+        ("--workers", args.workers, 0, ""),
+        ("--demo-images-per-class", args.demo_images_per_class, 3, ""),
+    ):
         if value < low:
             raise UsageError(f"{flag} must be at least {low}{why}. Received: {flag} {value}")
     if not 0 <= args.test_fraction <= 0.5:
-        raise UsageError(f"--test-fraction must be in [0, 0.5]. Received: --test-fraction {args.test_fraction}")
+        raise UsageError(
+            f"--test-fraction must be in [0, 0.5]. Received: --test-fraction {args.test_fraction}"
+        )
     names = backbones(args)
     for name in names:
         _check_backbone(args, name)
@@ -322,7 +406,9 @@ def backbones(args) -> list:
 
     names = [n.strip() for n in args.backbone.split(",") if n.strip()]
     if not names:
-        raise UsageError(f"--backbone needs at least one zoo model name. Received: --backbone {args.backbone!r}")
+        raise UsageError(
+            f"--backbone needs at least one zoo model name. Received: --backbone {args.backbone!r}"
+        )
     for name in names:
         try:
             zoo.get_spec(name)
@@ -336,11 +422,14 @@ def _check_backbone(args, name):
 
     spec = zoo.get_spec(name)
     if spec.is_task:
-        raise UsageError(f"--backbone {name!r} is a {spec.task} model; pick a classification "
-                         "backbone from `python -m zoo list`.")
+        raise UsageError(
+            f"--backbone {name!r} is a {spec.task} model; pick a classification "
+            "backbone from `python -m zoo list`."
+        )
     if args.image_size < spec.min_size:
-        raise UsageError(f"--image-size {args.image_size} is too small for {name!r} "
-                         f"(minimum {spec.min_size}).")
+        raise UsageError(
+            f"--image-size {args.image_size} is too small for {name!r} (minimum {spec.min_size})."
+        )
     if args.weights is not None and not os.path.isfile(args.weights):
         if args.weights != "imagenet" and args.weights not in spec.weights:
             raise UsageError(f"--weights {args.weights!r} is neither 'imagenet' nor an existing file.")
@@ -348,7 +437,8 @@ def _check_backbone(args, name):
             raise UsageError(
                 f"{name!r} has no pretrained weights. Backbones with ImageNet weights: "
                 f"{', '.join(zoo.registry.models_with_weights())}. Leave out --weights to train "
-                "from scratch, or pass a weight file.")
+                "from scratch, or pass a weight file."
+            )
 
 
 def run(args):
@@ -367,8 +457,13 @@ def run(args):
     out = os.path.abspath(args.out)
 
     def splits(folder):
-        return load_splits(folder, image_size=args.image_size, batch_size=args.batch_size,
-                           seed=args.seed, test_fraction=args.test_fraction)
+        return load_splits(
+            folder,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            test_fraction=args.test_fraction,
+        )
 
     loaded = splits(args.data) if args.data else None  # the data is checked before any write
     project = os.path.join(out, "search")
@@ -382,15 +477,20 @@ def run(args):
         else:
             changed = _changed_settings(settings_path, settings)
             if changed:
-                raise UsageError(f"{out} holds an earlier run with other settings ({changed}); "
-                                 "resuming it would mix the two. Pass --overwrite to replace it, "
-                                 "or choose another --out.")
+                raise UsageError(
+                    f"{out} holds an earlier run with other settings ({changed}); "
+                    "resuming it would mix the two. Pass --overwrite to replace it, "
+                    "or choose another --out."
+                )
             print(f"resuming the earlier run in {out} (pass --overwrite to start afresh)")
     data = args.data
     if data is None:
-        data = zoo.datasets.write_shapes(os.path.join(out, "data"),
-                                         images_per_class=args.demo_images_per_class,
-                                         size=args.image_size, seed=args.seed)
+        data = zoo.datasets.write_shapes(
+            os.path.join(out, "data"),
+            images_per_class=args.demo_images_per_class,
+            size=args.image_size,
+            seed=args.seed,
+        )
         print(f"demo data: {data} (six shape classes, train/val/test)")
         loaded = splits(data)
     train, val, test, classes, split_info = loaded
@@ -402,8 +502,12 @@ def run(args):
         return _launch(args, data)
     worker = _is_worker()
     counts = {name: split_info[name]["images"] for name in ("train", "val", "test")}
-    print("images: " + "; ".join(f"{n} {i['images']} ({i['source']})" for n, i in split_info.items()
-                                 if isinstance(i, dict)))
+    print(
+        "images: "
+        + "; ".join(
+            f"{n} {i['images']} ({i['source']})" for n, i in split_info.items() if isinstance(i, dict)
+        )
+    )
     keras.utils.set_random_seed(args.seed)
     pretrained = args.weights is not None
     # From random weights there is nothing to protect: train every stage at
@@ -413,27 +517,53 @@ def run(args):
     # normalise nothing. Augmentation is what closes the gap between train
     # and test accuracy on a few hundred images per class.
     names = backbones(args)
-    unfreeze = None if pretrained else {"stages": [max(len(zoo.get_spec(n).stages) for n in names)],
-                                        "augment": [True], "lr_factor": [1.0],
-                                        "train_bn": [True]}
+    unfreeze = (
+        None
+        if pretrained
+        else {
+            "stages": [max(len(zoo.get_spec(n).stages) for n in names)],
+            "augment": [True],
+            "lr_factor": [1.0],
+            "train_bn": [True],
+        }
+    )
     t_search = time.time()
     try:
         result = tuning.search(
-            train, val, backbone=names if len(names) > 1 else names[0], num_classes=len(classes),
-            input_shape=(args.image_size, args.image_size, 3), weights=args.weights,
-            tuner=args.tuner, max_trials=args.max_trials, epochs=args.epochs, directory=out,
-            project_name="search", seed=args.seed, print_trials=True, verbose=2,
-            unfreeze_space=unfreeze, phase1_fraction=0.5 if pretrained else 0.0,
+            train,
+            val,
+            backbone=names if len(names) > 1 else names[0],
+            num_classes=len(classes),
+            input_shape=(args.image_size, args.image_size, 3),
+            weights=args.weights,
+            tuner=args.tuner,
+            max_trials=args.max_trials,
+            epochs=args.epochs,
+            directory=out,
+            project_name="search",
+            seed=args.seed,
+            print_trials=True,
+            verbose=2,
+            unfreeze_space=unfreeze,
+            phase1_fraction=0.5 if pretrained else 0.0,
             # A cosine schedule ends on its best epochs: no early stop from scratch.
-            schedule="cosine", patience=args.epochs if not pretrained else 3,
+            schedule="cosine",
+            patience=args.epochs if not pretrained else 3,
             # The demo's shapes already vary in position and size; flips and
             # rotations are what a from-scratch network cannot learn from a
             # few hundred images (zoom and translation mostly slow it down).
             augmentation=("flip", "rotation") if not pretrained else AUGMENTATIONS,
-            head_space=None if pretrained else {"pooling": ["avg"], "optimizer": ["adam"],
-                                                "dense_layers": (0, 1), "dropout": (0.0, 0.3),
-                                                "learning_rate": (1e-3, 2e-3)},
-            callbacks=[_stop_when_interrupted()], precision=args.precision,
+            head_space=None
+            if pretrained
+            else {
+                "pooling": ["avg"],
+                "optimizer": ["adam"],
+                "dense_layers": (0, 1),
+                "dropout": (0.0, 0.3),
+                "learning_rate": (1e-3, 2e-3),
+            },
+            callbacks=[_stop_when_interrupted()],
+            precision=args.precision,
             keep_checkpoints=args.keep_checkpoints,
         )
     except KeyboardInterrupt:
@@ -455,8 +585,10 @@ def run(args):
     print("\nleaderboard (best first):\n" + str(result))
     atomic_write(os.path.join(out, "classes.json"), lambda p: open(p, "w").write(json.dumps(classes)))
     _publish(os.path.join(project, "best.keras"), os.path.join(out, "best.keras"))
-    atomic_write(os.path.join(out, "leaderboard.csv"),
-                 lambda p: shutil.copyfile(os.path.join(project, "leaderboard.csv"), p))
+    atomic_write(
+        os.path.join(out, "leaderboard.csv"),
+        lambda p: shutil.copyfile(os.path.join(project, "leaderboard.csv"), p),
+    )
     # Without a test split the only figure left is the validation accuracy
     # that chose the best trial: say so wherever it is shown.
     measured_on = "test" if test is not None else "val"
@@ -465,19 +597,37 @@ def run(args):
     evaluation["source"] = split_info[measured_on]["source"]
     with open(os.path.join(project, "best.json")) as f:
         history = json.load(f).get("history", {})
-    plots = report.write_plots(out, model=result.model, history=history,
-                               leaderboard=result.leaderboard, evaluation=evaluation,
-                               class_names=classes,
-                               backbone=result.hyperparameters.get("backbone", names[0]))
+    plots = report.write_plots(
+        out,
+        model=result.model,
+        history=history,
+        leaderboard=result.leaderboard,
+        evaluation=evaluation,
+        class_names=classes,
+        backbone=result.hyperparameters.get("backbone", names[0]),
+    )
     timings = {"search": search_seconds, "total": time.time() - t0}
-    path = report.write_report(out, args=args, classes=classes, counts=counts, result=result,
-                               evaluation=evaluation, timings=timings, plots=plots,
-                               splits=split_info)
-    figure = ("test accuracy" if measured_on == "test"
-              else "validation accuracy (used for selection; no test split)")
-    print(f"\n{figure} {evaluation['accuracy']:.4f} on {split_info[measured_on]['images']} images "
-          f"({evaluation['source']}); wrote {out}/best.keras, leaderboard.csv, "
-          f"{os.path.basename(path)}, plots/ ({len(plots)} PNGs) in {timings['total']:.0f} s")
+    path = report.write_report(
+        out,
+        args=args,
+        classes=classes,
+        counts=counts,
+        result=result,
+        evaluation=evaluation,
+        timings=timings,
+        plots=plots,
+        splits=split_info,
+    )
+    figure = (
+        "test accuracy"
+        if measured_on == "test"
+        else "validation accuracy (used for selection; no test split)"
+    )
+    print(
+        f"\n{figure} {evaluation['accuracy']:.4f} on {split_info[measured_on]['images']} images "
+        f"({evaluation['source']}); wrote {out}/best.keras, leaderboard.csv, "
+        f"{os.path.basename(path)}, plots/ ({len(plots)} PNGs) in {timings['total']:.0f} s"
+    )
     return 0
 
 
@@ -501,8 +651,10 @@ def export(args):
     import zoo
 
     if args.format in ("saved_model", "litert") and keras.backend.backend() != "tensorflow":
-        raise UsageError(f"--format {args.format} needs the TensorFlow backend; run with "
-                         "KERAS_BACKEND=tensorflow (best.keras loads on any backend).")
+        raise UsageError(
+            f"--format {args.format} needs the TensorFlow backend; run with "
+            "KERAS_BACKEND=tensorflow (best.keras loads on any backend)."
+        )
     out = os.path.abspath(args.out)
     if os.path.exists(out):
         raise UsageError(f"--out {args.out!r} exists; choose a new path (nothing is overwritten).")
@@ -527,8 +679,10 @@ def export(args):
                 shutil.rmtree(leftover, ignore_errors=True)
             elif os.path.exists(leftover):
                 os.remove(leftover)
-    print(f"wrote {out} ({args.format}, {args.input_dtype} input"
-          + (f", {len(classes)} class names beside it)" if classes else ")"))
+    print(
+        f"wrote {out} ({args.format}, {args.input_dtype} input"
+        + (f", {len(classes)} class names beside it)" if classes else ")")
+    )
     return 0
 
 
@@ -573,11 +727,13 @@ def _load_model(path):
     import keras
 
     if not os.path.exists(path):
-        raise UsageError(f"no model at {path!r}; run `python -m tuning run` first (it writes "
-                         "OUT/best.keras).")
+        raise UsageError(
+            f"no model at {path!r}; run `python -m tuning run` first (it writes OUT/best.keras)."
+        )
     if os.path.isdir(path) or not path.endswith(".keras") or not zipfile.is_zipfile(path):
-        raise UsageError(f"{path!r} is not a Keras model file: give the best.keras that "
-                         "`python -m tuning run` wrote.")
+        raise UsageError(
+            f"{path!r} is not a Keras model file: give the best.keras that `python -m tuning run` wrote."
+        )
     # The serializable classes a tuned model holds register on import; the
     # package imports lazily, so a fresh `predict`/`export` process must
     # import them before loading.
@@ -588,9 +744,11 @@ def _load_model(path):
     try:
         return keras.saving.load_model(path)
     except Exception as e:  # Keras raises many types for a damaged archive
-        raise UsageError(f"{path!r} could not be loaded as a Keras model ({type(e).__name__}: "
-                         f"{' '.join(str(e).split())[:200]}). Write it again with "
-                         "`python -m tuning run`.") from e
+        raise UsageError(
+            f"{path!r} could not be loaded as a Keras model ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:200]}). Write it again with "
+            "`python -m tuning run`."
+        ) from e
 
 
 def bench(args):
@@ -601,16 +759,27 @@ def bench(args):
 
     x, y, _ = zoo.datasets.shapes(args.per_class, size=args.image_size, split="train")
     xv, yv, _ = zoo.datasets.shapes(max(2, args.per_class // 4), size=args.image_size, split="val")
-    space = {"finetune/stages": 0, "finetune/augment": False, "head/pooling": "avg",
-             "head/dense_layers": 1, "head/units": 128, "head/dropout": 0.2,
-             "head/batch_norm": False, "head/optimizer": "adam", "head/learning_rate": 1e-3}
+    space = {
+        "finetune/stages": 0,
+        "finetune/augment": False,
+        "head/pooling": "avg",
+        "head/dense_layers": 1,
+        "head/units": 128,
+        "head/dropout": 0.2,
+        "head/batch_norm": False,
+        "head/optimizer": "adam",
+        "head/learning_rate": 1e-3,
+    }
     import keras_tuner as kt
 
     rows = []
     for cached in (False, True):
-        hm = tuning.TransferHyperModel(args.backbone, num_classes=len(zoo.datasets.CLASSES),
-                                       input_shape=(args.image_size,) * 2 + (3,),
-                                       cache_features=cached)
+        hm = tuning.TransferHyperModel(
+            args.backbone,
+            num_classes=len(zoo.datasets.CLASSES),
+            input_shape=(args.image_size,) * 2 + (3,),
+            cache_features=cached,
+        )
         seconds, scores = [], []
         for _ in range(args.trials):
             hp = kt.HyperParameters()
@@ -619,21 +788,26 @@ def bench(args):
             keras.utils.set_random_seed(0)
             model = hm.build(hp)
             start = time.perf_counter()
-            h = hm.fit(hp, model, x, y, epochs=args.epochs, validation_data=(xv, yv), verbose=0,
-                       batch_size=32)
+            h = hm.fit(
+                hp, model, x, y, epochs=args.epochs, validation_data=(xv, yv), verbose=0, batch_size=32
+            )
             seconds.append(time.perf_counter() - start)
             scores.append(h.history["val_accuracy"][-1])
         rows.append((("cached" if cached else "naive"), seconds, scores))
     naive, cached = rows
-    print(f"{args.backbone} {args.image_size}px, {len(x)} train images, {args.epochs} epochs, "
-          f"{args.trials} head-only trials each (keras backend {keras.backend.backend()})")
+    print(
+        f"{args.backbone} {args.image_size}px, {len(x)} train images, {args.epochs} epochs, "
+        f"{args.trials} head-only trials each (keras backend {keras.backend.backend()})"
+    )
     print(f"{'path':<8} {'first trial s':>14} {'later trials s':>15} {'val acc':>8}")
     for name, secs, scores in rows:
         later = sum(secs[1:]) / max(1, len(secs) - 1)
         print(f"{name:<8} {secs[0]:>14.2f} {later:>15.2f} {scores[-1]:>8.3f}")
     total_naive, total_cached = sum(naive[1]), sum(cached[1])
-    print(f"speed-up over {args.trials} trials: {total_naive / total_cached:.1f}x "
-          f"(later trials: {sum(naive[1][1:]) / max(1e-9, sum(cached[1][1:])):.1f}x)")
+    print(
+        f"speed-up over {args.trials} trials: {total_naive / total_cached:.1f}x "
+        f"(later trials: {sum(naive[1][1:]) / max(1e-9, sum(cached[1][1:])):.1f}x)"
+    )
     return 0
 
 

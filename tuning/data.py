@@ -30,20 +30,28 @@ def check_folder(directory: str) -> list[str]:
     from PIL import Image
 
     if not os.path.isdir(directory):
-        raise DataError(f"The data folder {directory!r} does not exist. Pass --data DIR "
-                        "(one sub-folder per class), or leave it out to use the demo set.")
-    classes = sorted(d for d in os.listdir(directory)
-                     if os.path.isdir(os.path.join(directory, d)) and not d.startswith("."))
+        raise DataError(
+            f"The data folder {directory!r} does not exist. Pass --data DIR "
+            "(one sub-folder per class), or leave it out to use the demo set."
+        )
+    classes = sorted(
+        d
+        for d in os.listdir(directory)
+        if os.path.isdir(os.path.join(directory, d)) and not d.startswith(".")
+    )
     if not classes:
-        raise DataError(f"{directory!r} holds no class sub-folders. Put the images of each class "
-                        "in their own folder (data/cat/*.jpg, data/dog/*.jpg).")
+        raise DataError(
+            f"{directory!r} holds no class sub-folders. Put the images of each class "
+            "in their own folder (data/cat/*.jpg, data/dog/*.jpg)."
+        )
     if len(classes) < 2:
-        raise DataError(f"{directory!r} has one class ({classes[0]!r}); a classifier needs at "
-                        "least two class sub-folders.")
+        raise DataError(
+            f"{directory!r} has one class ({classes[0]!r}); a classifier needs at "
+            "least two class sub-folders."
+        )
     empty, corrupt = [], []
     for cls in classes:
-        files = [f for f in os.listdir(os.path.join(directory, cls))
-                 if f.lower().endswith(IMAGE_EXTENSIONS)]
+        files = [f for f in os.listdir(os.path.join(directory, cls)) if f.lower().endswith(IMAGE_EXTENSIONS)]
         if not files:
             empty.append(cls)
         for f in files:
@@ -54,11 +62,15 @@ def check_folder(directory: str) -> list[str]:
             except Exception:  # PIL raises many types for broken files
                 corrupt.append(path)
     if empty:
-        raise DataError(f"Class folders without images ({', '.join(IMAGE_EXTENSIONS)}) in "
-                        f"{directory!r}: {empty}. Add images or remove these folders.")
+        raise DataError(
+            f"Class folders without images ({', '.join(IMAGE_EXTENSIONS)}) in "
+            f"{directory!r}: {empty}. Add images or remove these folders."
+        )
     if corrupt:
-        raise DataError(f"{len(corrupt)} image files cannot be read: {corrupt[:5]}"
-                        f"{' ...' if len(corrupt) > 5 else ''}. Remove or replace them.")
+        raise DataError(
+            f"{len(corrupt)} image files cannot be read: {corrupt[:5]}"
+            f"{' ...' if len(corrupt) > 5 else ''}. Remove or replace them."
+        )
     return classes
 
 
@@ -107,17 +119,25 @@ def stratified_split(labels, fractions, *, seed: int = 0) -> list:
             raise DataError(
                 f"Class {int(c)} has {len(members)} images: too few to hold out "
                 f"{len(fractions)} evaluation split(s) and keep one for training. Add images, "
-                "or give val/ and test/ folders.")
+                "or give val/ and test/ folders."
+            )
         start = 0
         for i, size in enumerate(sizes, start=1):
-            parts[i] += members[start:start + size].tolist()
+            parts[i] += members[start : start + size].tolist()
             start += size
         parts[0] += members[start:].tolist()
     return [sorted(p) for p in parts]
 
 
-def load_splits(directory: str, *, image_size: int, batch_size: int = 32, seed: int = 0,
-                validation_fraction: float = 0.2, test_fraction: float = 0.15):
+def load_splits(
+    directory: str,
+    *,
+    image_size: int,
+    batch_size: int = 32,
+    seed: int = 0,
+    validation_fraction: float = 0.2,
+    test_fraction: float = 0.15,
+):
     """`(train, val, test, class_names, info)`: `uint8` image datasets and how they were made.
 
     Honours explicit `train/`, `val/`, `test/` sub-folders. Whatever is not
@@ -135,8 +155,16 @@ def load_splits(directory: str, *, image_size: int, batch_size: int = 32, seed: 
 
     def load(path, shuffle):
         return keras.utils.image_dataset_from_directory(
-            path, labels="inferred", label_mode="int", color_mode="rgb", batch_size=batch_size,
-            image_size=(image_size, image_size), seed=seed, verbose=False, shuffle=shuffle)
+            path,
+            labels="inferred",
+            label_mode="int",
+            color_mode="rgb",
+            batch_size=batch_size,
+            image_size=(image_size, image_size),
+            seed=seed,
+            verbose=False,
+            shuffle=shuffle,
+        )
 
     def from_files(paths, labels, shuffle):
         # Keras' own loader steps (read, decode to RGB, bilinear resize) on a file list.
@@ -168,8 +196,9 @@ def load_splits(directory: str, *, image_size: int, batch_size: int = 32, seed: 
     held_out = [n for n in ("val", "test") if n not in folders]
     fractions = {"val": validation_fraction, "test": test_fraction}
     if "val" in held_out and validation_fraction == 0:
-        raise DataError("The search needs validation images: add a val/ folder or use a "
-                        "validation fraction above 0.")
+        raise DataError(
+            "The search needs validation images: add a val/ folder or use a validation fraction above 0."
+        )
     held_out = [n for n in held_out if fractions[n] > 0]
     where = "train/" if explicit else os.path.basename(os.path.normpath(directory)) + "/"
     info = {"seed": seed}
@@ -181,7 +210,8 @@ def load_splits(directory: str, *, image_size: int, batch_size: int = 32, seed: 
             raise DataError(
                 f"Classes with fewer than {need} images in {train_dir!r}: {few}. Each class needs "
                 f"one training image and one for each held-out split ({', '.join(held_out)}). "
-                "Add images, or give val/ and test/ folders.")
+                "Add images, or give val/ and test/ folders."
+            )
         parts = stratified_split(labels, [fractions[n] for n in held_out], seed=seed)
         pick = lambda idx: ([paths[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
         train = from_files(*pick(parts[0]), shuffle=True)
@@ -189,8 +219,10 @@ def load_splits(directory: str, *, image_size: int, batch_size: int = 32, seed: 
         made = {}
         for name, idx in zip(held_out, parts[1:]):
             made[name] = from_files(*pick(idx), shuffle=False)
-            info[name] = {"source": f"{fractions[name]:.0%} of {where}, stratified, seed {seed}",
-                          "images": len(idx)}
+            info[name] = {
+                "source": f"{fractions[name]:.0%} of {where}, stratified, seed {seed}",
+                "images": len(idx),
+            }
     else:
         train = load(train_dir, shuffle=True)
         info["train"] = {"source": f"folder {where}", "images": len(_class_files(train_dir, classes)[0])}
@@ -199,7 +231,6 @@ def load_splits(directory: str, *, image_size: int, batch_size: int = 32, seed: 
         made[name] = load(path, shuffle=False)
         info[name] = {"source": f"folder {name}/", "images": len(_class_files(path, classes)[0])}
     if "test" not in made:
-        info["test"] = {"source": "none (test_fraction=0): no image was kept from the search",
-                        "images": 0}
+        info["test"] = {"source": "none (test_fraction=0): no image was kept from the search", "images": 0}
     test = finish(made["test"]) if "test" in made else None
     return finish(train), finish(made["val"]), test, classes, info

@@ -113,11 +113,23 @@ class TransferHyperModel(kt.HyperModel):
     (None, 3)
     """
 
-    def __init__(self, backbone, *, num_classes: int, input_shape, weights=None,
-                 head_space: dict | None = None, unfreeze_space: dict | None = None,
-                 cache_features: bool = True, phase1_fraction: float = 0.5, seed: int = 0,
-                 schedule: str = "constant", augmentation=AUGMENTATIONS, precision: str = "fp32",
-                 name: str | None = None):
+    def __init__(
+        self,
+        backbone,
+        *,
+        num_classes: int,
+        input_shape,
+        weights=None,
+        head_space: dict | None = None,
+        unfreeze_space: dict | None = None,
+        cache_features: bool = True,
+        phase1_fraction: float = 0.5,
+        seed: int = 0,
+        schedule: str = "constant",
+        augmentation=AUGMENTATIONS,
+        precision: str = "fp32",
+        name: str | None = None,
+    ):
         super().__init__(name=name, tunable=True)
         self.precision = precision
         self.dtype_policy = zoo.precision_policy(precision)
@@ -128,7 +140,8 @@ class TransferHyperModel(kt.HyperModel):
         self.head_space = {**DEFAULT_HEAD_SPACE, **(head_space or {})}
         self.unfreeze_space = {**DEFAULT_UNFREEZE_SPACE, **(unfreeze_space or {})}
         unknown = (set(head_space or {}) - set(DEFAULT_HEAD_SPACE)) | (
-            set(unfreeze_space or {}) - set(DEFAULT_UNFREEZE_SPACE))
+            set(unfreeze_space or {}) - set(DEFAULT_UNFREEZE_SPACE)
+        )
         if unknown:
             raise ValueError(
                 f"Unknown search-space keys {sorted(unknown)}. Head keys: "
@@ -173,9 +186,14 @@ class TransferHyperModel(kt.HyperModel):
 
     def _build_template(self, name):
         keras.utils.set_random_seed(self.seed)
-        template = zoo.build(name, include_top=False, weights=self.weights,
-                             input_shape=self.input_shape, include_preprocessing=True,
-                             dtype=self.dtype_policy)
+        template = zoo.build(
+            name,
+            include_top=False,
+            weights=self.weights,
+            input_shape=self.input_shape,
+            include_preprocessing=True,
+            dtype=self.dtype_policy,
+        )
         if self.weights is None:
             # From scratch the weights move fast and a trial is a few
             # hundred steps: Keras' default BN momentum (0.99) leaves the
@@ -192,19 +210,29 @@ class TransferHyperModel(kt.HyperModel):
         s = {}
         # One backbone: no hyperparameter (the leaderboard of a one-backbone
         # search stays as it was); several: a choice, first = default.
-        s["backbone"] = (hp.Choice("backbone", list(self.backbones), default=self.backbones[0])
-                         if len(self.backbones) > 1 else self.backbones[0])
+        s["backbone"] = (
+            hp.Choice("backbone", list(self.backbones), default=self.backbones[0])
+            if len(self.backbones) > 1
+            else self.backbones[0]
+        )
         s["pooling"] = _choice(hp, "head/pooling", h["pooling"], "avg")
         lo, hi = h["dense_layers"]
-        s["dense_layers"] = hp.Int("head/dense_layers", lo, hi) if hi > lo else hp.Fixed("head/dense_layers", lo)
+        s["dense_layers"] = (
+            hp.Int("head/dense_layers", lo, hi) if hi > lo else hp.Fixed("head/dense_layers", lo)
+        )
         s["units"] = _choice(hp, "head/units", h["units"])
         lo, hi, step = (tuple(h["dropout"]) + (0.1,))[:3]
-        s["dropout"] = hp.Float("head/dropout", lo, hi, step=step) if hi > lo else hp.Fixed("head/dropout", lo)
+        s["dropout"] = (
+            hp.Float("head/dropout", lo, hi, step=step) if hi > lo else hp.Fixed("head/dropout", lo)
+        )
         s["batch_norm"] = _choice(hp, "head/batch_norm", h["batch_norm"])
         s["label_smoothing"] = _choice(hp, "head/label_smoothing", h["label_smoothing"])
         lo, hi = h["learning_rate"]
-        s["learning_rate"] = (hp.Float("head/learning_rate", lo, hi, sampling="log", default=min(max(1e-3, lo), hi))
-                              if hi > lo else hp.Fixed("head/learning_rate", lo))
+        s["learning_rate"] = (
+            hp.Float("head/learning_rate", lo, hi, sampling="log", default=min(max(1e-3, lo), hi))
+            if hi > lo
+            else hp.Fixed("head/learning_rate", lo)
+        )
         s["optimizer"] = _choice(hp, "head/optimizer", h["optimizer"])
         # One range for every backbone (a hyperparameter's values are fixed);
         # a depth beyond a backbone's stage count unfreezes all of it.
@@ -227,11 +255,19 @@ class TransferHyperModel(kt.HyperModel):
 
     def _head(self, s) -> keras.Sequential:
         # The zoo's one classifier head, with the sampled shape.
-        head = keras.Sequential(zoo.layers.classifier_head(
-            self.num_classes, pooling=s["pooling"],
-            hidden_units=(s["units"],) * s["dense_layers"], batch_norm=s["batch_norm"],
-            dropout=s["dropout"], prefix="head_", hidden_name="dense", output_name="predictions",
-        ), name="head")
+        head = keras.Sequential(
+            zoo.layers.classifier_head(
+                self.num_classes,
+                pooling=s["pooling"],
+                hidden_units=(s["units"],) * s["dense_layers"],
+                batch_norm=s["batch_norm"],
+                dropout=s["dropout"],
+                prefix="head_",
+                hidden_name="dense",
+                output_name="predictions",
+            ),
+            name="head",
+        )
         head.build((None,) + tuple(self.template(s["backbone"]).output.shape[1:]))
         return head
 
@@ -240,21 +276,37 @@ class TransferHyperModel(kt.HyperModel):
             keras.distribution.set_distribution(self.distribution)
         s = self._space(hp)
         with zoo.dtype_policy_scope(self.dtype_policy):  # the head and augmentation layers
-            model = surgery.graft(self.template(s["backbone"]), self._head(s),
-                                  name=f"{s['backbone']}_transfer")
+            model = surgery.graft(
+                self.template(s["backbone"]), self._head(s), name=f"{s['backbone']}_transfer"
+            )
             if s["augment"]:
-                model = surgery.insert(model, keras.Sequential(augmentation_layers(self.augmentation),
-                                                               name="augment"),
-                                       after=model.layers[0].name)
+                model = surgery.insert(
+                    model,
+                    keras.Sequential(augmentation_layers(self.augmentation), name="augment"),
+                    after=model.layers[0].name,
+                )
         self._compile(model, s, s["learning_rate"], for_fit=False)
         return model
 
-    def _compile(self, model, s, learning_rate, *, epochs=None, steps_per_epoch=None,
-                 stage_decay=1.0, stages=0, for_fit=True):
+    def _compile(
+        self,
+        model,
+        s,
+        learning_rate,
+        *,
+        epochs=None,
+        steps_per_epoch=None,
+        stage_decay=1.0,
+        stages=0,
+        for_fit=True,
+    ):
         def make(rate):
             if self.schedule == "cosine" and epochs and steps_per_epoch:
-                rate = warmup_cosine(rate, total_steps=epochs * steps_per_epoch,
-                                     warmup_steps=min(steps_per_epoch, epochs * steps_per_epoch // 2))
+                rate = warmup_cosine(
+                    rate,
+                    total_steps=epochs * steps_per_epoch,
+                    warmup_steps=min(steps_per_epoch, epochs * steps_per_epoch // 2),
+                )
             if s["optimizer"] == "radam":
                 return RAdam(rate)
             return keras.optimizers.get({"class_name": s["optimizer"], "config": {"learning_rate": rate}})
@@ -268,7 +320,7 @@ class TransferHyperModel(kt.HyperModel):
             for depth, layers in enumerate(reversed(groups[-stages:]), start=1):
                 names = "|".join(re.escape(l.name) for l in layers if l.weights)
                 if names:
-                    by_path[f"(?:.*/)?(?:{names})/[^/]+"] = make(learning_rate * stage_decay ** depth)
+                    by_path[f"(?:.*/)?(?:{names})/[^/]+"] = make(learning_rate * stage_decay**depth)
             optimizer = keras.optimizers.MultiOptimizer(by_path)
         model.compile(
             optimizer=optimizer,
@@ -279,8 +331,19 @@ class TransferHyperModel(kt.HyperModel):
             _build_training_state(model)
 
     # ------------------------------------------------------------------- fit
-    def fit(self, hp, model, x=None, y=None, *, epochs=1, validation_data=None,
-            callbacks=None, initial_epoch=0, **kwargs):
+    def fit(
+        self,
+        hp,
+        model,
+        x=None,
+        y=None,
+        *,
+        epochs=1,
+        validation_data=None,
+        callbacks=None,
+        initial_epoch=0,
+        **kwargs,
+    ):
         s = self._space(hp)
         callbacks = _keep_async_dispatch(list(callbacks or []))
         if kwargs.get("verbose") == 2:  # Keras' own verbose=2 waits for every step's logs
@@ -311,27 +374,71 @@ class TransferHyperModel(kt.HyperModel):
             val = None
             if validation_data is not None:
                 val = self.features(*_split_xy(validation_data), backbone=s["backbone"])
-            self._compile(head, s, s["learning_rate"], epochs=phase1,
-                          steps_per_epoch=_steps_per_epoch(fx, kwargs.get("batch_size")))
+            self._compile(
+                head,
+                s,
+                s["learning_rate"],
+                epochs=phase1,
+                steps_per_epoch=_steps_per_epoch(fx, kwargs.get("batch_size")),
+            )
             redirected = [_Redirect(cb, model) for cb in callbacks]
-            record(head.fit(fx, fy, epochs=initial_epoch + phase1, initial_epoch=initial_epoch,
-                            validation_data=val, callbacks=redirected, **kwargs), 1)
+            record(
+                head.fit(
+                    fx,
+                    fy,
+                    epochs=initial_epoch + phase1,
+                    initial_epoch=initial_epoch,
+                    validation_data=val,
+                    callbacks=redirected,
+                    **kwargs,
+                ),
+                1,
+            )
             return self._finish(hp, model, history, phases)
         if phase1 > 0:
             self._compile(model, s, s["learning_rate"], epochs=phase1, steps_per_epoch=steps)
-            record(model.fit(x, y, epochs=initial_epoch + phase1, initial_epoch=initial_epoch,
-                             validation_data=validation_data, callbacks=callbacks, **full_kwargs), 1)
+            record(
+                model.fit(
+                    x,
+                    y,
+                    epochs=initial_epoch + phase1,
+                    initial_epoch=initial_epoch,
+                    validation_data=validation_data,
+                    callbacks=callbacks,
+                    **full_kwargs,
+                ),
+                1,
+            )
         if s["stages"] > 0 and phase1 < total and not model.stop_training:
             _set_depth(model, s["stages"], keep_bn_frozen=not s["train_bn"])
-            self._compile(model, s, s["learning_rate"] * s["lr_factor"], epochs=total - phase1,
-                          steps_per_epoch=steps, stage_decay=s["stage_lr_decay"], stages=s["stages"])
+            self._compile(
+                model,
+                s,
+                s["learning_rate"] * s["lr_factor"],
+                epochs=total - phase1,
+                steps_per_epoch=steps,
+                stage_decay=s["stage_lr_decay"],
+                stages=s["stages"],
+            )
             # KerasTuner's TensorBoard hparams callback records one session
             # per trial and refuses a second `fit`; phase 1 already logged it.
-            phase2_callbacks = [cb for cb in callbacks
-                                if phase1 == 0 or not type(cb).__module__.startswith("tensorboard.plugins.hparams")]
-            record(model.fit(x, y, epochs=initial_epoch + total, initial_epoch=initial_epoch + phase1,
-                             validation_data=validation_data, callbacks=phase2_callbacks,
-                             **full_kwargs), 2)
+            phase2_callbacks = [
+                cb
+                for cb in callbacks
+                if phase1 == 0 or not type(cb).__module__.startswith("tensorboard.plugins.hparams")
+            ]
+            record(
+                model.fit(
+                    x,
+                    y,
+                    epochs=initial_epoch + total,
+                    initial_epoch=initial_epoch + phase1,
+                    validation_data=validation_data,
+                    callbacks=phase2_callbacks,
+                    **full_kwargs,
+                ),
+                2,
+            )
         return self._finish(hp, model, history, phases)
 
     def _finish(self, hp, model, history, phases=()):
@@ -424,15 +531,16 @@ def augmentation_layers(kinds=AUGMENTATIONS):
         kinds = (kinds,)
     unknown = [k for k in kinds if k not in AUGMENTATIONS]
     if unknown or not kinds:
-        raise ValueError(f"Augmentation kinds are a non-empty subset of {AUGMENTATIONS}. "
-                         f"Received: {tuple(kinds)!r}")
+        raise ValueError(
+            f"Augmentation kinds are a non-empty subset of {AUGMENTATIONS}. Received: {tuple(kinds)!r}"
+        )
     make = {
         "flip": lambda: keras.layers.RandomFlip("horizontal", name="augment_flip"),
-        "rotation": lambda: keras.layers.RandomRotation(0.1, fill_mode="reflect",
-                                                        name="augment_rotation"),
+        "rotation": lambda: keras.layers.RandomRotation(0.1, fill_mode="reflect", name="augment_rotation"),
         "zoom": lambda: keras.layers.RandomZoom(0.2, fill_mode="reflect", name="augment_zoom"),
-        "translation": lambda: keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect",
-                                                              name="augment_translation"),
+        "translation": lambda: keras.layers.RandomTranslation(
+            0.1, 0.1, fill_mode="reflect", name="augment_translation"
+        ),
     }
     return [make[k]() for k in AUGMENTATIONS if k in kinds]
 
@@ -469,14 +577,15 @@ def _history(merged):
     return h
 
 
-_BATCH_END_HOOKS = ("on_batch_end", "on_train_batch_end", "on_test_batch_end",
-                    "on_predict_batch_end")
+_BATCH_END_HOOKS = ("on_batch_end", "on_train_batch_end", "on_test_batch_end", "on_predict_batch_end")
 
 
 def _no_batch_end_hooks(callback) -> bool:
     """Whether a callback leaves every batch-end hook as `Callback`'s no-op."""
-    return all(getattr(getattr(callback, h), "__func__", None) is getattr(keras.callbacks.Callback, h)
-               for h in _BATCH_END_HOOKS)
+    return all(
+        getattr(getattr(callback, h), "__func__", None) is getattr(keras.callbacks.Callback, h)
+        for h in _BATCH_END_HOOKS
+    )
 
 
 def _keep_async_dispatch(callbacks):
@@ -505,8 +614,12 @@ def _keep_async_dispatch(callbacks):
             hooks = ("on_batch_begin", "on_batch_end")
             if all(getattr(type(cb.tuner), h) is getattr(kt.Tuner, h) for h in hooks):
                 idle(cb, *hooks)
-        elif (type(cb) is keras.callbacks.TensorBoard and cb.update_freq == "epoch"
-              and not getattr(cb, "_should_trace", True) and keras.backend.backend() != "tensorflow"):
+        elif (
+            type(cb) is keras.callbacks.TensorBoard
+            and cb.update_freq == "epoch"
+            and not getattr(cb, "_should_trace", True)
+            and keras.backend.backend() != "tensorflow"
+        ):
             idle(cb, "on_train_batch_end")
     return callbacks
 
@@ -529,10 +642,8 @@ class EpochLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - getattr(self, "_start", time.perf_counter())
-        values = " - ".join(f"{k}: {v:.4f}" for k, v in (logs or {}).items()
-                            if isinstance(v, (int, float)))
-        print(f"epoch {epoch + 1}/{self.params.get('epochs', '?')} - {seconds:.0f}s - {values}",
-              flush=True)
+        values = " - ".join(f"{k}: {v:.4f}" for k, v in (logs or {}).items() if isinstance(v, (int, float)))
+        print(f"epoch {epoch + 1}/{self.params.get('epochs', '?')} - {seconds:.0f}s - {values}", flush=True)
 
 
 class _Redirect(keras.callbacks.Callback):

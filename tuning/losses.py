@@ -26,8 +26,13 @@ class SparseCategoricalCrossentropyWithSmoothing(keras.losses.Loss):
     0.2152
     """
 
-    def __init__(self, label_smoothing: float = 0.0, from_logits: bool = False,
-                 name: str = "sparse_categorical_crossentropy", **kwargs):
+    def __init__(
+        self,
+        label_smoothing: float = 0.0,
+        from_logits: bool = False,
+        name: str = "sparse_categorical_crossentropy",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
         self.label_smoothing = label_smoothing
         self.from_logits = from_logits
@@ -40,5 +45,8 @@ class SparseCategoricalCrossentropyWithSmoothing(keras.losses.Loss):
         )
 
     def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing,
-                "from_logits": self.from_logits}
+        return {
+            **super().get_config(),
+            "label_smoothing": self.label_smoothing,
+            "from_logits": self.from_logits,
+        }

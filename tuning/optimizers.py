@@ -38,9 +38,16 @@ class RAdam(keras.optimizers.Optimizer):
     True
     """
 
-    def __init__(self, learning_rate=0.001, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-7, sma_threshold: float = 5.0, name: str = "radam",
-                 **kwargs):
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+        sma_threshold: float = 5.0,
+        name: str = "radam",
+        **kwargs,
+    ):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.beta_1 = beta_1
         self.beta_2 = beta_2
@@ -51,9 +58,7 @@ class RAdam(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(var_list)
-        self._momentums, self._velocities = self.add_optimizer_variables(
-            var_list, ["momentum", "velocity"]
-        )
+        self._momentums, self._velocities = self.add_optimizer_variables(var_list, ["momentum", "velocity"])
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
@@ -71,20 +76,26 @@ class RAdam(keras.optimizers.Optimizer):
         m_hat = m / (1 - beta_1_power)
         rho_inf = 2 / (1 - beta_2) - 1
         rho_t = rho_inf - 2 * t * beta_2_power / (1 - beta_2_power)
-        rect = ops.sqrt(ops.maximum(
-            (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.0
-        ))
+        rect = ops.sqrt(
+            ops.maximum((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.0)
+        )
         adaptive = ops.sqrt(1 - beta_2_power) / (ops.sqrt(v) + self.epsilon)
         step = ops.where(rho_t > self.sma_threshold, rect * m_hat * adaptive, m_hat)
         self.assign_sub(variable, lr * step)
 
     def get_config(self):
-        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
-                "epsilon": self.epsilon, "sma_threshold": self.sma_threshold}
+        return {
+            **super().get_config(),
+            "beta_1": self.beta_1,
+            "beta_2": self.beta_2,
+            "epsilon": self.epsilon,
+            "sma_threshold": self.sma_threshold,
+        }
 
 
-def warmup_cosine(learning_rate: float, *, total_steps: int, warmup_steps: int = 0,
-                  final_fraction: float = 0.0):
+def warmup_cosine(
+    learning_rate: float, *, total_steps: int, warmup_steps: int = 0, final_fraction: float = 0.0
+):
     """Linear warm-up to `learning_rate`, then cosine decay: Keras' `CosineDecay`.
 
     Args:

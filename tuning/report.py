@@ -34,18 +34,26 @@ def evaluate(model, dataset, class_names):
         pred_one_hot = np.eye(n, dtype="float32")[y_pred]
         precision.update_state(one_hot, pred_one_hot)
         recall.update_state(one_hot, pred_one_hot)
-        rows.append({"class": name, "precision": float(precision.result()),
-                     "recall": float(recall.result()),
-                     "f1": float(keras.ops.convert_to_numpy(f1.result())[c]),
-                     "support": int((y_true == c).sum())})
+        rows.append(
+            {
+                "class": name,
+                "precision": float(precision.result()),
+                "recall": float(recall.result()),
+                "f1": float(keras.ops.convert_to_numpy(f1.result())[c]),
+                "support": int((y_true == c).sum()),
+            }
+        )
     confusion = np.zeros((n, n), "int64")
     np.add.at(confusion, (y_true, y_pred), 1)
-    return {"accuracy": float((y_pred == y_true).mean()), "per_class": rows,
-            "confusion": confusion,
-            # One image per class (class order), with its true and predicted labels.
-            "images": np.stack([examples[c][0] for c in sorted(examples)]),
-            "labels": np.asarray(sorted(examples)),
-            "predicted": np.asarray([examples[c][1] for c in sorted(examples)])}
+    return {
+        "accuracy": float((y_pred == y_true).mean()),
+        "per_class": rows,
+        "confusion": confusion,
+        # One image per class (class order), with its true and predicted labels.
+        "images": np.stack([examples[c][0] for c in sorted(examples)]),
+        "labels": np.asarray(sorted(examples)),
+        "predicted": np.asarray([examples[c][1] for c in sorted(examples)]),
+    }
 
 
 def _grad_of(fn, x):
@@ -152,12 +160,11 @@ def trials_figure(rows):
         else:
             labels = sorted({_label(v) for v in values})
             ax.scatter([labels.index(_label(v)) for v in values], scores)
-            ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 3 else 0,
-                          fontsize=8)
+            ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 3 else 0, fontsize=8)
             ax.set_xlim(-0.5, len(labels) - 0.5)
         ax.set_title(key, fontsize=9)
         ax.set_ylabel("score")
-    for ax in list(axes.flat)[len(varied):]:
+    for ax in list(axes.flat)[len(varied) :]:
         ax.axis("off")
     fig.tight_layout()
     return fig
@@ -211,8 +218,14 @@ def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names
     ax.set_yticks(range(len(class_names)), class_names)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, cm[i, j], ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                cm[i, j],
+                ha="center",
+                va="center",
+                color="white" if cm[i, j] > cm.max() / 2 else "black",
+            )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"confusion matrix (test accuracy {evaluation['accuracy']:.3f})")
@@ -233,15 +246,22 @@ def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names
     cam_stage = next((s for s, n in zip(reversed(stages), reversed(sizes)) if n and n >= 6), stages[-1])
     try:
         cams = grad_cam(model, images, layer=cam_stage.layer)
-        fig, axes = plt.subplots(2, len(images), figsize=(max(4.5, 2.2 * len(images)), 4.8),
-                                 squeeze=False)
+        fig, axes = plt.subplots(2, len(images), figsize=(max(4.5, 2.2 * len(images)), 4.8), squeeze=False)
         for i, (img, k) in enumerate(zip(images, picks)):
             axes[0, i].imshow(img.astype("uint8"))
-            axes[0, i].set_title(f"true {class_names[evaluation['labels'][k]]}\n"
-                                 f"pred {class_names[evaluation['predicted'][k]]}", fontsize=8)
+            axes[0, i].set_title(
+                f"true {class_names[evaluation['labels'][k]]}\n"
+                f"pred {class_names[evaluation['predicted'][k]]}",
+                fontsize=8,
+            )
             axes[1, i].imshow(img.astype("uint8"))
-            axes[1, i].imshow(cams[i], cmap="jet", alpha=0.45, interpolation="bilinear",
-                              extent=(0, img.shape[1], img.shape[0], 0))
+            axes[1, i].imshow(
+                cams[i],
+                cmap="jet",
+                alpha=0.45,
+                interpolation="bilinear",
+                extent=(0, img.shape[1], img.shape[0], 0),
+            )
             for ax in axes[:, i]:
                 ax.axis("off")
         fig.suptitle(f"Grad-CAM at {cam_stage.layer} (stride {cam_stage.reduction})", fontsize=10)
@@ -265,22 +285,34 @@ def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names
 def write_report(out_dir, *, args, classes, counts, result, evaluation, timings, plots, splits=None):
     """`report.md`: data and splits, the best trial, the held-out figure, timings, plots."""
     if splits:
-        images = [f"- {name}: {info['images']} images, {info['source']}"
-                  for name, info in splits.items() if isinstance(info, dict)]
+        images = [
+            f"- {name}: {info['images']} images, {info['source']}"
+            for name, info in splits.items()
+            if isinstance(info, dict)
+        ]
     else:
         images = [f"- images: {counts}"]
     lines = [
-        "# Transfer-learning run", "",
-        "## Data", "",
+        "# Transfer-learning run",
+        "",
+        "## Data",
+        "",
         f"- classes ({len(classes)}): {', '.join(classes)}",
         *images,
         f"- image size {args.image_size}x{args.image_size}, "
-        + (f"backbones searched `{args.backbone}` (best: `{result.hyperparameters['backbone']}`), "
-           if "backbone" in result.hyperparameters else f"backbone `{args.backbone}`, ") +
-        f"weights `{args.weights}`, precision {getattr(args, 'precision', 'fp32')}", "",
-        "## Best trial", "",
-        f"- objective val_accuracy: {result.score:.4f} (on the validation split, which chose it)", "",
-        "| hyperparameter | value |", "|---|---|",
+        + (
+            f"backbones searched `{args.backbone}` (best: `{result.hyperparameters['backbone']}`), "
+            if "backbone" in result.hyperparameters
+            else f"backbone `{args.backbone}`, "
+        )
+        + f"weights `{args.weights}`, precision {getattr(args, 'precision', 'fp32')}",
+        "",
+        "## Best trial",
+        "",
+        f"- objective val_accuracy: {result.score:.4f} (on the validation split, which chose it)",
+        "",
+        "| hyperparameter | value |",
+        "|---|---|",
     ]
     lines += [f"| {k} | {v} |" for k, v in result.hyperparameters.items()]
     if evaluation.get("split", "test") == "test":
@@ -288,16 +320,26 @@ def write_report(out_dir, *, args, classes, counts, result, evaluation, timings,
         where = "Measured on images that no trial saw"
     else:
         title = f"## Validation (used for selection): accuracy {evaluation['accuracy']:.4f}"
-        where = ("No test split (--test-fraction 0 and no test/ folder): this is the validation "
-                 "split that chose the best trial, an optimistic figure")
+        where = (
+            "No test split (--test-fraction 0 and no test/ folder): this is the validation "
+            "split that chose the best trial, an optimistic figure"
+        )
     source = f" ({evaluation['source']})" if evaluation.get("source") else ""
-    lines += ["", title, "", f"{where}{source}.", "",
-              "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    lines += [f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
-              f"{r['support']} |" for r in evaluation["per_class"]]
+    lines += [
+        "",
+        title,
+        "",
+        f"{where}{source}.",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+        for r in evaluation["per_class"]
+    ]
     lines += ["", "## Timings", ""] + [f"- {k}: {v:.1f} s" for k, v in timings.items()]
-    lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}](plots/{os.path.basename(p)})"
-                                     for p in plots]
+    lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}](plots/{os.path.basename(p)})" for p in plots]
     path = os.path.join(out_dir, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -135,7 +135,8 @@ class BestModelKeeper:
         with _file_lock(self.directory, ".best.lock"):
             current = self.best()
             better = current is None or (
-                score > current["score"] if self.objective.direction == "max" else score < current["score"])
+                score > current["score"] if self.objective.direction == "max" else score < current["score"]
+            )
             if not better:
                 return False
             optimizer = getattr(model, "optimizer", None)
@@ -145,11 +146,16 @@ class BestModelKeeper:
                 # Keras builds on load (no "Skipping variable loading" warning).
                 optimizer.build(model.trainable_variables)
             _atomic_write(os.path.join(self.directory, BEST_MODEL), model.save)
-            info = {"score": float(score), "objective": self.objective.name,
-                    "hyperparameters": hyperparameters,
-                    "history": {k: [float(v) for v in vals] for k, vals in (history or {}).items()}}
-            _atomic_write(os.path.join(self.directory, BEST_INFO),
-                          lambda p: open(p, "w").write(json.dumps(info, indent=2)))
+            info = {
+                "score": float(score),
+                "objective": self.objective.name,
+                "hyperparameters": hyperparameters,
+                "history": {k: [float(v) for v in vals] for k, vals in (history or {}).items()},
+            }
+            _atomic_write(
+                os.path.join(self.directory, BEST_INFO),
+                lambda p: open(p, "w").write(json.dumps(info, indent=2)),
+            )
             return True
 
 
@@ -169,12 +175,19 @@ class _TrialHooks:
             with _file_lock(self.project_dir, ".times.lock"):  # workers finish concurrently
                 times = _load_times(self.project_dir)
                 times[trial.trial_id] = seconds
-                _atomic_write(os.path.join(self.project_dir, "trial_times.json"),
-                              lambda p: open(p, "w").write(json.dumps(times)))
+                _atomic_write(
+                    os.path.join(self.project_dir, "trial_times.json"),
+                    lambda p: open(p, "w").write(json.dumps(times)),
+                )
         values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
         score = trial.score
-        logger.info("trial %s  score %s  %.1fs  %s", trial.trial_id,
-                    "n/a" if score is None else f"{score:.4f}", seconds or 0, values)
+        logger.info(
+            "trial %s  score %s  %.1fs  %s",
+            trial.trial_id,
+            "n/a" if score is None else f"{score:.4f}",
+            seconds or 0,
+            values,
+        )
         if getattr(self, "_print_trials", False):
             print(self._trial_line(trial, score, seconds, values), flush=True)
         if not _is_worker():  # a worker's oracle is a client; the chief writes it at the end
@@ -201,8 +214,10 @@ class _TrialHooks:
             eta = sum(self._durations) / len(self._durations) * (limit - done)
             left = f" ~{eta / 60:.0f} min left" if eta >= 90 else f" ~{eta:.0f} s left"
         shown = "n/a" if score is None else f"{score:.4f}"
-        return (f"[trial {count} id {trial.trial_id}] {self.oracle.objective.name}={shown} "
-                f"({seconds or 0:.1f} s){best_text}{left} {values}")
+        return (
+            f"[trial {count} id {trial.trial_id}] {self.oracle.objective.name}={shown} "
+            f"({seconds or 0:.1f} s){best_text}{left} {values}"
+        )
 
     def _prune_checkpoints(self, keep_best: bool = True):
         """Delete every trial's checkpoint but the best one's (disk grows per trial otherwise).
@@ -237,8 +252,12 @@ def leaderboard(tuner) -> list:
     trials = tuner.oracle.get_best_trials(num_trials=len(tuner.oracle.trials) or 1)
     rows = []
     for t in trials:
-        row = {"trial_id": t.trial_id, "score": t.score, "status": str(t.status),
-               "seconds": round(times[t.trial_id], 2) if t.trial_id in times else None}
+        row = {
+            "trial_id": t.trial_id,
+            "score": t.score,
+            "status": str(t.status),
+            "seconds": round(times[t.trial_id], 2) if t.trial_id in times else None,
+        }
         row.update({k: v for k, v in t.hyperparameters.values.items() if not k.startswith("tuner/")})
         rows.append(row)
     return rows
@@ -262,10 +281,20 @@ def write_leaderboard(tuner) -> list:
     return rows
 
 
-def make_tuner(hypermodel, *, tuner: str = "hyperband", objective="val_accuracy", max_trials: int = 10,
-               epochs: int = 5, directory: str = "tuning_runs", project_name: str = "search",
-               overwrite: bool = False, seed: int = 0, executions_per_trial: int = 1,
-               distribution_strategy=None):
+def make_tuner(
+    hypermodel,
+    *,
+    tuner: str = "hyperband",
+    objective="val_accuracy",
+    max_trials: int = 10,
+    epochs: int = 5,
+    directory: str = "tuning_runs",
+    project_name: str = "search",
+    overwrite: bool = False,
+    seed: int = 0,
+    executions_per_trial: int = 1,
+    distribution_strategy=None,
+):
     """A KerasTuner tuner (with this package's trial hooks) for `hypermodel`.
 
     `search` uses it; call it directly to drive KerasTuner yourself
@@ -287,9 +316,15 @@ def make_tuner(hypermodel, *, tuner: str = "hyperband", objective="val_accuracy"
             raise ValueError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")
     base = TUNERS[tuner]
     cls = type(f"Transfer{base.__name__}", (_TrialHooks, base), {})
-    common = dict(objective=objective, directory=directory, project_name=project_name,
-                  overwrite=overwrite, seed=seed, executions_per_trial=executions_per_trial,
-                  distribution_strategy=distribution_strategy)
+    common = dict(
+        objective=objective,
+        directory=directory,
+        project_name=project_name,
+        overwrite=overwrite,
+        seed=seed,
+        executions_per_trial=executions_per_trial,
+        distribution_strategy=distribution_strategy,
+    )
     if tuner == "hyperband":
         t = cls(hypermodel, max_epochs=epochs, factor=3, **common)
     else:
@@ -316,8 +351,11 @@ def _cover_backbones(oracle, backbones):
         # Not for Hyperband's continuations (`tuner/trial_id`): they resume
         # a trained model, whose backbone is fixed.
         if values and "backbone" in values and "tuner/trial_id" not in values:
-            used = {t.hyperparameters.values.get("backbone") for tid, t in oracle.trials.items()
-                    if tid != trial_id}
+            used = {
+                t.hyperparameters.values.get("backbone")
+                for tid, t in oracle.trials.items()
+                if tid != trial_id
+            }
             untried = [b for b in backbones if b not in used]
             if untried:
                 values["backbone"] = untried[0]
@@ -326,16 +364,38 @@ def _cover_backbones(oracle, backbones):
     oracle.populate_space = populate_space
 
 
-def search(train, val=None, *, backbone, num_classes: int | None = None, input_shape=None,
-           weights=None, tuner: str = "hyperband", max_trials: int = 10, epochs: int = 5,
-           directory: str = "tuning_runs", project_name: str = "search",
-           objective: str = "val_accuracy", overwrite: bool = False, head_space=None,
-           unfreeze_space=None, batch_size: int = 32, patience: int = 3, seed: int = 0,
-           cache_features: bool = True, tensorboard: bool = True, print_trials: bool | None = None,
-           keep_checkpoints: bool = False,
-           verbose: int = 1, distribution=None, phase1_fraction: float = 0.5,
-           schedule: str = "constant", augmentation=AUGMENTATIONS,
-           callbacks=None, precision: str = "fp32") -> SearchResult:
+def search(
+    train,
+    val=None,
+    *,
+    backbone,
+    num_classes: int | None = None,
+    input_shape=None,
+    weights=None,
+    tuner: str = "hyperband",
+    max_trials: int = 10,
+    epochs: int = 5,
+    directory: str = "tuning_runs",
+    project_name: str = "search",
+    objective: str = "val_accuracy",
+    overwrite: bool = False,
+    head_space=None,
+    unfreeze_space=None,
+    batch_size: int = 32,
+    patience: int = 3,
+    seed: int = 0,
+    cache_features: bool = True,
+    tensorboard: bool = True,
+    print_trials: bool | None = None,
+    keep_checkpoints: bool = False,
+    verbose: int = 1,
+    distribution=None,
+    phase1_fraction: float = 0.5,
+    schedule: str = "constant",
+    augmentation=AUGMENTATIONS,
+    callbacks=None,
+    precision: str = "fp32",
+) -> SearchResult:
     """Search heads and unfreeze depth on a backbone; return the trained best model.
 
     Built on KerasTuner: `tuner` picks Hyperband, random search or Bayesian
@@ -425,18 +485,34 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
         fit_args = dict(x=train)
     if val is None and objective.startswith("val_"):
         raise ValueError(
-            f"objective={objective!r} needs validation data; pass `val` or an objective "
-            "such as 'accuracy'."
+            f"objective={objective!r} needs validation data; pass `val` or an objective such as 'accuracy'."
         )
     validation = tuple(val) if isinstance(val, (tuple, list)) else val
     hypermodel = TransferHyperModel(
-        backbone, num_classes=num_classes, input_shape=input_shape, weights=weights,
-        head_space=head_space, unfreeze_space=unfreeze_space, cache_features=cache_features,
-        seed=seed, phase1_fraction=phase1_fraction, schedule=schedule,
-        augmentation=augmentation, precision=precision)
-    t = make_tuner(hypermodel, tuner=tuner, objective=objective, max_trials=max_trials,
-                   epochs=epochs, directory=directory, project_name=project_name,
-                   overwrite=overwrite, seed=seed)
+        backbone,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        weights=weights,
+        head_space=head_space,
+        unfreeze_space=unfreeze_space,
+        cache_features=cache_features,
+        seed=seed,
+        phase1_fraction=phase1_fraction,
+        schedule=schedule,
+        augmentation=augmentation,
+        precision=precision,
+    )
+    t = make_tuner(
+        hypermodel,
+        tuner=tuner,
+        objective=objective,
+        max_trials=max_trials,
+        epochs=epochs,
+        directory=directory,
+        project_name=project_name,
+        overwrite=overwrite,
+        seed=seed,
+    )
     t._print_trials = verbose >= 1 if print_trials is None else print_trials
     t._keep_checkpoints = keep_checkpoints
     keeper = BestModelKeeper(t.project_dir, t.oracle.objective)
@@ -444,8 +520,11 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
     hypermodel.objective_name = t.oracle.objective.name
     hypermodel.objective_direction = t.oracle.objective.direction
     user_callbacks = list(callbacks or [])
-    callbacks = [keras.callbacks.EarlyStopping(monitor=objective, mode=t.oracle.objective.direction,
-                                               patience=patience, restore_best_weights=True)]
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor=objective, mode=t.oracle.objective.direction, patience=patience, restore_best_weights=True
+        )
+    ]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(t.project_dir, "logs")))
     callbacks += user_callbacks
@@ -453,8 +532,13 @@ def search(train, val=None, *, backbone, num_classes: int | None = None, input_s
     # before building each trial's model: the hypermodel sets it again there.
     hypermodel.distribution = distribution
     try:
-        t.search(**fit_args, validation_data=validation, epochs=epochs, callbacks=callbacks,
-                 verbose=0 if verbose < 2 else verbose)
+        t.search(
+            **fit_args,
+            validation_data=validation,
+            epochs=epochs,
+            callbacks=callbacks,
+            verbose=0 if verbose < 2 else verbose,
+        )
     finally:
         if getattr(t, "oracle", None) is not None and not _is_worker():
             write_leaderboard(t)

@@ -10,6 +10,23 @@ blocks and the one classifier head), one module per family.
 >>> print(zoo.info("resnet50"))  # doctest: +SKIP
 """
 
+from zoo import datasets, layers, weights
+from zoo.builder import build, dtype_policy_scope, precision_policy, preprocess
+from zoo.cards import ModelCard, count_macs, info
+from zoo.features import stages_of
+from zoo.registry import Body, ModelSpec, Stage, get_spec, list_models, register, register_task
+from zoo.serving import export
+
+# Families register themselves on import; tasks after their backbones.
+from zoo import googlenet, resnet, vgg  # noqa: F401
+from zoo import applications  # noqa: F401  (keras.applications backbones)
+from zoo import fcn  # noqa: F401
+from zoo import averaging
+from zoo.averaging import ensemble
+from zoo.fcn import convolutionalize
+from zoo.googlenet import AuxiliaryClassifierModel, strip_auxiliary
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -21,26 +38,30 @@ def _version() -> str:
 
 __version__ = _version()
 
-
-from zoo import datasets, layers, weights
-from zoo.builder import build, dtype_policy_scope, precision_policy, preprocess
-from zoo.cards import ModelCard, count_macs, info
-from zoo.serving import export
-from zoo.features import stages_of
-from zoo.registry import Body, ModelSpec, Stage, get_spec, list_models, register, register_task
-
-# Families register themselves on import.
-from zoo import googlenet, resnet, vgg  # noqa: E402,F401  isort: skip
-from zoo import applications  # noqa: E402,F401  (keras.applications backbones)
-from zoo import fcn  # noqa: E402,F401  (tasks: after their backbones)
-from zoo import averaging  # noqa: E402
-from zoo.averaging import ensemble  # noqa: E402
-from zoo.fcn import convolutionalize  # noqa: E402
-from zoo.googlenet import AuxiliaryClassifierModel, strip_auxiliary  # noqa: E402
-
-__all__ = ["__version__", 
-    "AuxiliaryClassifierModel", "Body", "ModelCard", "ModelSpec", "Stage", "averaging", "build",
-    "convolutionalize", "count_macs", "datasets", "dtype_policy_scope", "ensemble", "export", "get_spec",
-    "info", "layers", "list_models", "precision_policy", "preprocess", "register",
-    "register_task", "stages_of", "strip_auxiliary", "weights",
+__all__ = [
+    "__version__",
+    "AuxiliaryClassifierModel",
+    "Body",
+    "ModelCard",
+    "ModelSpec",
+    "Stage",
+    "averaging",
+    "build",
+    "convolutionalize",
+    "count_macs",
+    "datasets",
+    "dtype_policy_scope",
+    "ensemble",
+    "export",
+    "get_spec",
+    "info",
+    "layers",
+    "list_models",
+    "precision_policy",
+    "preprocess",
+    "register",
+    "register_task",
+    "stages_of",
+    "strip_auxiliary",
+    "weights",
 ]

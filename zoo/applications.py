@@ -61,55 +61,114 @@ class _App:
 
 # family prefix -> (family, preprocessing, minimum input side, paper)
 _FAMILIES = {
-    "ConvNeXt": ("convnext", "none", 32,
-                 "Liu et al. 2022, A ConvNet for the 2020s, https://arxiv.org/abs/2201.03545"),
-    "DenseNet": ("densenet", "torch", 32,
-                 "Huang et al. 2017, Densely Connected Convolutional Networks, "
-                 "https://arxiv.org/abs/1608.06993"),
-    "EfficientNetV2": ("efficientnetv2", "none", 32,
-                       "Tan & Le 2021, EfficientNetV2: Smaller Models and Faster Training, "
-                       "https://arxiv.org/abs/2104.00298"),
-    "EfficientNet": ("efficientnet", "none", 32,
-                     "Tan & Le 2019, EfficientNet: Rethinking Model Scaling for CNNs, "
-                     "https://arxiv.org/abs/1905.11946"),
-    "InceptionResNetV2": ("inception_resnet", "tf", 75,
-                          "Szegedy et al. 2016, Inception-v4, Inception-ResNet and the Impact "
-                          "of Residual Connections, https://arxiv.org/abs/1602.07261"),
-    "InceptionV3": ("inception", "tf", 75,
-                    "Szegedy et al. 2015, Rethinking the Inception Architecture, "
-                    "https://arxiv.org/abs/1512.00567"),
-    "MobileNetV3": ("mobilenetv3", "none", 32,
-                    "Howard et al. 2019, Searching for MobileNetV3, https://arxiv.org/abs/1905.02244"),
-    "MobileNetV2": ("mobilenetv2", "tf", 32,
-                    "Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear "
-                    "Bottlenecks, https://arxiv.org/abs/1801.04381"),
-    "MobileNet": ("mobilenet", "tf", 32,
-                  "Howard et al. 2017, MobileNets, https://arxiv.org/abs/1704.04861"),
-    "NASNet": ("nasnet", "tf", 32,
-               "Zoph et al. 2018, Learning Transferable Architectures, "
-               "https://arxiv.org/abs/1707.07012"),
-    "Xception": ("xception", "tf", 71,
-                 "Chollet 2017, Xception: Deep Learning with Depthwise Separable "
-                 "Convolutions, https://arxiv.org/abs/1610.02357"),
+    "ConvNeXt": (
+        "convnext",
+        "none",
+        32,
+        "Liu et al. 2022, A ConvNet for the 2020s, https://arxiv.org/abs/2201.03545",
+    ),
+    "DenseNet": (
+        "densenet",
+        "torch",
+        32,
+        "Huang et al. 2017, Densely Connected Convolutional Networks, https://arxiv.org/abs/1608.06993",
+    ),
+    "EfficientNetV2": (
+        "efficientnetv2",
+        "none",
+        32,
+        "Tan & Le 2021, EfficientNetV2: Smaller Models and Faster Training, https://arxiv.org/abs/2104.00298",
+    ),
+    "EfficientNet": (
+        "efficientnet",
+        "none",
+        32,
+        "Tan & Le 2019, EfficientNet: Rethinking Model Scaling for CNNs, https://arxiv.org/abs/1905.11946",
+    ),
+    "InceptionResNetV2": (
+        "inception_resnet",
+        "tf",
+        75,
+        "Szegedy et al. 2016, Inception-v4, Inception-ResNet and the Impact "
+        "of Residual Connections, https://arxiv.org/abs/1602.07261",
+    ),
+    "InceptionV3": (
+        "inception",
+        "tf",
+        75,
+        "Szegedy et al. 2015, Rethinking the Inception Architecture, https://arxiv.org/abs/1512.00567",
+    ),
+    "MobileNetV3": (
+        "mobilenetv3",
+        "none",
+        32,
+        "Howard et al. 2019, Searching for MobileNetV3, https://arxiv.org/abs/1905.02244",
+    ),
+    "MobileNetV2": (
+        "mobilenetv2",
+        "tf",
+        32,
+        "Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear "
+        "Bottlenecks, https://arxiv.org/abs/1801.04381",
+    ),
+    "MobileNet": ("mobilenet", "tf", 32, "Howard et al. 2017, MobileNets, https://arxiv.org/abs/1704.04861"),
+    "NASNet": (
+        "nasnet",
+        "tf",
+        32,
+        "Zoph et al. 2018, Learning Transferable Architectures, https://arxiv.org/abs/1707.07012",
+    ),
+    "Xception": (
+        "xception",
+        "tf",
+        71,
+        "Chollet 2017, Xception: Deep Learning with Depthwise Separable "
+        "Convolutions, https://arxiv.org/abs/1610.02357",
+    ),
 }
 
 # ImageNet-1k top-1 (%) as reported in the keras.applications table (and
 # MobileNetV3's docstring); ConvNeXt Base/Large/XLarge were pre-trained on
 # ImageNet-21k.
 _TOP1 = {
-    "ConvNeXtTiny": 81.3, "ConvNeXtSmall": 82.3, "ConvNeXtBase": 85.3, "ConvNeXtLarge": 86.3,
-    "ConvNeXtXLarge": 86.7, "DenseNet121": 75.0, "DenseNet169": 76.2, "DenseNet201": 77.3,
-    "EfficientNetB0": 77.1, "EfficientNetB1": 79.1, "EfficientNetB2": 80.1, "EfficientNetB3": 81.6,
-    "EfficientNetB4": 82.9, "EfficientNetB5": 83.6, "EfficientNetB6": 84.0, "EfficientNetB7": 84.3,
-    "EfficientNetV2B0": 78.7, "EfficientNetV2B1": 79.8, "EfficientNetV2B2": 80.5,
-    "EfficientNetV2B3": 82.0, "EfficientNetV2S": 83.9, "EfficientNetV2M": 85.3,
-    "EfficientNetV2L": 85.7, "InceptionResNetV2": 80.3, "InceptionV3": 77.9, "MobileNet": 70.4,
-    "MobileNetV2": 71.3, "MobileNetV3Large": 75.6, "MobileNetV3Small": 68.1,
-    "NASNetLarge": 82.5, "NASNetMobile": 74.4, "Xception": 79.0,
+    "ConvNeXtTiny": 81.3,
+    "ConvNeXtSmall": 82.3,
+    "ConvNeXtBase": 85.3,
+    "ConvNeXtLarge": 86.3,
+    "ConvNeXtXLarge": 86.7,
+    "DenseNet121": 75.0,
+    "DenseNet169": 76.2,
+    "DenseNet201": 77.3,
+    "EfficientNetB0": 77.1,
+    "EfficientNetB1": 79.1,
+    "EfficientNetB2": 80.1,
+    "EfficientNetB3": 81.6,
+    "EfficientNetB4": 82.9,
+    "EfficientNetB5": 83.6,
+    "EfficientNetB6": 84.0,
+    "EfficientNetB7": 84.3,
+    "EfficientNetV2B0": 78.7,
+    "EfficientNetV2B1": 79.8,
+    "EfficientNetV2B2": 80.5,
+    "EfficientNetV2B3": 82.0,
+    "EfficientNetV2S": 83.9,
+    "EfficientNetV2M": 85.3,
+    "EfficientNetV2L": 85.7,
+    "InceptionResNetV2": 80.3,
+    "InceptionV3": 77.9,
+    "MobileNet": 70.4,
+    "MobileNetV2": 71.3,
+    "MobileNetV3Large": 75.6,
+    "MobileNetV3Small": 68.1,
+    "NASNetLarge": 82.5,
+    "NASNetMobile": 74.4,
+    "Xception": 79.0,
 }
 
 # Generated by scripts/keras_applications_table.py from Keras 3.15.1; keep in sync with it.
 # MobileNet v1/v2 files: Keras publishes no hash for them (an empty hash is not checked).
+# One row per model, as the generator prints it.
+# fmt: off
 _TABLE = (
     _App('ConvNeXtBase', size=224, stages=(('convnext_base_stage_0_block_2_identity', 4, 128), ('convnext_base_stage_1_block_2_identity', 8, 256), ('convnext_base_stage_2_block_26_identity', 16, 512), ('convnext_base_stage_3_block_2_identity', 32, 1024),),
          params=(88591464, 87566464),
@@ -240,6 +299,7 @@ _TABLE = (
          top=('xception_weights_tf_dim_ordering_tf_kernels.h5', 'https://storage.googleapis.com/tensorflow/keras-applications/xception/xception_weights_tf_dim_ordering_tf_kernels.h5', '0a58e3b7378bc2990ea3b43d5981f1f6'),
          notop=('xception_weights_tf_dim_ordering_tf_kernels_notop.h5', 'https://storage.googleapis.com/tensorflow/keras-applications/xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5', 'b0042744bf5b25fce3cb969f33bebb97')),
 )
+# fmt: on
 
 
 def _family(constructor: str):
@@ -259,21 +319,28 @@ def _upstream_layers(x) -> list:
     return keras.Model(sources, x).layers
 
 
-def _body(x, *, app: _App, stages: tuple, include_top: bool, pooling, num_classes: int,
-          classifier_activation):
+def _body(
+    x, *, app: _App, stages: tuple, include_top: bool, pooling, num_classes: int, classifier_activation
+):
     from zoo._keras import stable_default_names
 
     constructor = getattr(keras.applications, app.constructor)
-    kwargs = dict(include_top=include_top, weights=None, input_tensor=x, classes=num_classes,
-                  classifier_activation=classifier_activation,
-                  pooling=None if include_top else pooling)
+    kwargs = dict(
+        include_top=include_top,
+        weights=None,
+        input_tensor=x,
+        classes=num_classes,
+        classifier_activation=classifier_activation,
+        pooling=None if include_top else pooling,
+    )
     if "include_preprocessing" in inspect.signature(constructor).parameters:
         kwargs["include_preprocessing"] = True  # what Keras' weights expect
     before = _upstream_layers(x)
     model = constructor(**kwargs)
     known = {id(layer) for layer in before}
-    stable_default_names([layer for layer in model.layers if id(layer) not in known],
-                         {layer.name for layer in before})
+    stable_default_names(
+        [layer for layer in model.layers if id(layer) not in known], {layer.name for layer in before}
+    )
     for stage in stages:  # the table and the installed Keras must agree
         out = model.get_layer(stage.layer).output
         if out.shape[-1] != stage.channels:
@@ -314,23 +381,45 @@ def _register(app: _App):
         for i, (layer, reduction, channels) in enumerate(app.stages, start=1)
     )
     weights = {
-        tag: WeightSource(url=url, file_name=file_name, file_hash=file_hash, include_top=top,
-                          origin="keras.applications", preprocessing=preprocessing,
-                          input_size=app.size, top1=_TOP1.get(app.constructor),
-                          )
-        for tag, top, (file_name, url, file_hash) in (("imagenet", True, app.top),
-                                                     ("imagenet_notop", False, app.notop))
+        tag: WeightSource(
+            url=url,
+            file_name=file_name,
+            file_hash=file_hash,
+            include_top=top,
+            origin="keras.applications",
+            preprocessing=preprocessing,
+            input_size=app.size,
+            top1=_TOP1.get(app.constructor),
+        )
+        for tag, top, (file_name, url, file_hash) in (
+            ("imagenet", True, app.top),
+            ("imagenet_notop", False, app.notop),
+        )
     }
 
     def body(x, *, include_top, pooling, num_classes, classifier_activation):
-        return _body(x, app=app, stages=stages, include_top=include_top, pooling=pooling,
-                     num_classes=num_classes, classifier_activation=classifier_activation)
+        return _body(
+            x,
+            app=app,
+            stages=stages,
+            include_top=include_top,
+            pooling=pooling,
+            num_classes=num_classes,
+            classifier_activation=classifier_activation,
+        )
 
     body.__name__ = name
     register(
-        name, family=family, stages=stages, paper=paper, default_size=app.size,
-        min_size=min_size, preprocessing=preprocessing, weights=weights,
-        description=f"keras.applications.{app.constructor}", builds_head=True,
+        name,
+        family=family,
+        stages=stages,
+        paper=paper,
+        default_size=app.size,
+        min_size=min_size,
+        preprocessing=preprocessing,
+        weights=weights,
+        description=f"keras.applications.{app.constructor}",
+        builds_head=True,
         static_input=family == "nasnet",
         load_fixup=_efficientnet_fixup if family == "efficientnet" else None,
     )(body)

@@ -55,8 +55,7 @@ class EnsembleCombine(layers.Layer):
         if self.mode == "mean":
             return mean
         classes = ops.shape(inputs[0])[-1]
-        votes = sum(ops.one_hot(ops.argmax(x, axis=-1), classes, dtype=self.compute_dtype)
-                    for x in inputs)
+        votes = sum(ops.one_hot(ops.argmax(x, axis=-1), classes, dtype=self.compute_dtype) for x in inputs)
         return (votes + mean / 2.0) / (n + 0.5)
 
     def compute_output_shape(self, input_shapes):

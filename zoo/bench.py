@@ -52,7 +52,6 @@ import numpy as np
 
 import zoo
 
-
 # keras.applications constructors for the zoo models that have a twin there.
 KERAS_TWINS = {
     "vgg16": "VGG16",
@@ -92,8 +91,9 @@ def _input_probe(shape, dtype, num_classes=1000):
 
 
 def _compiled(model, jit_compile="auto"):
-    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="sparse_categorical_crossentropy",
-                  jit_compile=jit_compile)
+    model.compile(
+        optimizer=keras.optimizers.SGD(1e-3), loss="sparse_categorical_crossentropy", jit_compile=jit_compile
+    )
     return model
 
 
@@ -291,8 +291,9 @@ def _torch_child(name, batch, size, precision, steps, repeats, sides):
     rng = np.random.default_rng(0)
     x8 = rng.integers(0, 256, (batch, size, size, 3)).astype("uint8")
     y = rng.integers(0, 1000, (batch,))
-    return _interleaved(_torch_sides(name, x8, y, precision=precision, steps=steps,
-                                     sides=set(sides)), repeats)
+    return _interleaved(
+        _torch_sides(name, x8, y, precision=precision, steps=steps, sides=set(sides)), repeats
+    )
 
 
 def _torch_in_child(name, *, batch, size, precision, steps, repeats, sides):
@@ -300,17 +301,30 @@ def _torch_in_child(name, *, batch, size, precision, steps, repeats, sides):
     import os
     import subprocess
 
-    args = json.dumps(dict(name=name, batch=batch, size=size, precision=precision, steps=steps,
-                           repeats=repeats, sides=sorted(sides)))
-    code = ("import json, sys; from zoo.bench import _torch_child; "
-            "print('@@' + json.dumps(_torch_child(**json.loads(sys.argv[1]))))")
+    args = json.dumps(
+        dict(
+            name=name,
+            batch=batch,
+            size=size,
+            precision=precision,
+            steps=steps,
+            repeats=repeats,
+            sides=sorted(sides),
+        )
+    )
+    code = (
+        "import json, sys; from zoo.bench import _torch_child; "
+        "print('@@' + json.dumps(_torch_child(**json.loads(sys.argv[1]))))"
+    )
     env = {**os.environ, "KERAS_BACKEND": "torch"}
     done = subprocess.run([sys.executable, "-c", code, args], env=env, capture_output=True, text=True)
     lines = [l for l in done.stdout.splitlines() if l.startswith("@@")]
     if done.returncode != 0 or not lines:
-        raise RuntimeError(f"The torchvision columns failed in their process (exit "
-                           f"{done.returncode}):\n{done.stderr[-2000:]}\nRun with torch=False "
-                           "(--torch off) to leave them out.")
+        raise RuntimeError(
+            f"The torchvision columns failed in their process (exit "
+            f"{done.returncode}):\n{done.stderr[-2000:]}\nRun with torch=False "
+            "(--torch off) to leave them out."
+        )
     return json.loads(lines[-1][2:])
 
 
@@ -348,9 +362,19 @@ def _peak_memory_mb():
     return None
 
 
-def bench_model(name: str, *, batch: int, steps: int, size: int, repeats: int = 3,
-                precision: str = "fp32", peak_tflops: float | None = None,
-                jit_compile="auto", torch: bool | None = None, sides=None) -> dict:
+def bench_model(
+    name: str,
+    *,
+    batch: int,
+    steps: int,
+    size: int,
+    repeats: int = 3,
+    precision: str = "fp32",
+    peak_tflops: float | None = None,
+    jit_compile="auto",
+    torch: bool | None = None,
+    sides=None,
+) -> dict:
     """Train-step and inference img/s of one model on every side, in one run.
 
     Args:
@@ -386,8 +410,10 @@ def bench_model(name: str, *, batch: int, steps: int, size: int, repeats: int = 
     """
     policy = zoo.precision_policy(precision)
     if steps < 1 or batch < 1 or repeats < 1:
-        raise ValueError(f"`batch`, `steps` and `repeats` must be >= 1. Received: "
-                         f"batch={batch}, steps={steps}, repeats={repeats}")
+        raise ValueError(
+            f"`batch`, `steps` and `repeats` must be >= 1. Received: "
+            f"batch={batch}, steps={steps}, repeats={repeats}"
+        )
     name = zoo.get_spec(name).name
     shape = (size, size, 3)
     rng = np.random.default_rng(0)
@@ -396,23 +422,25 @@ def bench_model(name: str, *, batch: int, steps: int, size: int, repeats: int = 
     y = rng.integers(0, 1000, (n,))
     use_torch = torch_available() if torch is None else torch
     if torch and not torch_available():
-        raise ImportError("The torchvision columns need torch and a torchvision built for it "
-                          "(e.g. `pip install torch torchvision` from the same index); or leave "
-                          "`torch` to None to skip them when they do not import.")
+        raise ImportError(
+            "The torchvision columns need torch and a torchvision built for it "
+            "(e.g. `pip install torch torchvision` from the same index); or leave "
+            "`torch` to None to skip them when they do not import."
+        )
     wanted = set(_SIDES if sides is None else sides)
     if wanted - set(_SIDES):
         raise ValueError(f"Unknown sides {sorted(wanted - set(_SIDES))}; known: {_SIDES}.")
     timers = {}
     with zoo.dtype_policy_scope(policy):
         if "zoo" in wanted:
-            model = _compiled(zoo.build(name, input_shape=shape, include_preprocessing=True),
-                              jit_compile)
+            model = _compiled(zoo.build(name, input_shape=shape, include_preprocessing=True), jit_compile)
             timers["zoo"] = _keras_sides(model, x8, y, batch=batch, steps=steps)
         for side, data in (("input_u8", x8), ("input_f32", None)):
             if side in wanted:
                 data = x8.astype("float32") if data is None else data
-                timers[side] = _keras_sides(_input_probe(shape, data.dtype.name), data, y,
-                                            batch=batch, steps=steps)
+                timers[side] = _keras_sides(
+                    _input_probe(shape, data.dtype.name), data, y, batch=batch, steps=steps
+                )
         if "keras" in wanted and name in KERAS_TWINS:
             ref = _compiled(getattr(keras.applications, KERAS_TWINS[name])(weights=None, input_shape=shape))
             xf = _keras_preprocess(name)(x8.astype("float32"))
@@ -424,17 +452,34 @@ def bench_model(name: str, *, batch: int, steps: int, size: int, repeats: int = 
             timers["ceiling"] = (_timed(infer, steps, sync), _timed(train, steps, sync))
         torch_sides = wanted & {"torch", "compiled"} if use_torch and name in TORCH_TWINS else set()
         if torch_sides and "tensorflow" not in sys.modules:  # else a child process
-            timers.update(_torch_sides(name, x8[:batch], y[:batch], precision=precision,
-                                       steps=steps, sides=torch_sides))
+            timers.update(
+                _torch_sides(name, x8[:batch], y[:batch], precision=precision, steps=steps, sides=torch_sides)
+            )
             torch_sides = set()
         results = _interleaved(timers, repeats)
     memory = _peak_memory_mb()  # before anything else is built
     if torch_sides:  # TensorFlow is loaded: torch in its own process, after the Keras sides
-        results.update(_torch_in_child(name, batch=batch, size=size, precision=precision,
-                                       steps=steps, repeats=repeats, sides=torch_sides))
+        results.update(
+            _torch_in_child(
+                name,
+                batch=batch,
+                size=size,
+                precision=precision,
+                steps=steps,
+                repeats=repeats,
+                sides=torch_sides,
+            )
+        )
     macs = zoo.count_macs(zoo.build(name, input_shape=shape))
-    row = {"model": name, "batch": batch, "size": size, "precision": precision,
-           "backend": keras.backend.backend(), "jit_compile": jit_compile, "gmacs": macs / 1e9}
+    row = {
+        "model": name,
+        "batch": batch,
+        "size": size,
+        "precision": precision,
+        "backend": keras.backend.backend(),
+        "jit_compile": jit_compile,
+        "gmacs": macs / 1e9,
+    }
     for key in results:
         for what, flops_per_image in (("infer", 2 * macs), ("train", 6 * macs)):
             row[f"{key}_{what}_img_s"] = batch / statistics.median(results[key][what])
@@ -459,19 +504,30 @@ def bench_model(name: str, *, batch: int, steps: int, size: int, repeats: int = 
 
 def format_table(rows) -> str:
     """The rows as two text tables (inference, training), ratios beside each side."""
-    first = rows[0] if rows else {"backend": keras.backend.backend(), "precision": "fp32",
-                                  "jit_compile": "auto"}
-    lines = [f"backend {first['backend']}, {first['precision']}, zoo jit_compile="
-             f"{first['jit_compile']}; img/s (median of repeats); ratio = zoo / the side "
-             "before it; input u8/f32 = the same fit/predict on a model that costs nothing"]
+    first = (
+        rows[0] if rows else {"backend": keras.backend.backend(), "precision": "fp32", "jit_compile": "auto"}
+    )
+    lines = [
+        f"backend {first['backend']}, {first['precision']}, zoo jit_compile="
+        f"{first['jit_compile']}; img/s (median of repeats); ratio = zoo / the side "
+        "before it; input u8/f32 = the same fit/predict on a model that costs nothing"
+    ]
     for what, title in (("infer", "inference"), ("train", "train step")):
-        cols = [(f"zoo_{what}_img_s", "zoo", 8), (f"keras_{what}_img_s", "keras.app", 9),
-                (f"{what}_ratio", "ratio", 6), (f"ceiling_{what}_img_s", "jit step", 8),
-                (f"ceiling_{what}_ratio", "ratio", 6), (f"torch_{what}_img_s", "torch", 8),
-                (f"torch_{what}_ratio", "ratio", 6), (f"compiled_{what}_img_s", "compiled", 8),
-                (f"compiled_{what}_ratio", "ratio", 6), (f"zoo_{what}_tflops", "TFLOP/s", 7),
-                (f"zoo_{what}_mfu", "MFU", 5), (f"input_u8_{what}_img_s", "input u8", 9),
-                (f"input_f32_{what}_img_s", "input f32", 9)]
+        cols = [
+            (f"zoo_{what}_img_s", "zoo", 8),
+            (f"keras_{what}_img_s", "keras.app", 9),
+            (f"{what}_ratio", "ratio", 6),
+            (f"ceiling_{what}_img_s", "jit step", 8),
+            (f"ceiling_{what}_ratio", "ratio", 6),
+            (f"torch_{what}_img_s", "torch", 8),
+            (f"torch_{what}_ratio", "ratio", 6),
+            (f"compiled_{what}_img_s", "compiled", 8),
+            (f"compiled_{what}_ratio", "ratio", 6),
+            (f"zoo_{what}_tflops", "TFLOP/s", 7),
+            (f"zoo_{what}_mfu", "MFU", 5),
+            (f"input_u8_{what}_img_s", "input u8", 9),
+            (f"input_f32_{what}_img_s", "input f32", 9),
+        ]
         if what == "train":
             cols += [("peak_memory_mb", "peak MiB", 8), ("peak_rss_mb", "RSS MiB", 8)]
         cols = [c for c in cols if any(c[0] in r for r in rows)]
@@ -490,14 +546,38 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
-def main(models, *, batch, steps, size, repeats, json_path=None, precision="fp32",
-         peak_tflops=None, jit_compile="auto", torch=None, sides=None, echo=print):
+def main(
+    models,
+    *,
+    batch,
+    steps,
+    size,
+    repeats,
+    json_path=None,
+    precision="fp32",
+    peak_tflops=None,
+    jit_compile="auto",
+    torch=None,
+    sides=None,
+    echo=print,
+):
     """Bench each model (`bench_model`), print the table, optionally write JSON."""
     rows = []
     for name in models:
-        rows.append(bench_model(name, batch=batch, steps=steps, size=size, repeats=repeats,
-                                precision=precision, peak_tflops=peak_tflops,
-                                jit_compile=jit_compile, torch=torch, sides=sides))
+        rows.append(
+            bench_model(
+                name,
+                batch=batch,
+                steps=steps,
+                size=size,
+                repeats=repeats,
+                precision=precision,
+                peak_tflops=peak_tflops,
+                jit_compile=jit_compile,
+                torch=torch,
+                sides=sides,
+            )
+        )
         keras.backend.clear_session()
     echo(format_table(rows))
     if json_path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -114,8 +114,7 @@ def resolve_input_shape(spec, input_shape, *, include_top, weights):
     input_shape = tuple(input_shape)
     if len(input_shape) != 3:
         raise ValueError(
-            f"`input_shape` must be (height, width, channels). Received: "
-            f"input_shape={input_shape}"
+            f"`input_shape` must be (height, width, channels). Received: input_shape={input_shape}"
         )
     h, w, c = input_shape
     if c is None or c < 1:
@@ -220,10 +219,22 @@ def _given(arguments: dict, defaults: dict) -> dict:
 
 
 _DEFAULTS = dict(
-    num_classes=None, classes=None, input_shape=None, input_tensor=None, include_top=True,
-    pooling=None, weights=None, classifier_activation="softmax", features_only=False,
-    out_indices=None, include_preprocessing=False, dtype=None, activation=None,
-    aux_logits=False, backbone=None, name=None,
+    num_classes=None,
+    classes=None,
+    input_shape=None,
+    input_tensor=None,
+    include_top=True,
+    pooling=None,
+    weights=None,
+    classifier_activation="softmax",
+    features_only=False,
+    out_indices=None,
+    include_preprocessing=False,
+    dtype=None,
+    activation=None,
+    aux_logits=False,
+    backbone=None,
+    name=None,
 )
 # Why a backbone does not take an argument, and where to look instead.
 _HINTS = {
@@ -364,11 +375,22 @@ def build(
     """
     spec = get_spec(model_name)
     arguments = dict(
-        num_classes=num_classes, classes=classes, input_shape=input_shape,
-        input_tensor=input_tensor, include_top=include_top, pooling=pooling, weights=weights,
-        classifier_activation=classifier_activation, features_only=features_only,
-        out_indices=out_indices, include_preprocessing=include_preprocessing, dtype=dtype,
-        activation=activation, aux_logits=aux_logits, backbone=backbone, name=name,
+        num_classes=num_classes,
+        classes=classes,
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        include_top=include_top,
+        pooling=pooling,
+        weights=weights,
+        classifier_activation=classifier_activation,
+        features_only=features_only,
+        out_indices=out_indices,
+        include_preprocessing=include_preprocessing,
+        dtype=dtype,
+        activation=activation,
+        aux_logits=aux_logits,
+        backbone=backbone,
+        name=name,
     )
     given = _given(arguments, _DEFAULTS)
     if "classes" in given:
@@ -384,14 +406,31 @@ def build(
     if spec.is_task:
         given.setdefault("num_classes", num_classes)
         return spec.builder(**given)
-    return _build_backbone(spec, num_classes=num_classes, **{
-        k: v for k, v in arguments.items() if k not in ("num_classes", "classes", "backbone")
-    })
+    return _build_backbone(
+        spec,
+        num_classes=num_classes,
+        **{k: v for k, v in arguments.items() if k not in ("num_classes", "classes", "backbone")},
+    )
 
 
-def _build_backbone(spec, *, num_classes, input_shape, input_tensor, include_top, pooling,
-                    weights, classifier_activation, features_only, out_indices,
-                    include_preprocessing, dtype, activation, aux_logits, name):
+def _build_backbone(
+    spec,
+    *,
+    num_classes,
+    input_shape,
+    input_tensor,
+    include_top,
+    pooling,
+    weights,
+    classifier_activation,
+    features_only,
+    out_indices,
+    include_preprocessing,
+    dtype,
+    activation,
+    aux_logits,
+    name,
+):
     options = {k: v for k, v in (("activation", activation), ("aux_logits", aux_logits)) if v}
     if aux_logits and not include_top:
         raise ValueError(
@@ -418,8 +457,7 @@ def _build_backbone(spec, *, num_classes, input_shape, input_tensor, include_top
     path = _resolve_weights(spec, weights, include_top=include_top, num_classes=num_classes)
     if source is None and path is not None:
         # A known file passed by path (downloaded by hand) is that source.
-        source = next((w for w in spec.weights.values()
-                       if w.file_name == os.path.basename(path)), None)
+        source = next((w for w in spec.weights.values() if w.file_name == os.path.basename(path)), None)
     preprocessing = source.preprocessing if source is not None else spec.preprocessing
 
     with dtype_policy_scope(dtype):
@@ -428,9 +466,14 @@ def _build_backbone(spec, *, num_classes, input_shape, input_tensor, include_top
         if include_preprocessing and preprocessing != "none":
             x = zoo_layers.ImageNormalization(preprocessing, name="preprocessing")(x)
         if spec.builds_head:
-            body, x = _body_with_head(spec, x, include_top=include_top, pooling=pooling,
-                                      num_classes=num_classes,
-                                      classifier_activation=classifier_activation)
+            body, x = _body_with_head(
+                spec,
+                x,
+                include_top=include_top,
+                pooling=pooling,
+                num_classes=num_classes,
+                classifier_activation=classifier_activation,
+            )
         else:
             body = spec.body(x, **options)
             x = body.output
@@ -446,8 +489,10 @@ def _build_backbone(spec, *, num_classes, input_shape, input_tensor, include_top
             outputs = {"main": x}
             for i, feature in enumerate(body.aux, start=1):
                 outputs[f"aux{i}"] = spec.aux_top(
-                    feature, num_classes=num_classes,
-                    classifier_activation=classifier_activation, name=f"aux{i}",
+                    feature,
+                    num_classes=num_classes,
+                    classifier_activation=classifier_activation,
+                    name=f"aux{i}",
                 )
             model = AuxiliaryClassifierModel(inputs, outputs, name=name or spec.name)
         else:
@@ -459,7 +504,8 @@ def _build_backbone(spec, *, num_classes, input_shape, input_tensor, include_top
             spec.load_fixup(model, source)
     if features_only:
         model = keras.Model(
-            inputs, [model.get_layer(s.layer).output for s in stages],
+            inputs,
+            [model.get_layer(s.layer).output for s in stages],
             name=name or f"{spec.name}_features",
         )
     return model
@@ -472,12 +518,18 @@ def _body_with_head(spec, x, *, include_top, pooling, num_classes, classifier_ac
     (`predictions_activation`), as Keras' mixed-precision guide asks.
     """
     mixed = include_top and registry_output_dtype() == "float32"
-    body = spec.body(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
-                     classifier_activation=None if mixed else classifier_activation)
+    body = spec.body(
+        x,
+        include_top=include_top,
+        pooling=pooling,
+        num_classes=num_classes,
+        classifier_activation=None if mixed else classifier_activation,
+    )
     x = body.output
     if mixed:
-        x = keras.layers.Activation(classifier_activation or "linear", dtype="float32",
-                                    name="predictions_activation")(x)
+        x = keras.layers.Activation(
+            classifier_activation or "linear", dtype="float32", name="predictions_activation"
+        )(x)
     return body, x
 
 

@@ -18,8 +18,13 @@ from zoo import weights as zoo_weights
 from zoo._keras import inbound_nodes
 from zoo.registry import get_spec
 
-_COUNTED = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-            keras.layers.DepthwiseConv2D, keras.layers.Dense)
+_COUNTED = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.Dense,
+)
 
 
 def count_macs(model: keras.Model) -> int:
@@ -138,26 +143,29 @@ def weights_table(names=None) -> str:
     from zoo.sizes import SIZES
 
     chosen = [get_spec(n) for n in names] if names is not None else [s for s in specs() if s.builtin]
-    lines = ["| model | params | GMACs | weights | origin | preprocessing | input | top-1 | file |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| model | params | GMACs | weights | origin | preprocessing | input | top-1 | file |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for spec in chosen:
         params, macs = SIZES.get(spec.name, (None, None))
-        size = (f"{params / 1e6:.1f} M | {macs / 1e9:.2f}" if params is not None else " | ")
+        size = f"{params / 1e6:.1f} M | {macs / 1e9:.2f}" if params is not None else " | "
         if spec.is_task:
-            lines.append(f"| {spec.name} | {size} | backbone's (default {spec.default_backbone}) "
-                         "| | | | | |")
+            lines.append(f"| {spec.name} | {size} | backbone's (default {spec.default_backbone}) | | | | | |")
             continue
         if not spec.weights:
             lines.append(f"| {spec.name} | {size} | none (random init) | | {spec.preprocessing} | | | |")
         for i, (tag, w) in enumerate(spec.weights.items()):
             top1 = f"{w.top1} %" if w.top1 is not None else ""
             shown = size if i == 0 else " | "
-            lines.append(f"| {spec.name} | {shown} | {tag} | {w.origin} | {w.preprocessing} "
-                         f"| {w.input_size} | {top1} | {w.file_name} |")
+            lines.append(
+                f"| {spec.name} | {shown} | {tag} | {w.origin} | {w.preprocessing} "
+                f"| {w.input_size} | {top1} | {w.file_name} |"
+            )
     return "\n".join(lines)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _card(name: str) -> ModelCard:
     from zoo.builder import build
 

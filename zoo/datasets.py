@@ -137,8 +137,10 @@ def write_shapes(directory, *, images_per_class: int = 200, size: int = 64, seed
         x, y, m = shapes(n, size=size, seed=seed, split=split)
         for i, (img, label, mask) in enumerate(zip(x, y, m)):
             name = f"{CLASSES[label]}_{i:05d}.png"
-            for root, array in ((os.path.join(directory, split), img),
-                                (os.path.join(directory, "masks", split), mask)):
+            for root, array in (
+                (os.path.join(directory, split), img),
+                (os.path.join(directory, "masks", split), mask),
+            ):
                 folder = os.path.join(root, CLASSES[label])
                 os.makedirs(folder, exist_ok=True)
                 Image.fromarray(array).save(os.path.join(folder, name))

@@ -72,8 +72,7 @@ def convolutionalize(model: keras.Model, *, input_shape=(None, None, 3)) -> kera
         isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")
     ):
         raise TypeError(
-            "`model` must be a functional or Sequential keras.Model. Received: "
-            f"{type(model).__name__}"
+            f"`model` must be a functional or Sequential keras.Model. Received: {type(model).__name__}"
         )
     kernels = {}  # Dense name -> (kh, kw)
     for layer in model.layers:
@@ -81,8 +80,7 @@ def convolutionalize(model: keras.Model, *, input_shape=(None, None, 3)) -> kera
             kernels[layer.name] = _dense_window(layer)
     if not kernels:
         raise ValueError(
-            f"Model {model.name!r} has no Dense layer to convolutionalize; it is "
-            "already fully convolutional."
+            f"Model {model.name!r} has no Dense layer to convolutionalize; it is already fully convolutional."
         )
 
     def clone(layer):
@@ -90,13 +88,18 @@ def convolutionalize(model: keras.Model, *, input_shape=(None, None, 3)) -> kera
             return layers.Identity(name=layer.name)
         if isinstance(layer, layers.Dense):
             return layers.Conv2D(
-                layer.units, kernels[layer.name], activation=layer.activation,
-                use_bias=layer.use_bias, dtype=layer.dtype_policy, name=layer.name,
+                layer.units,
+                kernels[layer.name],
+                activation=layer.activation,
+                use_bias=layer.use_bias,
+                dtype=layer.dtype_policy,
+                name=layer.name,
             )
         return layer.__class__.from_config(layer.get_config())
 
     new = keras.models.clone_model(
-        model, input_tensors=keras.Input(input_shape, name=model.inputs[0].name),
+        model,
+        input_tensors=keras.Input(input_shape, name=model.inputs[0].name),
         clone_function=clone,
     )
     for layer in model.layers:
@@ -206,15 +209,16 @@ def fcn(
             if stride > skip:
                 break
             up = blocks.bilinear_upsample(score, 2, name=up_name)
-            skip_score = layers.Conv2D(
-                num_classes, 1, kernel_initializer="zeros", name=f"score_{pool}"
-            )(stage_out[skip])
+            skip_score = layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=f"score_{pool}")(
+                stage_out[skip]
+            )
             up = blocks.CropLike(1, name=f"{up_name}_crop")([up, skip_score])
             score = layers.Add(name=f"fuse_{pool}")([up, skip_score])
         up = blocks.bilinear_upsample(score, stride, name=f"upscore{stride}")
         score = blocks.CropLike(stride // 2, name="score")([up, inputs])
-        outputs = layers.Activation(classifier_activation or "linear", dtype="float32",
-                                    name="predictions")(score)
+        outputs = layers.Activation(classifier_activation or "linear", dtype="float32", name="predictions")(
+            score
+        )
         model = keras.Model(inputs, outputs, name=name or f"{variant}_{spec.name}")
     if weights is not None:
         _load(model, weights, spec)
@@ -267,8 +271,11 @@ def _load(model, weights, spec):
     """Load FCN weights, or backbone (classifier) weights into the FCN."""
     if isinstance(weights, keras.Model):
         source_model = weights
-    elif isinstance(weights, (str, os.PathLike)) and os.fspath(weights) not in spec.weights \
-            and weights != "imagenet":
+    elif (
+        isinstance(weights, (str, os.PathLike))
+        and os.fspath(weights) not in spec.weights
+        and weights != "imagenet"
+    ):
         path = os.fspath(weights)
         if not os.path.exists(path):
             raise FileNotFoundError(f"No weight file at {path!r}.")

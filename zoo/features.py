@@ -96,7 +96,8 @@ def stages_of(model: keras.Model) -> list[Stage]:
     if spec is not None:
         # A non-default activation renames activation layers (conv1_mish).
         activations = {None} | {
-            layer.get_config().get("activation") for layer in by_name.values()
+            layer.get_config().get("activation")
+            for layer in by_name.values()
             if isinstance(layer, keras.layers.Activation)
         }
         for act in sorted(activations, key=lambda a: (a is not None, str(a))):
@@ -104,8 +105,9 @@ def stages_of(model: keras.Model) -> list[Stage]:
                 continue
             stages = spec.stages_for(activation=act)
             if all(s.layer in by_name for s in stages):
-                return [dataclasses.replace(s, channels=_channels(by_name[s.layer], s.channels))
-                        for s in stages]
+                return [
+                    dataclasses.replace(s, channels=_channels(by_name[s.layer], s.channels)) for s in stages
+                ]
     return infer_stages(model)
 
 

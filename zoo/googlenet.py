@@ -42,8 +42,14 @@ INCEPTION = {
     "5a": (256, 160, 320, 32, 128, 128),
     "5b": (384, 192, 384, 48, 128, 128),
 }
-_FIELDS = ("filters_1x1", "filters_3x3_reduce", "filters_3x3",
-           "filters_5x5_reduce", "filters_5x5", "filters_pool_proj")
+_FIELDS = (
+    "filters_1x1",
+    "filters_3x3_reduce",
+    "filters_3x3",
+    "filters_5x5_reduce",
+    "filters_5x5",
+    "filters_pool_proj",
+)
 # Between groups: (the stage that ends, the pool that follows it).
 _POOL_BEFORE = {"4a": ("inception3", "pool3"), "5a": ("inception4", "pool4")}
 AUX_AFTER = ("4a", "4d")  # the auxiliary classifiers tap these modules
@@ -54,9 +60,14 @@ TORCHVISION_WEIGHTS = {
     # the hash is the sha256 prefix torchvision puts in the file name.
     "imagenet": WeightSource(
         "https://download.pytorch.org/models/googlenet-1378be20.pth",
-        "googlenet-1378be20.pth", "1378be20", include_top=True, origin="torchvision",
+        "googlenet-1378be20.pth",
+        "1378be20",
+        include_top=True,
+        origin="torchvision",
         # transform_input=True: the model re-maps mean/std input to (x - 0.5) / 0.5.
-        preprocessing="tf", top1=69.778, license="BSD-3-Clause (torchvision)",
+        preprocessing="tf",
+        top1=69.778,
+        license="BSD-3-Clause (torchvision)",
     ),
 }
 
@@ -85,8 +96,7 @@ def googlenet_stages(*, layout: str = "torchvision", activation: str = "relu") -
     )
 
 
-def googlenet(x, *, layout: str = "torchvision", aux_logits: bool = False,
-              activation: str = "relu") -> Body:
+def googlenet(x, *, layout: str = "torchvision", aux_logits: bool = False, activation: str = "relu") -> Body:
     """GoogLeNet body: stem, inception 3a-5b with pools between groups.
 
     Args:
@@ -119,8 +129,12 @@ def googlenet(x, *, layout: str = "torchvision", aux_logits: bool = False,
             size = 2 if (block == "5a" and not paper) else 3
             x = blocks.max_pool_ceil(x, size, 2, name=pool)
         x = blocks.inception_module(
-            x, **dict(zip(_FIELDS, filters)), name=f"inception{block}",
-            batch_norm=not paper, kernel_5x5=5 if paper else 3, activation=activation,
+            x,
+            **dict(zip(_FIELDS, filters)),
+            name=f"inception{block}",
+            batch_norm=not paper,
+            kernel_5x5=5 if paper else 3,
+            activation=activation,
         )
         if aux_logits and block in AUX_AFTER:
             aux.append(x)
@@ -129,13 +143,13 @@ def googlenet(x, *, layout: str = "torchvision", aux_logits: bool = False,
 
 def googlenet_top(x, *, num_classes, classifier_activation, dropout: float = 0.2):
     """Main classifier: global average pool, dropout, one Dense layer."""
-    head = blocks.classifier_head(num_classes, pooling="avg", dropout=dropout,
-                                  activation=classifier_activation)
+    head = blocks.classifier_head(
+        num_classes, pooling="avg", dropout=dropout, activation=classifier_activation
+    )
     return blocks.apply(head, x)
 
 
-def googlenet_aux_top(x, *, num_classes, classifier_activation, name: str,
-                      layout: str = "torchvision"):
+def googlenet_aux_top(x, *, num_classes, classifier_activation, name: str, layout: str = "torchvision"):
     """Auxiliary classifier: pool to 4x4, 1x1 conv 128, FC 1024, dropout 0.7, FC.
 
     The paper pools 5x5/3 (4x4 at 224x224 input); torchvision pools
@@ -147,8 +161,14 @@ def googlenet_aux_top(x, *, num_classes, classifier_activation, name: str,
     else:
         x = layers.AdaptiveAveragePooling2D((4, 4), name=f"{name}_pool")(x)
         x = blocks.conv_bn(x, 128, 1, bn_epsilon=1e-3, name=name)
-    head = blocks.classifier_head(num_classes, pooling="flatten", hidden_units=(1024,), dropout=0.7,
-                                  activation=classifier_activation, prefix=f"{name}_")
+    head = blocks.classifier_head(
+        num_classes,
+        pooling="flatten",
+        hidden_units=(1024,),
+        dropout=0.7,
+        activation=classifier_activation,
+        prefix=f"{name}_",
+    )
     return blocks.apply(head, x)
 
 
@@ -208,8 +228,15 @@ class AuxiliaryClassifierModel(keras.Model):
     True
     """
 
-    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,
-                aux_weight: float = AUX_LOSS_WEIGHT, **kwargs):
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        loss_weights=None,
+        metrics=None,
+        aux_weight: float = AUX_LOSS_WEIGHT,
+        **kwargs,
+    ):
         keys = self._output_keys()
         if loss is not None and not isinstance(loss, dict):
             loss = {k: loss for k in keys}
@@ -217,8 +244,7 @@ class AuxiliaryClassifierModel(keras.Model):
             loss_weights = {k: 1.0 if k == "main" else aux_weight for k in keys}
         if metrics is not None and not isinstance(metrics, dict):
             metrics = {"main": metrics}
-        super().compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights,
-                        metrics=metrics, **kwargs)
+        super().compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, **kwargs)
 
     def _output_keys(self):
         return sorted(outputs_struct(self)) if isinstance(outputs_struct(self), dict) else []
@@ -230,8 +256,11 @@ class AuxiliaryClassifierModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         return super().compute_loss(
-            x=x, y=self._expand(y, y_pred), y_pred=y_pred,
-            sample_weight=self._expand(sample_weight, y_pred), training=training,
+            x=x,
+            y=self._expand(y, y_pred),
+            y_pred=y_pred,
+            sample_weight=self._expand(sample_weight, y_pred),
+            training=training,
         )
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -290,8 +319,14 @@ def torchvision_rows() -> list:
     [('conv1.conv', 'conv1_conv', 'conv'), ('conv1.bn', 'conv1_bn', 'bn')]
     """
     convs = [("conv1", "conv1"), ("conv2", "conv2"), ("conv3", "conv3")]
-    branches = (("branch1", "1x1"), ("branch2.0", "3x3_reduce"), ("branch2.1", "3x3"),
-                ("branch3.0", "5x5_reduce"), ("branch3.1", "5x5"), ("branch4.1", "pool_proj"))
+    branches = (
+        ("branch1", "1x1"),
+        ("branch2.0", "3x3_reduce"),
+        ("branch2.1", "3x3"),
+        ("branch3.0", "5x5_reduce"),
+        ("branch3.1", "5x5"),
+        ("branch4.1", "pool_proj"),
+    )
     for block in INCEPTION:
         convs += [(f"inception{block}.{t}", f"inception{block}_{k}") for t, k in branches]
     convs += [(f"aux{i}.conv", f"aux{i}") for i in (1, 2)]
@@ -299,8 +334,10 @@ def torchvision_rows() -> list:
     for t, k in convs:
         rows += [(f"{t}.conv", f"{k}_conv", "conv"), (f"{t}.bn", f"{k}_bn", "bn")]
     for i in (1, 2):
-        rows += [(f"aux{i}.fc1", f"aux{i}_fc1", ("linear_chw", 128, 4, 4)),
-                 (f"aux{i}.fc2", f"aux{i}_predictions", "linear")]
+        rows += [
+            (f"aux{i}.fc1", f"aux{i}_fc1", ("linear_chw", 128, 4, 4)),
+            (f"aux{i}.fc2", f"aux{i}_predictions", "linear"),
+        ]
     return rows + [("fc", "predictions", "linear")]
 
 

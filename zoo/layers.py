@@ -18,9 +18,7 @@ from zoo.weights import PREPROCESSING_CONSTANTS
 def _scale_offset(mode: str):
     """`x * scale + offset` on RGB 0-255 input (after RGB->BGR for caffe)."""
     if mode not in PREPROCESSING_MODES:
-        raise ValueError(
-            f"`mode` must be one of {PREPROCESSING_MODES}. Received: mode={mode!r}"
-        )
+        raise ValueError(f"`mode` must be one of {PREPROCESSING_MODES}. Received: mode={mode!r}")
     mean, std = (np.array(v) for v in PREPROCESSING_CONSTANTS[mode])
     unit = 1.0 if mode in ("caffe", "none") else 255.0  # caffe works on 0-255 pixels
     return 1.0 / (unit * std), -mean / std
@@ -130,8 +128,7 @@ def classifier_head(
     """
     if pooling not in ("avg", "max", "flatten", None):
         raise ValueError(
-            "`pooling` must be one of ('avg', 'max', 'flatten', None). "
-            f"Received: pooling={pooling!r}"
+            f"`pooling` must be one of ('avg', 'max', 'flatten', None). Received: pooling={pooling!r}"
         )
     out = []
     if pooling == "avg":
@@ -150,8 +147,14 @@ def classifier_head(
             out.append(layers.Dropout(dropout, name=f"{prefix}dropout{i if several else ''}"))
     if not hidden_units and dropout > 0:
         out.append(layers.Dropout(dropout, name=f"{prefix}dropout"))
-    out.append(layers.Dense(num_classes, activation=activation, name=output_name or f"{prefix}predictions",
-                            dtype=output_dtype()))
+    out.append(
+        layers.Dense(
+            num_classes,
+            activation=activation,
+            name=output_name or f"{prefix}predictions",
+            dtype=output_dtype(),
+        )
+    )
     return out
 
 
@@ -251,18 +254,34 @@ def basic_block(
     """
     if conv_shortcut:
         shortcut = conv_bn(
-            x, filters, 1, strides=strides, bn_epsilon=bn_epsilon,
-            activation=None, name=f"{name}_0",
+            x,
+            filters,
+            1,
+            strides=strides,
+            bn_epsilon=bn_epsilon,
+            activation=None,
+            name=f"{name}_0",
         )
     else:
         shortcut = x
     y = conv_bn(
-        x, filters, 3, strides=strides, padding="symmetric",
-        bn_epsilon=bn_epsilon, activation=activation, name=f"{name}_1",
+        x,
+        filters,
+        3,
+        strides=strides,
+        padding="symmetric",
+        bn_epsilon=bn_epsilon,
+        activation=activation,
+        name=f"{name}_1",
     )
     y = conv_bn(
-        y, filters, 3, padding="symmetric", bn_epsilon=bn_epsilon,
-        activation=None, name=f"{name}_2",
+        y,
+        filters,
+        3,
+        padding="symmetric",
+        bn_epsilon=bn_epsilon,
+        activation=None,
+        name=f"{name}_2",
     )
     y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.Activation(activation, name=f"{name}_out")(y)
@@ -298,8 +317,14 @@ def bottleneck_block(
     """
     if conv_shortcut:
         shortcut = conv_bn(
-            x, expansion * filters, 1, strides=strides, use_bias=use_bias,
-            bn_epsilon=bn_epsilon, activation=None, name=f"{name}_0",
+            x,
+            expansion * filters,
+            1,
+            strides=strides,
+            use_bias=use_bias,
+            bn_epsilon=bn_epsilon,
+            activation=None,
+            name=f"{name}_0",
         )
     else:
         shortcut = x
@@ -308,8 +333,16 @@ def bottleneck_block(
     common = dict(use_bias=use_bias, bn_epsilon=bn_epsilon)
     first, second = (strides, 1) if stride_on == "1x1" else (1, strides)
     y = conv_bn(x, filters, 1, strides=first, activation=activation, name=f"{name}_1", **common)
-    y = conv_bn(y, filters, 3, strides=second, padding="symmetric" if second > 1 else "same",
-                activation=activation, name=f"{name}_2", **common)
+    y = conv_bn(
+        y,
+        filters,
+        3,
+        strides=second,
+        padding="symmetric" if second > 1 else "same",
+        activation=activation,
+        name=f"{name}_2",
+        **common,
+    )
     y = conv_bn(y, expansion * filters, 1, activation=None, name=f"{name}_3", **common)
     y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.Activation(activation, name=f"{name}_out")(y)
@@ -342,17 +375,21 @@ def preact_bottleneck_block(
     preact = layers.BatchNormalization(epsilon=bn_epsilon, name=f"{name}_preact_bn")(x)
     preact = layers.Activation(activation, name=f"{name}_preact_{act_name(activation)}")(preact)
     if conv_shortcut:
-        shortcut = layers.Conv2D(
-            expansion * filters, 1, strides=strides, name=f"{name}_0_conv"
-        )(preact)
+        shortcut = layers.Conv2D(expansion * filters, 1, strides=strides, name=f"{name}_0_conv")(preact)
     elif strides > 1:
         shortcut = layers.MaxPooling2D(1, strides=strides, name=f"{name}_0_pool")(x)
     else:
         shortcut = x
     y = conv_bn(preact, filters, 1, bn_epsilon=bn_epsilon, activation=activation, name=f"{name}_1")
     y = conv_bn(
-        y, filters, 3, strides=strides, padding="symmetric",
-        bn_epsilon=bn_epsilon, activation=activation, name=f"{name}_2",
+        y,
+        filters,
+        3,
+        strides=strides,
+        padding="symmetric",
+        bn_epsilon=bn_epsilon,
+        activation=activation,
+        name=f"{name}_2",
     )
     y = layers.Conv2D(expansion * filters, 1, name=f"{name}_3_conv")(y)
     return layers.Add(name=f"{name}_out")([shortcut, y])
@@ -417,7 +454,9 @@ def inception_module(
     (None, 28, 28, 256)
     """
     conv = dict(
-        batch_norm=batch_norm, use_bias=not batch_norm, bn_epsilon=bn_epsilon,
+        batch_norm=batch_norm,
+        use_bias=not batch_norm,
+        bn_epsilon=bn_epsilon,
         activation=activation,
     )
     b1 = conv_bn(x, filters_1x1, 1, name=f"{name}_1x1", **conv)
@@ -452,8 +491,7 @@ class LocalResponseNormalization(layers.Layer):
     [0.333, 0.25, 0.333]
     """
 
-    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
-                 bias: float = 1.0, **kwargs):
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         if size < 1 or size % 2 == 0:
             raise ValueError(f"`size` must be a positive odd int. Received: size={size}")
@@ -465,15 +503,20 @@ class LocalResponseNormalization(layers.Layer):
         channels = x.shape[-1]
         total = sq[..., 0:channels]
         for i in range(1, self.size):
-            total = total + sq[..., i:i + channels]
+            total = total + sq[..., i : i + channels]
         return x / ops.power(self.bias + (self.alpha / self.size) * total, self.beta)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "size": self.size, "alpha": self.alpha,
-                "beta": self.beta, "bias": self.bias}
+        return {
+            **super().get_config(),
+            "size": self.size,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "bias": self.bias,
+        }
 
 
 def bilinear_kernel(factor: int, channels: int) -> np.ndarray:
@@ -546,8 +589,13 @@ def bilinear_upsample(x, factor: int, *, name: str):
     (None, 16, 16, 21)
     """
     return layers.Conv2DTranspose(
-        x.shape[-1], 2 * factor, strides=factor, padding="valid", use_bias=False,
-        kernel_initializer=BilinearUpsamplingInitializer(factor), name=name,
+        x.shape[-1],
+        2 * factor,
+        strides=factor,
+        padding="valid",
+        use_bias=False,
+        kernel_initializer=BilinearUpsamplingInitializer(factor),
+        name=name,
     )(x)
 
 
@@ -575,7 +623,7 @@ class CropLike(layers.Layer):
         ref_shape = ops.shape(reference)
         h, w = ref_shape[1], ref_shape[2]
         o = self.offset
-        return x[:, o:o + h, o:o + w, :]
+        return x[:, o : o + h, o : o + w, :]
 
     def compute_output_shape(self, input_shapes):
         x_shape, ref_shape = input_shapes

@@ -18,7 +18,7 @@ import dataclasses
 import difflib
 import fnmatch
 import inspect
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from zoo.weights import WeightSource
 
@@ -129,11 +129,24 @@ def global_pool_top(x, *, num_classes, classifier_activation):
 
 
 # The arguments of `zoo.build` that a backbone takes; a task declares its own.
-BACKBONE_ARGUMENTS = frozenset({
-    "num_classes", "input_shape", "input_tensor", "include_top", "pooling", "weights",
-    "classifier_activation", "features_only", "out_indices", "include_preprocessing",
-    "dtype", "activation", "aux_logits", "name",
-})
+BACKBONE_ARGUMENTS = frozenset(
+    {
+        "num_classes",
+        "input_shape",
+        "input_tensor",
+        "include_top",
+        "pooling",
+        "weights",
+        "classifier_activation",
+        "features_only",
+        "out_indices",
+        "include_preprocessing",
+        "dtype",
+        "activation",
+        "aux_logits",
+        "name",
+    }
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,8 +279,11 @@ class ModelSpec:
             return self.weights[tag]
         raise ValueError(
             f"{self.name!r} has no {tag!r} weights. "
-            + (f"Known sources: {sorted(self.weights)}." if self.weights else
-               f"It has no pretrained source; models with one: {models_with_weights()}.")
+            + (
+                f"Known sources: {sorted(self.weights)}."
+                if self.weights
+                else f"It has no pretrained source; models with one: {models_with_weights()}."
+            )
             + " Pass a path to a weight file, or `weights=None`."
         )
 
@@ -278,8 +294,7 @@ _REGISTRY: dict[str, ModelSpec] = {}
 def _check_preprocessing(preprocessing):
     if preprocessing not in PREPROCESSING_MODES:
         raise ValueError(
-            f"`preprocessing` must be one of {PREPROCESSING_MODES}. "
-            f"Received: preprocessing={preprocessing!r}"
+            f"`preprocessing` must be one of {PREPROCESSING_MODES}. Received: preprocessing={preprocessing!r}"
         )
 
 
@@ -361,15 +376,32 @@ def register(
 
     def decorator(body: Callable) -> Callable:
         key = (name or body.__name__).lower()
-        _add(ModelSpec(
-            name=key, family=family, body=body, stages=stages, stage_fn=stage_fn,
-            paper=paper, top=top, fixed_size_top=fixed_size_top, default_size=default_size,
-            min_size=min_size, preprocessing=preprocessing, weights=weights,
-            description=description, aux_top=aux_top, aux_needs_fixed_size=aux_needs_fixed_size,
-            state_dict_converter=state_dict_converter, conv_head=conv_head,
-            conv_head_names=dict(conv_head_names or {}), builds_head=builds_head,
-            static_input=static_input, load_fixup=load_fixup,
-        ), overwrite)
+        _add(
+            ModelSpec(
+                name=key,
+                family=family,
+                body=body,
+                stages=stages,
+                stage_fn=stage_fn,
+                paper=paper,
+                top=top,
+                fixed_size_top=fixed_size_top,
+                default_size=default_size,
+                min_size=min_size,
+                preprocessing=preprocessing,
+                weights=weights,
+                description=description,
+                aux_top=aux_top,
+                aux_needs_fixed_size=aux_needs_fixed_size,
+                state_dict_converter=state_dict_converter,
+                conv_head=conv_head,
+                conv_head_names=dict(conv_head_names or {}),
+                builds_head=builds_head,
+                static_input=static_input,
+                load_fixup=load_fixup,
+            ),
+            overwrite,
+        )
         return body
 
     return decorator
@@ -412,13 +444,21 @@ def register_task(
     """
     params = inspect.signature(builder).parameters
     arguments = frozenset(
-        p for p, v in params.items()
+        p
+        for p, v in params.items()
         if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD) and p in _BUILD_ARGUMENTS
     )
     spec = ModelSpec(
-        name=name.lower(), family=family, builder=builder, task=task, arguments=arguments,
-        default_backbone=default_backbone, default_classes=default_classes, paper=paper,
-        description=description, default_size=get_spec(default_backbone).default_size,
+        name=name.lower(),
+        family=family,
+        builder=builder,
+        task=task,
+        arguments=arguments,
+        default_backbone=default_backbone,
+        default_classes=default_classes,
+        paper=paper,
+        description=description,
+        default_size=get_spec(default_backbone).default_size,
         min_size=get_spec(default_backbone).min_size,
         preprocessing=get_spec(default_backbone).preprocessing,
     )
@@ -449,7 +489,8 @@ def list_models(pattern: str = "*", *, task: str | None = None, pretrained: bool
     """
     pattern = pattern.lower()
     return sorted(
-        n for n, s in _REGISTRY.items()
+        n
+        for n, s in _REGISTRY.items()
         if fnmatch.fnmatchcase(n, pattern)
         and (task is None or s.task == task)
         and (not pretrained or s.weights)
@@ -483,11 +524,7 @@ def get_spec(name: str) -> ModelSpec:
     if key in _REGISTRY:
         return _REGISTRY[key]
     close = difflib.get_close_matches(key, list(_REGISTRY), n=3, cutoff=0.5)
-    hint = (
-        f" Did you mean {' or '.join(repr(c) for c in close)}?"
-        if close
-        else ""
-    )
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(
         f"Unknown model name {name!r}.{hint} `zoo.list_models()` lists the "
         f"{len(_REGISTRY)} registered models."

@@ -43,12 +43,20 @@ _KERAS_HASHES = {
 }
 
 # keras.applications' table: ImageNet top-1 (%) of each file, caffe/tf preprocessing.
-_KERAS_TOP1 = {"resnet50": 74.9, "resnet101": 76.4, "resnet152": 76.6,
-               "resnet50v2": 76.0, "resnet101v2": 77.2, "resnet152v2": 78.0}
+_KERAS_TOP1 = {
+    "resnet50": 74.9,
+    "resnet101": 76.4,
+    "resnet152": 76.6,
+    "resnet50v2": 76.0,
+    "resnet101v2": 77.2,
+    "resnet152v2": 78.0,
+}
 
 # torchvision's IMAGENET1K_V1 files of the basic-block ResNets (acc@1).
-_TORCHVISION = {"resnet18": {"imagenet": tv.source("resnet18-f37072fd.pth", 69.758)},
-                "resnet34": {"imagenet": tv.source("resnet34-b627a593.pth", 73.314)}}
+_TORCHVISION = {
+    "resnet18": {"imagenet": tv.source("resnet18-f37072fd.pth", 69.758)},
+    "resnet34": {"imagenet": tv.source("resnet34-b627a593.pth", 73.314)},
+}
 
 
 PAPER_V1 = "He et al. 2015, Deep Residual Learning for Image Recognition, https://arxiv.org/abs/1512.03385"
@@ -59,8 +67,11 @@ def _keras_sources(name: str) -> dict:
     top_hash, notop_hash = _KERAS_HASHES[name]
     top = f"{name}_weights_tf_dim_ordering_tf_kernels.h5"
     notop = f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    meta = dict(preprocessing="tf" if name.endswith("v2") else "caffe", top1=_KERAS_TOP1[name],
-                license="MIT (keras.applications)")
+    meta = dict(
+        preprocessing="tf" if name.endswith("v2") else "caffe",
+        top1=_KERAS_TOP1[name],
+        license="MIT (keras.applications)",
+    )
     return {
         "imagenet": WeightSource(_BASE_URL + top, top, top_hash, include_top=True, **meta),
         "imagenet_notop": WeightSource(_BASE_URL + notop, notop, notop_hash, include_top=False, **meta),
@@ -79,8 +90,9 @@ def resnet_v1_stages(depths, *, bottleneck: bool, activation: str = "relu") -> t
     expansion = 4 if bottleneck else 1
     stages = [Stage("stem", f"conv1_{blocks.act_name(activation)}", 2, 64)]
     for i, (filters, depth) in enumerate(zip(STAGE_FILTERS, depths)):
-        stages.append(Stage(f"conv{i + 2}", f"conv{i + 2}_block{depth}_out", 2 ** (i + 2),
-                            filters * expansion))
+        stages.append(
+            Stage(f"conv{i + 2}", f"conv{i + 2}_block{depth}_out", 2 ** (i + 2), filters * expansion)
+        )
     return tuple(stages)
 
 
@@ -105,8 +117,7 @@ def resnet_v2_stages(depths, *, activation: str = "relu") -> tuple:
     return tuple(stages)
 
 
-def resnet_v1(x, *, depths, bottleneck: bool, activation: str = "relu",
-              layout: str = "keras") -> Body:
+def resnet_v1(x, *, depths, bottleneck: bool, activation: str = "relu", layout: str = "keras") -> Body:
     """ResNet v1 body: stem, four stages of residual blocks.
 
     Args:
@@ -124,8 +135,15 @@ def resnet_v1(x, *, depths, bottleneck: bool, activation: str = "relu",
     keras_layout = bottleneck and layout == "keras"
     eps = 1.001e-5 if keras_layout else 1e-5
     x = blocks.conv_bn(
-        x, 64, 7, strides=2, padding="symmetric", use_bias=keras_layout,
-        bn_epsilon=eps, activation=activation, name="conv1",
+        x,
+        64,
+        7,
+        strides=2,
+        padding="symmetric",
+        use_bias=keras_layout,
+        bn_epsilon=eps,
+        activation=activation,
+        name="conv1",
     )
     x = check_stage(x, stages[0])
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
@@ -138,15 +156,24 @@ def resnet_v1(x, *, depths, bottleneck: bool, activation: str = "relu",
             name = f"{stage}_block{b + 1}"
             if bottleneck:
                 x = blocks.bottleneck_block(
-                    x, filters, strides=strides, conv_shortcut=(b == 0),
-                    activation=activation, name=name, use_bias=keras_layout, bn_epsilon=eps,
+                    x,
+                    filters,
+                    strides=strides,
+                    conv_shortcut=(b == 0),
+                    activation=activation,
+                    name=name,
+                    use_bias=keras_layout,
+                    bn_epsilon=eps,
                     stride_on="1x1" if keras_layout else "3x3",
                 )
             else:
                 x = blocks.basic_block(
-                    x, filters, strides=strides,
+                    x,
+                    filters,
+                    strides=strides,
                     conv_shortcut=(b == 0 and (strides > 1 or in_channels != filters)),
-                    activation=activation, name=name,
+                    activation=activation,
+                    name=name,
                 )
         in_channels = filters * (4 if bottleneck else 1)
         x = check_stage(x, declared)
@@ -172,8 +199,12 @@ def resnet_v2(x, *, depths, activation: str = "relu") -> Body:
             # The last block of a stage downsamples (but the last stage's);
             # its pre-activation `declared.layer` ends the stage.
             x = blocks.preact_bottleneck_block(
-                x, filters, strides=strides, conv_shortcut=(b == 0),
-                activation=activation, name=f"{declared.name}_block{b + 1}",
+                x,
+                filters,
+                strides=strides,
+                conv_shortcut=(b == 0),
+                activation=activation,
+                name=f"{declared.name}_block{b + 1}",
             )
     x = layers.BatchNormalization(epsilon=1.001e-5, name="post_bn")(x)
     x = layers.Activation(activation, name=f"post_{blocks.act_name(activation)}")(x)
@@ -191,24 +222,34 @@ for _depth in (18, 34, 50, 101, 152):
         stage_fn=functools.partial(resnet_v1_stages, DEPTHS[_depth], bottleneck=_bottleneck),
         preprocessing="caffe" if _bottleneck else "torch",
         weights=_keras_sources(_name) if _name in _KERAS_HASHES else _TORCHVISION[_name],
-        state_dict_converter=None if _bottleneck else functools.partial(
-            tv.from_torchvision, rows=tv.resnet_rows(DEPTHS[_depth]), model_name=_name),
+        state_dict_converter=None
+        if _bottleneck
+        else functools.partial(tv.from_torchvision, rows=tv.resnet_rows(DEPTHS[_depth]), model_name=_name),
         description=(
             f"ResNet-{_depth} v1, "
-            + ("bottleneck blocks, keras.applications layout" if _bottleneck
-               else "basic blocks, torchvision layout")
+            + (
+                "bottleneck blocks, keras.applications layout"
+                if _bottleneck
+                else "basic blocks, torchvision layout"
+            )
         ),
     )(functools.partial(resnet_v1, depths=DEPTHS[_depth], bottleneck=_bottleneck))
 
 # torchvision's bottleneck ResNets ("v1.5"): IMAGENET1K_V2 (the better
 # recipe, evaluated at resize 232) as 'imagenet', IMAGENET1K_V1 as 'imagenet_v1'.
 _TORCHVISION_V15 = {
-    50: {"imagenet": tv.source("resnet50-11ad3fa6.pth", 80.858, resize=232),
-         "imagenet_v1": tv.source("resnet50-0676ba61.pth", 76.130)},
-    101: {"imagenet": tv.source("resnet101-cd907fc2.pth", 81.886, resize=232),
-          "imagenet_v1": tv.source("resnet101-63fe2227.pth", 77.374)},
-    152: {"imagenet": tv.source("resnet152-f82ba261.pth", 82.284, resize=232),
-          "imagenet_v1": tv.source("resnet152-394f9c45.pth", 78.312)},
+    50: {
+        "imagenet": tv.source("resnet50-11ad3fa6.pth", 80.858, resize=232),
+        "imagenet_v1": tv.source("resnet50-0676ba61.pth", 76.130),
+    },
+    101: {
+        "imagenet": tv.source("resnet101-cd907fc2.pth", 81.886, resize=232),
+        "imagenet_v1": tv.source("resnet101-63fe2227.pth", 77.374),
+    },
+    152: {
+        "imagenet": tv.source("resnet152-f82ba261.pth", 82.284, resize=232),
+        "imagenet_v1": tv.source("resnet152-394f9c45.pth", 78.312),
+    },
 }
 
 for _depth in (50, 101, 152):
@@ -221,8 +262,8 @@ for _depth in (50, 101, 152):
         stage_fn=functools.partial(resnet_v1_stages, DEPTHS[_depth], bottleneck=True),
         weights=_TORCHVISION_V15[_depth],
         state_dict_converter=functools.partial(
-            tv.from_torchvision, rows=tv.resnet_rows(DEPTHS[_depth], bottleneck=True),
-            model_name=_name),
+            tv.from_torchvision, rows=tv.resnet_rows(DEPTHS[_depth], bottleneck=True), model_name=_name
+        ),
         description=f"ResNet-{_depth} v1.5, torchvision layout (stride on the 3x3, no conv biases)",
     )(functools.partial(resnet_v1, depths=DEPTHS[_depth], bottleneck=True, layout="torchvision"))
 

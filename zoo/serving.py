@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
@@ -94,7 +94,9 @@ def export(
     if format not in FORMATS:
         raise ValueError(f"`format` must be one of {sorted(FORMATS)}. Received: format={format!r}")
     if input_dtype not in INPUT_DTYPES:
-        raise ValueError(f"`input_dtype` must be one of {INPUT_DTYPES}. Received: input_dtype={input_dtype!r}")
+        raise ValueError(
+            f"`input_dtype` must be one of {INPUT_DTYPES}. Received: input_dtype={input_dtype!r}"
+        )
     if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
         raise ValueError(
             "zoo.export serves one image input (batch, height, width, channels). Received a "

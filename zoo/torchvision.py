@@ -40,9 +40,16 @@ def source(file_name: str, top1: float, *, resize: int = 256) -> WeightSource:
     'f37072fd'
     """
     return WeightSource(
-        URL + file_name, file_name, file_name.rsplit("-", 1)[1].split(".")[0], include_top=True,
-        origin="torchvision", preprocessing="torch", top1=top1, crop_fraction=224 / resize,
-        license="BSD-3-Clause (torchvision)")
+        URL + file_name,
+        file_name,
+        file_name.rsplit("-", 1)[1].split(".")[0],
+        include_top=True,
+        origin="torchvision",
+        preprocessing="torch",
+        top1=top1,
+        crop_fraction=224 / resize,
+        license="BSD-3-Clause (torchvision)",
+    )
 
 
 def resnet_rows(depths, *, bottleneck: bool = False) -> list:
@@ -63,8 +70,10 @@ def resnet_rows(depths, *, bottleneck: bool = False) -> list:
             # The first block of a stage projects its shortcut when the shape
             # changes: always with bottlenecks (64 -> 256), from stage 2 on otherwise.
             if b == 0 and (s > 1 or bottleneck):
-                rows += [(f"{t}.downsample.0", f"{k}_0_conv", "conv"),
-                         (f"{t}.downsample.1", f"{k}_0_bn", "bn")]
+                rows += [
+                    (f"{t}.downsample.0", f"{k}_0_conv", "conv"),
+                    (f"{t}.downsample.1", f"{k}_0_bn", "bn"),
+                ]
     return rows + [("fc", "predictions", "linear")]
 
 
@@ -86,8 +95,11 @@ def vgg_rows(convs_per_block, *, batch_norm: bool) -> list:
             i += 3 if batch_norm else 2  # conv, [bn], relu
         i += 1  # the block's max pool
     # torchvision pools to 7x7 and flattens (C, H, W); Keras flattens (H, W, C).
-    return rows + [("classifier.0", "fc1", ("linear_chw", 512, 7, 7)),
-                   ("classifier.3", "fc2", "linear"), ("classifier.6", "predictions", "linear")]
+    return rows + [
+        ("classifier.0", "fc1", ("linear_chw", 512, 7, 7)),
+        ("classifier.3", "fc2", "linear"),
+        ("classifier.6", "predictions", "linear"),
+    ]
 
 
 def _to_numpy(value):

@@ -37,10 +37,14 @@ _KERAS_HASHES = {
 
 # torchvision's IMAGENET1K_V1 files and their acc@1.
 _TORCHVISION = {
-    "vgg11": ("vgg11-8a719046.pth", 69.020), "vgg13": ("vgg13-19584684.pth", 69.928),
-    "vgg16": ("vgg16-397923af.pth", 71.592), "vgg19": ("vgg19-dcbb9e9d.pth", 72.376),
-    "vgg11_bn": ("vgg11_bn-6002323d.pth", 70.370), "vgg13_bn": ("vgg13_bn-abd245e5.pth", 71.586),
-    "vgg16_bn": ("vgg16_bn-6c64b313.pth", 73.360), "vgg19_bn": ("vgg19_bn-c79401a0.pth", 74.218),
+    "vgg11": ("vgg11-8a719046.pth", 69.020),
+    "vgg13": ("vgg13-19584684.pth", 69.928),
+    "vgg16": ("vgg16-397923af.pth", 71.592),
+    "vgg19": ("vgg19-dcbb9e9d.pth", 72.376),
+    "vgg11_bn": ("vgg11_bn-6002323d.pth", 70.370),
+    "vgg13_bn": ("vgg13_bn-abd245e5.pth", 71.586),
+    "vgg16_bn": ("vgg16_bn-6c64b313.pth", 73.360),
+    "vgg19_bn": ("vgg19_bn-c79401a0.pth", 74.218),
 }
 
 
@@ -73,8 +77,7 @@ def vgg_stages() -> tuple:
     >>> zoo.vgg.vgg_stages()[-1]
     Stage(name='block5', layer='block5_pool', reduction=32, channels=512)
     """
-    return tuple(Stage(f"block{b}", f"block{b}_pool", 2**b, f)
-                 for b, f in enumerate(BLOCK_FILTERS, start=1))
+    return tuple(Stage(f"block{b}", f"block{b}_pool", 2**b, f) for b, f in enumerate(BLOCK_FILTERS, start=1))
 
 
 def vgg(x, *, convs_per_block, batch_norm: bool, activation: str = "relu") -> Body:
@@ -96,8 +99,9 @@ def vgg(x, *, convs_per_block, batch_norm: bool, activation: str = "relu") -> Bo
 
 def vgg_top(x, *, num_classes, classifier_activation):
     """VGG's classifier: Flatten, two 4096-unit layers, the predictions."""
-    head = blocks.classifier_head(num_classes, pooling="flatten", hidden_units=(4096, 4096),
-                                  activation=classifier_activation)
+    head = blocks.classifier_head(
+        num_classes, pooling="flatten", hidden_units=(4096, 4096), activation=classifier_activation
+    )
     return blocks.apply(head, x)
 
 
@@ -128,7 +132,8 @@ for _name, _convs in CONFIGS.items():
             conv_head_names={"fc1": "fc6", "fc2": "fc7"},
             weights=_sources(_full),
             state_dict_converter=functools.partial(
-                tv.from_torchvision, rows=tv.vgg_rows(_convs, batch_norm=_bn), model_name=_full),
+                tv.from_torchvision, rows=tv.vgg_rows(_convs, batch_norm=_bn), model_name=_full
+            ),
             description=f"VGG-{_name[3:]} (config {'ABDE'[list(CONFIGS).index(_name)]})"
             + (" with BatchNorm" if _bn else ""),
         )(functools.partial(vgg, convs_per_block=_convs, batch_norm=_bn))

@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import zipfile
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -100,8 +100,10 @@ class WeightSource:
         keras.applications, 'tf' preprocessing, 224px bilinear, top-1 76.0%
         """
         top1 = f", top-1 {self.top1}%" if self.top1 is not None else ""
-        return (f"{self.origin}, {self.preprocessing!r} preprocessing, "
-                f"{self.input_size}px {self.interpolation}{top1}")
+        return (
+            f"{self.origin}, {self.preprocessing!r} preprocessing, "
+            f"{self.input_size}px {self.interpolation}{top1}"
+        )
 
 
 # (mean, std) of each preprocessing mode, in the units of its input: caffe
@@ -194,9 +196,7 @@ def _read_mapping(mapping) -> list[Entry]:
     grouped: dict[str, dict[int, np.ndarray]] = {}
     for key, value in mapping.items():
         if isinstance(value, (list, tuple)):
-            grouped.setdefault(key, {}).update(
-                {i: np.asarray(v) for i, v in enumerate(value)}
-            )
+            grouped.setdefault(key, {}).update({i: np.asarray(v) for i, v in enumerate(value)})
             continue
         layer, _, index = str(key).rpartition("/")
         if not layer or not index.isdigit():
@@ -205,10 +205,7 @@ def _read_mapping(mapping) -> list[Entry]:
                 f"(e.g. 'conv1_conv/0'). Received key: {key!r}"
             )
         grouped.setdefault(layer, {})[int(index)] = np.asarray(value)
-    return [
-        Entry(name, None, [arrays[i] for i in sorted(arrays)])
-        for name, arrays in grouped.items()
-    ]
+    return [Entry(name, None, [arrays[i] for i in sorted(arrays)]) for name, arrays in grouped.items()]
 
 
 def _read_h5(path_or_file, layer_names: Sequence[str] | None = None):
@@ -238,9 +235,7 @@ def _read_legacy_h5(root) -> list[Entry]:
         group = root[name]
         weight_names = [_decode(n) for n in group.attrs.get("weight_names", [])]
         if weight_names:
-            entries.append(
-                Entry(name, None, [np.asarray(group[w]) for w in weight_names])
-            )
+            entries.append(Entry(name, None, [np.asarray(group[w]) for w in weight_names]))
     return entries
 
 
@@ -265,8 +260,7 @@ def _read_keras_archive(path) -> list[Entry]:
         names = archive.namelist()
         if "model.weights.h5" not in names:
             raise WeightFileError(
-                f"{path!r} is a zip file but not a `.keras` archive "
-                "(no model.weights.h5 inside)."
+                f"{path!r} is a zip file but not a `.keras` archive (no model.weights.h5 inside)."
             )
         config = json.loads(archive.read("config.json"))
         data = io.BytesIO(archive.read("model.weights.h5"))
@@ -516,7 +510,7 @@ def _plan(model, entries, match) -> Plan:
             pairs.append((layer, e)) if layer is not None else unexpected.append(e.path or e.name)
     elif match == "order":
         pairs = list(zip(weighted, entries))
-        unexpected = [e.name or e.path for e in entries[len(weighted):]]
+        unexpected = [e.name or e.path for e in entries[len(weighted) :]]
     else:  # shape
         remaining = list(entries)
         for layer in weighted:

@@ -62,8 +62,9 @@ def test_cut_at_layer_stage_and_several(resnet, x, tmp_path):
 def test_tail_is_the_rest_of_cut(resnet, x, tmp_path):
     for at in ("conv4_block2_out", "conv3", "avg_pool"):
         tail = surgery.tail(resnet, at)
-        np.testing.assert_allclose(np_(tail(surgery.cut(resnet, at)(x))), np_(resnet(x)),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            np_(tail(surgery.cut(resnet, at)(x))), np_(resnet(x)), rtol=1e-5, atol=1e-6
+        )
     tail = surgery.tail(resnet, "conv4")
     assert tail.input_shape == resnet.get_layer("conv4_block2_out").output.shape
     assert "conv3_block1_1_conv" not in [l.name for l in tail.layers]
@@ -106,8 +107,10 @@ def test_graft_heads(kind, resnet, x, tmp_path):
         i = keras.Input((1, 1, 512))
         head = keras.Model(i, keras.layers.Dense(3)(keras.layers.Flatten()(i)), name="head")
     else:
+
         def head(t):
             return keras.layers.Dense(3, name="h")(keras.layers.GlobalMaxPooling2D(name="g")(t))
+
     new = surgery.graft(base, head)
     assert new.output_shape == (None, 3)
     feats = keras.Model(new.inputs[0], new.get_layer("conv5_block2_out").output)
@@ -151,10 +154,15 @@ def test_insert_after_the_input_layer(resnet, x):
 
 
 def test_sequential_and_index_specs(x):
-    seq = keras.Sequential([
-        keras.Input(SHAPE), keras.layers.Conv2D(4, 3, name="c1"), keras.layers.Flatten(name="f"),
-        keras.layers.Dense(3, name="d"),
-    ], name="seq")
+    seq = keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            keras.layers.Conv2D(4, 3, name="c1"),
+            keras.layers.Flatten(name="f"),
+            keras.layers.Dense(3, name="d"),
+        ],
+        name="seq",
+    )
     new = surgery.insert(seq, keras.layers.Dropout(0.1, name="drop"), after=-1)
     assert isinstance(new, keras.Model) and new.layers[-1].name == "drop"
     np.testing.assert_allclose(np_(new(x)), np_(seq(x)), atol=1e-6)
@@ -164,7 +172,9 @@ def test_sequential_and_index_specs(x):
 
 def test_multi_input_multi_output(tmp_path, rng):
     a, b = keras.Input((4,), name="a"), keras.Input((6,), name="b")
-    h = keras.layers.Concatenate(name="cat")([keras.layers.Dense(5, name="da")(a), keras.layers.Dense(5, name="db")(b)])
+    h = keras.layers.Concatenate(name="cat")(
+        [keras.layers.Dense(5, name="da")(a), keras.layers.Dense(5, name="db")(b)]
+    )
     model = keras.Model([a, b], [keras.layers.Dense(1, name="o1")(h), keras.layers.Dense(2, name="o2")(h)])
     xa, xb = rng.normal(size=(3, 4)).astype("float32"), rng.normal(size=(3, 6)).astype("float32")
     new = surgery.insert(model, keras.layers.Dense(10, name="mix"), after="cat")
@@ -223,10 +233,13 @@ def test_bare_keras_ops_in_the_graph_are_kept(tmp_path):
     a = keras.layers.Conv2D(3, 1, name="a")(inputs)
     out = keras.layers.GlobalAveragePooling2D(name="gap")(inputs + a)
     model = keras.Model(inputs, out)
-    for edited in (surgery.copy(model),
-                   surgery.insert(model, keras.layers.Identity(name="id"), after="a"),
-                   surgery.graft(model, keras.layers.Dense(2, name="head"))):
+    for edited in (
+        surgery.copy(model),
+        surgery.insert(model, keras.layers.Identity(name="id"), after="a"),
+        surgery.graft(model, keras.layers.Dense(2, name="head")),
+    ):
         assert edited(np.ones((1, 4, 4, 3), "float32")).shape[0] == 1
     x = np.random.default_rng(0).normal(size=(2, 4, 4, 3)).astype("float32")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(surgery.copy(model)(x)),
-                               keras.ops.convert_to_numpy(model(x)), atol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(surgery.copy(model)(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-6
+    )

@@ -81,7 +81,9 @@ def test_trainable_summary_totals_match_keras():
 def test_freeze_unfreeze_by_pattern_and_type_on_nested_model():
     base = zoo.build("resnet18", include_top=False, input_shape=SHAPE)
     inp = keras.Input(SHAPE)
-    clf = keras.Model(inp, keras.layers.Dense(2, name="cls")(keras.layers.GlobalAveragePooling2D()(base(inp))))
+    clf = keras.Model(
+        inp, keras.layers.Dense(2, name="cls")(keras.layers.GlobalAveragePooling2D()(base(inp)))
+    )
     surgery.freeze(clf)
     assert clf.trainable_weights == []
     surgery.unfreeze(clf, "conv5_*", types=keras.layers.Conv2D)

@@ -1,6 +1,5 @@
 """surgery.hub_layer / export_feature_extractor: SavedModels as Keras 3 layers, offline."""
 
-
 import keras
 import numpy as np
 import pytest
@@ -61,8 +60,9 @@ def test_round_trip_in_sequential_and_functional(exported, size):
     x = np.random.default_rng(size).uniform(0, 255, (3, size, size, 3)).astype("float32")
     expected = np_(base(x))
     # The seeds' idiom, verbatim but for the layer.
-    seq = keras.Sequential([surgery.hub_layer(path, input_shape=(size, size, 3)),
-                            keras.layers.Dense(6, activation="softmax")])
+    seq = keras.Sequential(
+        [surgery.hub_layer(path, input_shape=(size, size, 3)), keras.layers.Dense(6, activation="softmax")]
+    )
     assert seq.output_shape == (None, 6)
     _close(np_(seq.layers[0](x)), expected)
     inputs = keras.Input((size, size, 3))
@@ -86,8 +86,12 @@ def test_training_passes_through_only_when_trainable(exported):
 
 
 def _classifier(path, trainable):
-    model = keras.Sequential([surgery.hub_layer(path, trainable=trainable, input_shape=(32, 32, 3)),
-                              keras.layers.Dense(6, activation="softmax")])
+    model = keras.Sequential(
+        [
+            surgery.hub_layer(path, trainable=trainable, input_shape=(32, 32, 3)),
+            keras.layers.Dense(6, activation="softmax"),
+        ]
+    )
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     return model
 

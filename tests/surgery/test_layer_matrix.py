@@ -108,13 +108,16 @@ def test_sequential_models_edit_too(case):
     np.testing.assert_allclose(_out(new, x), _out(model, x), atol=1e-5)
 
 
-@pytest.mark.parametrize("old, new", [
-    ("batchnorm", lambda: L.LayerNormalization(name="new")),
-    ("batchnorm", lambda: L.Identity(name="new")),
-    ("softmax", lambda: L.Activation("softmax", name="new")),
-    ("gap1d", lambda: L.GlobalMaxPooling1D(name="new")),
-    ("lstm_seq", lambda: L.Conv1D(3, 1, name="new")),
-])
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("batchnorm", lambda: L.LayerNormalization(name="new")),
+        ("batchnorm", lambda: L.Identity(name="new")),
+        ("softmax", lambda: L.Activation("softmax", name="new")),
+        ("gap1d", lambda: L.GlobalMaxPooling1D(name="new")),
+        ("lstm_seq", lambda: L.Conv1D(3, 1, name="new")),
+    ],
+)
 def test_replace_passes_only_the_keywords_the_new_layer_takes(old, new):
     model = _model(old)
     target = [l for l in model.layers if not isinstance(l, L.InputLayer)][0]
@@ -138,8 +141,11 @@ def test_masks_survive_copy_and_edits():
     assert not np.allclose(_out(unmasked, tokens), ref)  # the mask matters here
     with warnings.catch_warnings():
         _structure_warnings_fail()
-        for new in (surgery.copy(model), surgery.insert(model, L.Identity(name="id"), after="emb"),
-                    surgery.insert(model, L.Identity(name="id"), before="lstm")):
+        for new in (
+            surgery.copy(model),
+            surgery.insert(model, L.Identity(name="id"), after="emb"),
+            surgery.insert(model, L.Identity(name="id"), before="lstm"),
+        ):
             np.testing.assert_allclose(_out(new, tokens), ref, atol=1e-5)  # so it reached the LSTM
         assert _out(surgery.replace(model, "out", L.Dense(2, name="out2")), tokens).shape == ref.shape
     inp = keras.Input((5, 3), name="seq")

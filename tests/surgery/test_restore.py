@@ -28,8 +28,13 @@ def test_keras_applications_file_into_zoo_model(tmp_path, rng):
 
 def test_different_layer_names_restore_by_order(rng):
     ref = keras.applications.VGG16(weights=None, include_top=False, input_shape=SHAPE)
-    renamed = surgery.replace(ref, "block*_conv*", lambda old: keras.layers.Conv2D(
-        old.filters, 3, padding="same", activation="relu", name=f"my_{old.name}"))
+    renamed = surgery.replace(
+        ref,
+        "block*_conv*",
+        lambda old: keras.layers.Conv2D(
+            old.filters, 3, padding="same", activation="relu", name=f"my_{old.name}"
+        ),
+    )
     auto = surgery.restore(renamed, ref)  # names do not match: auto falls back to order
     assert auto.match == "order" and not auto.missing
     x = rng.uniform(0, 255, (1,) + SHAPE).astype("float32")
@@ -46,8 +51,9 @@ def test_pretrained_backbone_into_new_head_reports_missing(tmp_path, rng):
     assert report.missing == ["predictions"] and not report.mismatched
     text = str(report)
     assert "missing" in text and "predictions" in text
-    np.testing.assert_array_equal(np_(clf.get_layer("conv1_bn").moving_variance),
-                                  np_(base.get_layer("conv1_bn").moving_variance))
+    np.testing.assert_array_equal(
+        np_(clf.get_layer("conv1_bn").moving_variance), np_(base.get_layer("conv1_bn").moving_variance)
+    )
 
 
 def test_other_architecture_strict_error_leaves_weights(tmp_path):
@@ -68,4 +74,6 @@ def test_shape_mismatch_is_reported_not_loaded(rng):
     report = surgery.restore(b, a)
     assert [m[0] for m in report.mismatched] == ["predictions"]
     np.testing.assert_array_equal(np_(b.get_layer("predictions").kernel), head)
-    np.testing.assert_array_equal(np_(b.get_layer("conv1_conv").kernel), np_(a.get_layer("conv1_conv").kernel))
+    np.testing.assert_array_equal(
+        np_(b.get_layer("conv1_conv").kernel), np_(a.get_layer("conv1_conv").kernel)
+    )

@@ -20,8 +20,14 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
     names = set(os.listdir(out))
     assert {"best.keras", "leaderboard.csv", "report.md", "plots", "classes.json"} <= names
     plots = set(os.listdir(os.path.join(out, "plots")))
-    assert {"learning_curves.png", "confusion_matrix.png", "trials.png", "grad_cam.png",
-            "feature_maps_early.png", "feature_maps_late.png"} <= plots
+    assert {
+        "learning_curves.png",
+        "confusion_matrix.png",
+        "trials.png",
+        "grad_cam.png",
+        "feature_maps_early.png",
+        "feature_maps_late.png",
+    } <= plots
     for p in plots:  # real, non-trivial images
         assert Image.open(os.path.join(out, "plots", p)).size[0] > 200
     report = open(os.path.join(out, "report.md")).read()
@@ -34,9 +40,13 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
     classes = ("circle", "square", "triangle", "star", "cross", "ring")
     assert all(line.split(": ")[1].split()[0] in classes for line in lines)
     # A fresh process (nothing imported yet) reads best.keras too.
-    fresh = subprocess.run([sys.executable, "-m", "tuning", "predict", "--model",
-                            os.path.join(out, "best.keras"), test_dir],
-                           capture_output=True, text=True, env=_env(), timeout=300)
+    fresh = subprocess.run(
+        [sys.executable, "-m", "tuning", "predict", "--model", os.path.join(out, "best.keras"), test_dir],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert fresh.returncode == 0, fresh.stderr
     assert fresh.stdout.strip().splitlines() == lines
     assert "I0000" not in fresh.stderr and "cuda" not in fresh.stderr.lower()  # TF start-up noise
@@ -49,13 +59,15 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
     served = str(tmp_path / "served")
     assert main(["export", "--model", os.path.join(out, "best.keras"), "--out", served]) == 0
     assert json.load(open(os.path.join(served, "classes.json"))) == json.load(
-        open(os.path.join(out, "classes.json")))
+        open(os.path.join(out, "classes.json"))
+    )
     assert main(["export", "--model", os.path.join(out, "best.keras"), "--out", served]) == 2
     signature = tf.saved_model.load(served).signatures["serving_default"]
     names = json.load(open(os.path.join(served, "classes.json")))
     files = sorted(os.listdir(test_dir))
-    batch = np.stack([img_to_array(load_img(os.path.join(test_dir, f), target_size=(32, 32)))
-                      for f in files]).astype("uint8")
+    batch = np.stack(
+        [img_to_array(load_img(os.path.join(test_dir, f), target_size=(32, 32))) for f in files]
+    ).astype("uint8")
     probs = next(iter(signature(images=tf.constant(batch)).values())).numpy()
     served_top1 = [names[i] for i in probs.argmax(-1)]
     assert served_top1 == [line.split(": ")[1].split()[0] for line in lines]
@@ -84,13 +96,16 @@ def _folder(root, spec):
     return root
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "does not exist"),
-    ("empty", "no class sub-folders"),
-    ("one_class", "one class"),
-    ("empty_class", "without images"),
-    ("corrupt", "cannot be read"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "does not exist"),
+        ("empty", "no class sub-folders"),
+        ("one_class", "one class"),
+        ("empty_class", "without images"),
+        ("corrupt", "cannot be read"),
+    ],
+)
 def test_bad_data_folders_get_clear_errors(tmp_path, capsys, case, message):
     root = str(tmp_path / "data")
     os.makedirs(root)
@@ -131,8 +146,7 @@ def test_mixed_greyscale_and_rgb_images_load_as_rgb(tmp_path):
         os.makedirs(os.path.join(root, cls))
         for i in range(4):
             mode, shape = ("L", (8, 8)) if i % 2 else ("RGB", (8, 8, 3))
-            Image.fromarray(np.full(shape, 40 * i, "uint8"), mode).save(
-                os.path.join(root, cls, f"{i}.png"))
+            Image.fromarray(np.full(shape, 40 * i, "uint8"), mode).save(os.path.join(root, cls, f"{i}.png"))
     train, val, test, classes, info = load_splits(root, image_size=16, batch_size=4, seed=0)
     assert classes == ["cat", "dog"]
     shapes = {tuple(x.shape[1:]) for ds in (train, val, test) for x, _ in ds}
@@ -151,7 +165,8 @@ def test_held_out_splits_are_disjoint_stratified_and_seeded(tmp_path):
         os.makedirs(os.path.join(root, cls))
         for i in range(20):  # every image unique: its pixel values name it
             Image.fromarray(np.full((4, 4, 3), [c * 20 + i, c, 7], "uint8")).save(
-                os.path.join(root, cls, f"{i}.png"))
+                os.path.join(root, cls, f"{i}.png")
+            )
 
     def ids(ds):
         return sorted(int(x[0, 0, 0]) for xb, _ in ds for x in xb.numpy())
@@ -176,8 +191,22 @@ def test_ctrl_c_keeps_the_best_model_and_the_leaderboard(tmp_path):
     import time
 
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "tuning", "run", "--out", str(out), "--max-trials", "6",
-           "--epochs", "2", "--demo-images-per-class", "6", "--image-size", "32"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tuning",
+        "run",
+        "--out",
+        str(out),
+        "--max-trials",
+        "6",
+        "--epochs",
+        "2",
+        "--demo-images-per-class",
+        "6",
+        "--image-size",
+        "32",
+    ]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     times = out / "search" / "trial_times.json"
     deadline = time.time() + 300
@@ -199,9 +228,24 @@ def test_workers_run_every_trial_exactly_once(tmp_path):
     import sys
 
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "tuning", "run", "--out", str(out), "--workers", "2",
-           "--max-trials", "3", "--epochs", "1", "--demo-images-per-class", "6",
-           "--image-size", "32"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tuning",
+        "run",
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--max-trials",
+        "3",
+        "--epochs",
+        "1",
+        "--demo-images-per-class",
+        "6",
+        "--image-size",
+        "32",
+    ]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     project = out / "search"
@@ -210,7 +254,7 @@ def test_workers_run_every_trial_exactly_once(tmp_path):
     statuses = [json.loads((project / t / "trial.json").read_text())["status"] for t in trials]
     assert statuses == ["COMPLETED"] * 3
     board = (project / "leaderboard.csv").read_text().strip().splitlines()[1:]
-    assert sorted(line.split(",")[0] for line in board) == sorted(t[len("trial_"):] for t in trials)
+    assert sorted(line.split(",")[0] for line in board) == sorted(t[len("trial_") :] for t in trials)
     logs = sorted(os.listdir(out / "workers"))
     assert logs == ["tuner0.log", "tuner1.log"]
     assert all("finished its trials" in (out / "workers" / f).read_text() for f in logs)
@@ -218,22 +262,29 @@ def test_workers_run_every_trial_exactly_once(tmp_path):
 
 
 @pytest.mark.one_backend  # argument handling: nothing is built
-@pytest.mark.parametrize("extra, message", [
-    (["--max-trials", "0"], "--max-trials must be at least 1 (KerasTuner reads 0 as 'no limit')"),
-    (["--epochs", "0"], "--epochs must be at least 1"),
-    (["--batch-size", "-1"], "--batch-size must be at least 1"),
-    (["--test-fraction", "0.9"], "--test-fraction must be in [0, 0.5]"),
-    (["--backbone", "googlenet_paper", "--weights", "imagenet"],
-     "'googlenet_paper' has no pretrained weights. Backbones with ImageNet weights:"),
-    (["--backbone", "resnet18,googlenet_paper", "--weights", "imagenet"],
-     "'googlenet_paper' has no pretrained weights. Backbones with ImageNet weights:"),
-    (["--backbone", "resnet18,resnet19"], "Did you mean"),
-    (["--backbone", " , "], "--backbone needs at least one zoo model name"),
-    (["--weights", "nowhere.h5"], "neither 'imagenet' nor an existing file"),
-    (["--backbone", "fcn8s"], "is a segmentation model"),
-    (["--backbone", "resnet19"], "Did you mean"),
-    (["--out", "FILE/sub"], "which is a file"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--max-trials", "0"], "--max-trials must be at least 1 (KerasTuner reads 0 as 'no limit')"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--batch-size", "-1"], "--batch-size must be at least 1"),
+        (["--test-fraction", "0.9"], "--test-fraction must be in [0, 0.5]"),
+        (
+            ["--backbone", "googlenet_paper", "--weights", "imagenet"],
+            "'googlenet_paper' has no pretrained weights. Backbones with ImageNet weights:",
+        ),
+        (
+            ["--backbone", "resnet18,googlenet_paper", "--weights", "imagenet"],
+            "'googlenet_paper' has no pretrained weights. Backbones with ImageNet weights:",
+        ),
+        (["--backbone", "resnet18,resnet19"], "Did you mean"),
+        (["--backbone", " , "], "--backbone needs at least one zoo model name"),
+        (["--weights", "nowhere.h5"], "neither 'imagenet' nor an existing file"),
+        (["--backbone", "fcn8s"], "is a segmentation model"),
+        (["--backbone", "resnet19"], "Did you mean"),
+        (["--out", "FILE/sub"], "which is a file"),
+    ],
+)
 def test_bad_run_arguments_fail_in_one_line_before_writing(tmp_path, capsys, extra, message):
     (tmp_path / "FILE").write_text("not a folder")
     out = tmp_path / "run"
@@ -308,15 +359,17 @@ def test_help_imports_neither_keras_nor_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys, contextlib, io\n"
-            "from tuning.__main__ import main\n"
-            "with contextlib.redirect_stdout(io.StringIO()) as f:\n"
-            "    try: main(['run', '--help'])\n"
-            "    except SystemExit: pass\n"
-            "text = f.getvalue()\n"
-            "assert '--batch-size' in text and '--seed' in text and '--tuner' in text, text\n"
-            "assert text.count('(default: 32)') == 1, text\n"
-            "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))")
+    code = (
+        "import sys, contextlib, io\n"
+        "from tuning.__main__ import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as f:\n"
+        "    try: main(['run', '--help'])\n"
+        "    except SystemExit: pass\n"
+        "text = f.getvalue()\n"
+        "assert '--batch-size' in text and '--seed' in text and '--tuner' in text, text\n"
+        "assert text.count('(default: 32)') == 1, text\n"
+        "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

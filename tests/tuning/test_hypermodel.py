@@ -34,13 +34,17 @@ def test_space_is_prefixed_and_stage_aware():
 
 def test_two_phases_train_only_the_sampled_depth(data):
     x, y, xv, yv = data
-    hm = tuning.TransferHyperModel("resnet18", num_classes=6, input_shape=(32, 32, 3),
-                                   unfreeze_space={"augment": [False]})
-    hp = _hp(**{"finetune/stages": 1, "finetune/train_bn": False, "head/dense_layers": 0,
-                "head/optimizer": "adam"})
+    hm = tuning.TransferHyperModel(
+        "resnet18", num_classes=6, input_shape=(32, 32, 3), unfreeze_space={"augment": [False]}
+    )
+    hp = _hp(
+        **{"finetune/stages": 1, "finetune/train_bn": False, "head/dense_layers": 0, "head/optimizer": "adam"}
+    )
     model = hm.build(hp)
-    watch = {n: keras.ops.convert_to_numpy(model.get_layer(n).weights[0]).copy()
-             for n in ("conv4_block2_2_conv", "conv5_block2_2_conv", "conv5_block2_2_bn")}
+    watch = {
+        n: keras.ops.convert_to_numpy(model.get_layer(n).weights[0]).copy()
+        for n in ("conv4_block2_2_conv", "conv5_block2_2_conv", "conv5_block2_2_bn")
+    }
     bn_mean = keras.ops.convert_to_numpy(model.get_layer("conv5_block2_2_bn").moving_mean).copy()
     history = hm.fit(hp, model, x, y, epochs=2, validation_data=(xv, yv), verbose=0)
     assert len(history.history["loss"]) == 2  # one epoch per phase
@@ -49,23 +53,47 @@ def test_two_phases_train_only_the_sampled_depth(data):
     assert not np.array_equal(after["conv5_block2_2_conv"], watch["conv5_block2_2_conv"])  # unfrozen
     assert np.array_equal(after["conv5_block2_2_bn"], watch["conv5_block2_2_bn"])  # BN kept frozen
     assert np.array_equal(
-        keras.ops.convert_to_numpy(model.get_layer("conv5_block2_2_bn").moving_mean), bn_mean)
+        keras.ops.convert_to_numpy(model.get_layer("conv5_block2_2_bn").moving_mean), bn_mean
+    )
 
 
 def test_per_stage_learning_rates_decay_towards_the_input(data, tmp_path):
     x, y, xv, yv = data
-    hm = tuning.TransferHyperModel("resnet18", num_classes=6, input_shape=(32, 32, 3),
-                                   unfreeze_space={"augment": [False], "stage_lr_decay": [1.0, 0.5]})
-    hp = _hp(**{"finetune/stages": 2, "finetune/stage_lr_decay": 0.5, "finetune/lr_factor": 0.1,
-                "head/learning_rate": 1e-2, "head/dense_layers": 0, "head/optimizer": "adam"})
+    hm = tuning.TransferHyperModel(
+        "resnet18",
+        num_classes=6,
+        input_shape=(32, 32, 3),
+        unfreeze_space={"augment": [False], "stage_lr_decay": [1.0, 0.5]},
+    )
+    hp = _hp(
+        **{
+            "finetune/stages": 2,
+            "finetune/stage_lr_decay": 0.5,
+            "finetune/lr_factor": 0.1,
+            "head/learning_rate": 1e-2,
+            "head/dense_layers": 0,
+            "head/optimizer": "adam",
+        }
+    )
     model = hm.build(hp)
-    history = hm.fit(hp, model, x, y, epochs=2, validation_data=(xv, yv), verbose=0,
-                     callbacks=[tuning.LearningRateLogger()])
+    history = hm.fit(
+        hp,
+        model,
+        x,
+        y,
+        epochs=2,
+        validation_data=(xv, yv),
+        verbose=0,
+        callbacks=[tuning.LearningRateLogger()],
+    )
     opt = model.optimizer
     assert isinstance(opt, keras.optimizers.MultiOptimizer)
     # The optimizer that updates each variable, and its learning rate.
-    rate = {v.path: float(keras.ops.convert_to_numpy(o.learning_rate))
-            for o in opt.optimizers for v in o._trainable_variables}
+    rate = {
+        v.path: float(keras.ops.convert_to_numpy(o.learning_rate))
+        for o in opt.optimizers
+        for v in o._trainable_variables
+    }
     np.testing.assert_allclose(rate["head/predictions/kernel"], 1e-3, rtol=1e-6)
     np.testing.assert_allclose(rate["conv5_block2_2_conv/kernel"], 5e-4, rtol=1e-6)
     np.testing.assert_allclose(rate["conv4_block1_1_conv/kernel"], 2.5e-4, rtol=1e-6)
@@ -78,19 +106,29 @@ def test_per_stage_learning_rates_decay_towards_the_input(data, tmp_path):
 
 def test_cached_features_match_the_naive_path(data):
     x, y, xv, yv = data
-    hp_values = {"finetune/stages": 0, "finetune/augment": False, "head/pooling": "avg",
-                 "head/dense_layers": 1, "head/units": 64, "head/dropout": 0.0,
-                 "head/batch_norm": False, "head/optimizer": "adam", "head/learning_rate": 3e-3}
+    hp_values = {
+        "finetune/stages": 0,
+        "finetune/augment": False,
+        "head/pooling": "avg",
+        "head/dense_layers": 1,
+        "head/units": 64,
+        "head/dropout": 0.0,
+        "head/batch_norm": False,
+        "head/optimizer": "adam",
+        "head/learning_rate": 3e-3,
+    }
     scores = []
     for cached in (True, False):
         keras.utils.set_random_seed(1)
-        hm = tuning.TransferHyperModel("resnet18", num_classes=6, input_shape=(32, 32, 3),
-                                       cache_features=cached, seed=3)
+        hm = tuning.TransferHyperModel(
+            "resnet18", num_classes=6, input_shape=(32, 32, 3), cache_features=cached, seed=3
+        )
         hp = _hp(**hp_values)
         keras.utils.set_random_seed(2)
         model = hm.build(hp)
-        h = hm.fit(hp, model, x, y, epochs=3, validation_data=(xv, yv), shuffle=False,
-                   batch_size=20, verbose=0)
+        h = hm.fit(
+            hp, model, x, y, epochs=3, validation_data=(xv, yv), shuffle=False, batch_size=20, verbose=0
+        )
         scores.append(h.history["val_accuracy"][-1])
         if cached:
             assert len(hm._feature_cache) == 2  # train and val, computed once
@@ -118,14 +156,19 @@ def test_cached_features_from_a_dataset(data):
 
 def test_augmentation_sits_first_and_from_scratch_trains_everything(data):
     x, y, xv, yv = data
-    hm = tuning.TransferHyperModel("resnet18", num_classes=6, input_shape=(32, 32, 3),
-                                   phase1_fraction=0.0)
-    hp = _hp(**{"finetune/stages": len(hm.stages), "finetune/train_bn": True,
-                "finetune/augment": True, "head/dense_layers": 0, "head/optimizer": "adam"})
+    hm = tuning.TransferHyperModel("resnet18", num_classes=6, input_shape=(32, 32, 3), phase1_fraction=0.0)
+    hp = _hp(
+        **{
+            "finetune/stages": len(hm.stages),
+            "finetune/train_bn": True,
+            "finetune/augment": True,
+            "head/dense_layers": 0,
+            "head/optimizer": "adam",
+        }
+    )
     model = hm.build(hp)
     assert model.layers[1].name == "augment"
-    a, b = (keras.ops.convert_to_numpy(model.get_layer("augment")(x[:4], training=True))
-            for _ in range(2))
+    a, b = (keras.ops.convert_to_numpy(model.get_layer("augment")(x[:4], training=True)) for _ in range(2))
     assert not np.array_equal(a, b)  # random in training
     first = keras.ops.convert_to_numpy(model.get_layer("conv1_conv").kernel).copy()
     mean = keras.ops.convert_to_numpy(model.get_layer("conv1_bn").moving_mean).copy()

@@ -14,10 +14,10 @@ def _radam_reference(grads, lr=0.1, b1=0.9, b2=0.999, eps=1e-7, threshold=5.0, t
     for t, g in enumerate(grads, start=1):
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        m_hat = m / (1 - b1 ** t)
-        rho_t = rho_inf - 2 * t * b2 ** t / (1 - b2 ** t)
+        m_hat = m / (1 - b1**t)
+        rho_t = rho_inf - 2 * t * b2**t / (1 - b2**t)
         if rho_t > threshold:
-            l_t = np.sqrt(1 - b2 ** t) / (np.sqrt(v) + eps)
+            l_t = np.sqrt(1 - b2**t) / (np.sqrt(v) + eps)
             r_t = np.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
             theta = theta - lr * r_t * m_hat * l_t
         else:

@@ -20,9 +20,17 @@ FROZEN_ONLY = {"stages": [0], "augment": [False]}
 def test_search_writes_leaderboard_and_best_model(tmp_path, capsys):
     x, y, _ = zoo.datasets.shapes(6, size=32, split="train")
     xv, yv, _ = zoo.datasets.shapes(3, size=32, split="val")
-    result = tuning.search((x, y), (xv, yv), backbone="resnet18", tuner="random",
-                           max_trials=3, epochs=2, directory=str(tmp_path),
-                           project_name="p", unfreeze_space=FROZEN_ONLY)
+    result = tuning.search(
+        (x, y),
+        (xv, yv),
+        backbone="resnet18",
+        tuner="random",
+        max_trials=3,
+        epochs=2,
+        directory=str(tmp_path),
+        project_name="p",
+        unfreeze_space=FROZEN_ONLY,
+    )
     # By default one line per trial, numbered as KerasTuner counts, with the time left.
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("[trial ")]
     assert [l.split()[1] for l in lines] == ["1/3", "2/3", "3/3"]
@@ -40,7 +48,9 @@ def test_search_writes_leaderboard_and_best_model(tmp_path, capsys):
     again = tuning.load_best(str(tmp_path), "p")
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(again.model(xv[:4])),
-        keras.ops.convert_to_numpy(result.model(xv[:4])), atol=1e-6)
+        keras.ops.convert_to_numpy(result.model(xv[:4])),
+        atol=1e-6,
+    )
     acc = again.model.evaluate(xv, yv, verbose=0, return_dict=True)["accuracy"]
     assert acc == pytest.approx(result.score, abs=1e-6)
 
@@ -49,9 +59,18 @@ def test_search_writes_leaderboard_and_best_model(tmp_path, capsys):
 def test_search_over_two_backbones_tries_each_with_its_own_cache(tmp_path):
     x, y, _ = zoo.datasets.shapes(4, size=32, split="train")
     hm_backbones = ["resnet18", "mobilenetv3small"]
-    result = tuning.search((x, y), (x, y), backbone=hm_backbones, tuner="random", max_trials=2,
-                           epochs=1, directory=str(tmp_path), project_name="p",
-                           unfreeze_space=FROZEN_ONLY, verbose=0)
+    result = tuning.search(
+        (x, y),
+        (x, y),
+        backbone=hm_backbones,
+        tuner="random",
+        max_trials=2,
+        epochs=1,
+        directory=str(tmp_path),
+        project_name="p",
+        unfreeze_space=FROZEN_ONLY,
+        verbose=0,
+    )
     # The first trials cover every backbone, whatever the random draw.
     assert sorted(r["backbone"] for r in result.leaderboard) == sorted(hm_backbones)
     assert result.hyperparameters["backbone"] in hm_backbones
@@ -90,8 +109,12 @@ def test_search_resumes_after_sigkill(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
     project = tmp_path / "resume"
     times = project / "trial_times.json"
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if times.exists() and len(json.loads(times.read_text())) >= 2:
@@ -105,8 +128,14 @@ def test_search_resumes_after_sigkill(tmp_path):
     best_before = json.loads((project / "best.json").read_text())["score"]
     stamps = {t: os.path.getmtime(project / f"trial_{t}" / "trial.json") for t in done}
 
-    subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=600,
+    )
     trials = sorted(p.name for p in project.iterdir() if p.is_dir() and p.name.startswith("trial_"))
     assert len(trials) == 4
     for t, stamp in stamps.items():  # finished trials were not run again
@@ -144,10 +173,19 @@ def test_twenty_trials_do_not_grow_memory(tmp_path):
     x = rng.integers(0, 255, (32, 16, 16, 3)).astype("uint8")
     y = np.arange(32) % 2
     _RSS_MB.clear()
-    tuning.search((x, y), (x, y), backbone=backbone, tuner="random", max_trials=20, epochs=2,
-                  directory=str(tmp_path), project_name="mem", tensorboard=False,
-                  unfreeze_space={"stages": [0, 1, 2], "augment": [False]},
-                  callbacks=[_RecordRSS()])
+    tuning.search(
+        (x, y),
+        (x, y),
+        backbone=backbone,
+        tuner="random",
+        max_trials=20,
+        epochs=2,
+        directory=str(tmp_path),
+        project_name="mem",
+        tensorboard=False,
+        unfreeze_space={"stages": [0, 1, 2], "augment": [False]},
+        callbacks=[_RecordRSS()],
+    )
     assert len(_RSS_MB) >= 20  # phase 1 and phase 2 each end a fit
     growth = _RSS_MB[-1] - _RSS_MB[2]
     print(f"RSS after the 3rd fit {_RSS_MB[2]:.0f} MB, after the last {_RSS_MB[-1]:.0f} MB")
@@ -181,11 +219,19 @@ print(json.dumps({"devices": len(devices), "replicas": seen, "batches": len(seen
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="runs in the JAX pass of the suite")
 def test_a_trial_trains_data_parallel_on_two_jax_devices(tmp_path):
-    env = {**os.environ, "KERAS_BACKEND": "jax",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", DATA_PARALLEL, str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", DATA_PARALLEL, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["devices"] == 2
@@ -204,8 +250,9 @@ class _RecordThread(keras.callbacks.Callback):
         _BATCH_THREADS.append(threading.current_thread() is threading.main_thread())
 
 
-@pytest.mark.skipif(keras.backend.backend() == "tensorflow",
-                    reason="Keras dispatches callbacks synchronously on TensorFlow")
+@pytest.mark.skipif(
+    keras.backend.backend() == "tensorflow", reason="Keras dispatches callbacks synchronously on TensorFlow"
+)
 @pytest.mark.parametrize("stages", [0, 1], ids=["cached_head", "full_model"])
 def test_trials_keep_asynchronous_dispatch(tmp_path, stages, capsys):
     """No callback of a trial (KerasTuner's, early stopping, TensorBoard, the
@@ -213,10 +260,20 @@ def test_trials_keep_asynchronous_dispatch(tmp_path, stages, capsys):
     batch hook runs off the main thread only when all the others allow it."""
     _BATCH_THREADS.clear()
     x, y, _ = zoo.datasets.shapes(4, size=32, split="train")
-    tuning.search((x, y), (x, y), backbone="resnet18", tuner="random", max_trials=1, epochs=1,
-                  batch_size=8, directory=str(tmp_path), verbose=2, phase1_fraction=0.0,
-                  unfreeze_space={"stages": [stages], "augment": [False]},
-                  callbacks=[_RecordThread()])
+    tuning.search(
+        (x, y),
+        (x, y),
+        backbone="resnet18",
+        tuner="random",
+        max_trials=1,
+        epochs=1,
+        batch_size=8,
+        directory=str(tmp_path),
+        verbose=2,
+        phase1_fraction=0.0,
+        unfreeze_space={"stages": [stages], "augment": [False]},
+        callbacks=[_RecordThread()],
+    )
     assert _BATCH_THREADS and not any(_BATCH_THREADS)
     assert "epoch 1/1 - " in capsys.readouterr().out
 
@@ -225,9 +282,17 @@ def test_precision_applies_to_every_trial(tmp_path):
     """KerasTuner resets Keras' global dtype policy before each trial; the
     hypermodel builds every trial under `precision` anyway, softmax in float32."""
     x, y, _ = zoo.datasets.shapes(4, size=32, split="train")
-    result = tuning.search((x, y), (x, y), backbone="resnet18", tuner="random", max_trials=2,
-                           epochs=1, directory=str(tmp_path), precision="bf16",
-                           unfreeze_space={"stages": [0, 1], "augment": [False]})
+    result = tuning.search(
+        (x, y),
+        (x, y),
+        backbone="resnet18",
+        tuner="random",
+        max_trials=2,
+        epochs=1,
+        directory=str(tmp_path),
+        precision="bf16",
+        unfreeze_space={"stages": [0, 1], "augment": [False]},
+    )
     model = result.model
     convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
     assert convs and all(l.dtype_policy.name == "mixed_bfloat16" for l in convs)
@@ -236,5 +301,4 @@ def test_precision_applies_to_every_trial(tmp_path):
     assert keras.ops.convert_to_numpy(model(x[:2])).dtype == np.float32
     assert keras.config.dtype_policy().name == "float32"  # the caller's policy is left alone
     with pytest.raises(ValueError, match="Unknown precision 'fp8'"):
-        tuning.search((x, y), (x, y), backbone="resnet18", directory=str(tmp_path),
-                      precision="fp8")
+        tuning.search((x, y), (x, y), backbone="resnet18", directory=str(tmp_path), precision="fp8")

@@ -21,14 +21,28 @@ ONCE = pytest.mark.one_backend  # Keras' own code: the same on every backend
 
 
 def test_every_keras_application_is_registered():
-    native = {"resnet50", "resnet101", "resnet152", "resnet50v2", "resnet101v2", "resnet152v2",
-              "vgg16", "vgg19"}
+    native = {
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "resnet50v2",
+        "resnet101v2",
+        "resnet152v2",
+        "vgg16",
+        "vgg19",
+    }
     keras_names = {n.lower() for n in dir(keras.applications) if n[0].isupper()}
     assert keras_names - native <= set(APPS) and len(APPS) >= 32
     assert set(APPS) <= set(zoo.list_models(pretrained=True))
-    assert zoo.list_models("efficientnetv2*") == ["efficientnetv2b0", "efficientnetv2b1", "efficientnetv2b2",
-                                                  "efficientnetv2b3", "efficientnetv2l", "efficientnetv2m",
-                                                  "efficientnetv2s"]
+    assert zoo.list_models("efficientnetv2*") == [
+        "efficientnetv2b0",
+        "efficientnetv2b1",
+        "efficientnetv2b2",
+        "efficientnetv2b3",
+        "efficientnetv2l",
+        "efficientnetv2m",
+        "efficientnetv2s",
+    ]
 
 
 # One of each kind of Keras head: MobileNet's 1x1 convolution, MobileNetV3's
@@ -47,8 +61,10 @@ def test_head_parameters_equal_keras(name):
     ours = zoo.build(name, num_classes=7, input_shape=(64, 64, 3))
     assert ours.count_params() == ref.count_params()
     notop = zoo.build(name, include_top=False, pooling="avg", input_shape=(64, 64, 3))
-    assert notop.count_params() == constructor(weights=None, include_top=False, pooling="avg",
-                                               input_shape=(64, 64, 3)).count_params()
+    assert (
+        notop.count_params()
+        == constructor(weights=None, include_top=False, pooling="avg", input_shape=(64, 64, 3)).count_params()
+    )
     assert notop.count_params() == APPS[name].params[1]
     assert ours.output_shape == (None, 7)
     feats = zoo.build(name, features_only=True, out_indices=(-2, -1), input_shape=(64, 64, 3))
@@ -88,8 +104,12 @@ def _keras_imagenet(constructor, path, **kwargs):
 
 # (model, with the head, input side): EfficientNet's file quirk and a
 # "none"-preprocessing conv head; a "tf" and a "torch" model without the head.
-PRETRAINED = [("efficientnetb0", True, 224), ("mobilenetv3small", True, 224),
-              ("mobilenetv2", False, 96), ("densenet121", False, 64)]
+PRETRAINED = [
+    ("efficientnetb0", True, 224),
+    ("mobilenetv3small", True, 224),
+    ("mobilenetv2", False, 96),
+    ("densenet121", False, 64),
+]
 
 
 @ONCE
@@ -113,14 +133,21 @@ def test_imagenet_weights_match_keras(name, top, side, tmp_path, monkeypatch, rn
     ref = _keras_imagenet(constructor, path, **kwargs)
     ours = zoo.build(name, weights="imagenet", include_preprocessing=True, **kwargs)
     x = rng.uniform(0, 255, (2, side, side, 3)).astype("float32")
-    preprocess = {"mobilenetv2": keras.applications.mobilenet_v2.preprocess_input,
-                  "densenet121": keras.applications.densenet.preprocess_input}.get(name)
+    preprocess = {
+        "mobilenetv2": keras.applications.mobilenet_v2.preprocess_input,
+        "densenet121": keras.applications.densenet.preprocess_input,
+    }.get(name)
     x_ref = preprocess(x.copy()) if preprocess else x  # Keras' is a pass-through for the others
     # A random-init deep network barely depends on its input at the logits;
     # the first stage Keras names explicitly does, so compare there as well.
     layer = next(st.layer for st in zoo.get_spec(name).stages if st.layer in {l.name for l in ref.layers})
-    for a, b in ((ours, ref), (keras.Model(ours.input, ours.get_layer(layer).output),
-                              keras.Model(ref.input, ref.get_layer(layer).output))):
+    for a, b in (
+        (ours, ref),
+        (
+            keras.Model(ours.input, ours.get_layer(layer).output),
+            keras.Model(ref.input, ref.get_layer(layer).output),
+        ),
+    ):
         got, want = keras.ops.convert_to_numpy(a(x)), keras.ops.convert_to_numpy(b(x_ref))
         scale = np.abs(want).max()
         assert scale > 1e-2
@@ -133,8 +160,11 @@ def test_imagenet_weights_match_keras(name, top, side, tmp_path, monkeypatch, rn
 
 def test_offline_error_names_keras_file(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: (_ for _ in ()).throw(
-        Exception("URL fetch failure: no network")))
+    monkeypatch.setattr(
+        keras.utils,
+        "get_file",
+        lambda *a, **k: (_ for _ in ()).throw(Exception("URL fetch failure: no network")),
+    )
     with pytest.raises(zw.WeightFileError) as e:
         zoo.build("efficientnetv2b0", weights="imagenet", include_top=False)
     msg = str(e.value)
@@ -154,8 +184,7 @@ def test_default_names_do_not_depend_on_the_session():
 
 
 def test_freeze_by_stage_and_mixed_precision_head():
-    model = zoo.build("mobilenetv3small", num_classes=4, input_shape=(64, 64, 3),
-                      dtype="mixed_bfloat16")
+    model = zoo.build("mobilenetv3small", num_classes=4, input_shape=(64, 64, 3), dtype="mixed_bfloat16")
     assert model.output.dtype == "float32"
     assert model.get_layer("predictions_activation").dtype_policy.name == "float32"
     surgery.unfreeze_stages(model, 1)
@@ -172,7 +201,10 @@ def test_preprocessing_modes_follow_keras():
     assert zoo.get_spec("densenet121").weights["imagenet"].preprocessing == "torch"
     x = np.full((1, 2, 2, 3), 200.0, "float32")
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(zoo.preprocess(x, "convnexttiny")), x)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(zoo.preprocess(x, "xception")),
-                               keras.applications.xception.preprocess_input(x.copy()), atol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(zoo.preprocess(x, "xception")),
+        keras.applications.xception.preprocess_input(x.copy()),
+        atol=1e-6,
+    )
     with pytest.raises(ValueError, match="fixed input size"):
         zoo.build("nasnetmobile", include_top=False, input_shape=(None, None, 3))

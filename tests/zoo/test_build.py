@@ -29,7 +29,9 @@ def test_features_share_weights_with_full_model(rng):
     feats = zoo.build("resnet18", features_only=True, input_shape=SMALL)
     x = rng.uniform(0, 255, (1,) + SMALL).astype("float32")
     full = keras.Model(feats.inputs[0], feats.get_layer("conv5_block2_out").output)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(full(x)), keras.ops.convert_to_numpy(feats(x)[-1]), atol=0)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(full(x)), keras.ops.convert_to_numpy(feats(x)[-1]), atol=0
+    )
 
 
 def test_include_top_and_pooling_semantics():
@@ -54,7 +56,9 @@ def test_include_preprocessing_matches_keras_preprocess_input(name, mode, rng):
     np.testing.assert_allclose(ours, keras.ops.convert_to_numpy(ref), atol=1e-4)
     raw = zoo.build(name, include_top=False, input_shape=SMALL, include_preprocessing=True)
     plain = keras.Model(raw.get_layer("preprocessing").output, raw.output)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(raw(images)), keras.ops.convert_to_numpy(plain(ours)), atol=1e-4)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(raw(images)), keras.ops.convert_to_numpy(plain(ours)), atol=1e-4
+    )
 
 
 def test_uint8_input_and_serialization(tmp_path, rng):
@@ -63,7 +67,9 @@ def test_uint8_input_and_serialization(tmp_path, rng):
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(images)), keras.ops.convert_to_numpy(model(images)), atol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(images)), keras.ops.convert_to_numpy(model(images)), atol=1e-6
+    )
 
 
 def test_dtype_policy():
@@ -107,6 +113,8 @@ def test_mixed_precision_keeps_predictions_in_float32():
     assert model.get_layer("predictions").compute_dtype == "float32"
     out = model(np.zeros((1, 32, 32, 3), "float32"))
     assert keras.backend.standardize_dtype(out.dtype) == "float32"
-    assert zoo.build("resnet18", num_classes=5, input_shape=(32, 32, 3)).get_layer(
-        "predictions").compute_dtype == "float32"
+    assert (
+        zoo.build("resnet18", num_classes=5, input_shape=(32, 32, 3)).get_layer("predictions").compute_dtype
+        == "float32"
+    )
     assert zoo.precision_policy("fp32") == "float32"

@@ -22,8 +22,25 @@ def test_demo_list_info(capsys):
 
 def test_bench_writes_side_by_side_ratios(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    main(["bench", "--models", "resnet50", "--batch", "2", "--steps", "1", "--size", "32",
-          "--repeats", "1", "--json", str(path), "--torch", "off"])
+    main(
+        [
+            "bench",
+            "--models",
+            "resnet50",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--size",
+            "32",
+            "--repeats",
+            "1",
+            "--json",
+            str(path),
+            "--torch",
+            "off",
+        ]
+    )
     rows = json.loads(path.read_text())
     assert rows[0]["model"] == "resnet50"
     assert rows[0]["zoo_train_img_s"] > 0 and rows[0]["keras_infer_img_s"] > 0
@@ -36,8 +53,9 @@ def test_bench_writes_side_by_side_ratios(tmp_path, capsys):
 
 
 def test_bench_sides_precision_and_bad_arguments():
-    row = bench_model("resnet18", batch=2, steps=2, size=32, repeats=1, precision="bf16",
-                      sides=["zoo"], peak_tflops=1.0)
+    row = bench_model(
+        "resnet18", batch=2, steps=2, size=32, repeats=1, precision="bf16", sides=["zoo"], peak_tflops=1.0
+    )
     assert row["precision"] == "bf16" and row["zoo_infer_img_s"] > 0
     assert "keras_infer_img_s" not in row and row["zoo_train_mfu"] == row["zoo_train_tflops"]
     assert keras.config.dtype_policy().name == "float32"  # restored
@@ -59,8 +77,6 @@ def test_bench_torchvision_columns():
     """Where torchvision is installed (not in CI): eager and compiled, same run."""
     if not bench.torch_available():
         pytest.skip("torchvision is not installed")
-    row = bench_model("resnet18", batch=2, steps=1, size=32, repeats=1,
-                      sides=["zoo", "torch", "compiled"])
-    for key in ("torch_infer_img_s", "compiled_train_img_s", "torch_train_ratio",
-                "compiled_infer_ratio"):
+    row = bench_model("resnet18", batch=2, steps=1, size=32, repeats=1, sides=["zoo", "torch", "compiled"])
+    for key in ("torch_infer_img_s", "compiled_train_img_s", "torch_train_ratio", "compiled_infer_ratio"):
         assert row[key] > 0

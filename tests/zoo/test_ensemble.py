@@ -31,8 +31,7 @@ def _probs(models, x):
 
 def test_mean_is_the_average_of_the_members(members, x):
     model = zoo.ensemble(members, mode="mean")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), _probs(members, x).mean(0),
-                               atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), _probs(members, x).mean(0), atol=1e-6)
     weighted = zoo.ensemble(members, mode="mean", weights=[2, 1, 1])
     expected = np.tensordot([0.5, 0.25, 0.25], _probs(members, x), axes=1)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(weighted(x)), expected, atol=1e-6)
@@ -57,8 +56,9 @@ def test_saves_and_loads_like_any_model(members, x, tmp_path):
         path = str(tmp_path / f"{mode}.keras")
         model.save(path)
         back = keras.saving.load_model(path)
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(back(x)),
-                                   keras.ops.convert_to_numpy(model(x)), atol=1e-6)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(back(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-6
+        )
 
 
 def test_bad_members_are_refused_clearly(members):

@@ -19,9 +19,11 @@ def test_fcn8s_vgg16_parameter_count():
 
 # The diagonal on every backend, the rest of the matrix on one.
 SIZE_MATRIX = [
-    (v, b) if (v, b) in {("fcn32s", "resnet18"), ("fcn16s", "googlenet"), ("fcn8s", "vgg11")}
+    (v, b)
+    if (v, b) in {("fcn32s", "resnet18"), ("fcn16s", "googlenet"), ("fcn8s", "vgg11")}
     else pytest.param(v, b, marks=pytest.mark.one_backend)
-    for v in ("fcn32s", "fcn16s", "fcn8s") for b in ("vgg11", "resnet18", "googlenet")
+    for v in ("fcn32s", "fcn16s", "fcn8s")
+    for b in ("vgg11", "resnet18", "googlenet")
 ]
 
 
@@ -54,8 +56,9 @@ def test_bilinear_deconvolution_is_bilinear_upsampling_inside(factor):
     ref = keras.Input((9 * factor, 7 * factor, 2))
     out = blocks.CropLike(factor // 2)([up, ref])
     y = _np(keras.Model([inputs, ref], out)([x, np.zeros((1, 9 * factor, 7 * factor, 2), "float32")]))
-    expected = _np(keras.ops.image.resize(x, (9 * factor, 7 * factor), interpolation="bilinear",
-                                          antialias=False))
+    expected = _np(
+        keras.ops.image.resize(x, (9 * factor, 7 * factor), interpolation="bilinear", antialias=False)
+    )
     f = factor
     np.testing.assert_allclose(y[:, f:-f, f:-f], expected[:, f:-f, f:-f], atol=1e-5)
     assert not np.allclose(y[:, :1], expected[:, :1])  # borders differ (zero padding)
@@ -74,10 +77,12 @@ def test_convolutionalize_vgg16_equals_dense_head_and_gives_score_maps():
     # The FCN built from this classifier gets fc1/fc2 as fc6/fc7.
     fcn = zoo.build("fcn32s", num_classes=5, weights=vgg)
     np.testing.assert_array_equal(
-        _np(fcn.get_layer("fc6").kernel), _np(vgg.get_layer("fc1").kernel).reshape(7, 7, 512, 4096))
+        _np(fcn.get_layer("fc6").kernel), _np(vgg.get_layer("fc1").kernel).reshape(7, 7, 512, 4096)
+    )
     np.testing.assert_array_equal(_np(fcn.get_layer("fc7").kernel)[0, 0], _np(vgg.get_layer("fc2").kernel))
     np.testing.assert_array_equal(
-        _np(fcn.get_layer("block3_conv2").kernel), _np(vgg.get_layer("block3_conv2").kernel))
+        _np(fcn.get_layer("block3_conv2").kernel), _np(vgg.get_layer("block3_conv2").kernel)
+    )
 
 
 def test_convolutionalize_refuses_what_it_cannot_do():
@@ -96,7 +101,8 @@ def test_backbone_weights_flow_into_fcn_and_fcn_weights_round_trip(tmp_path):
     fcn = zoo.build("fcn16s", backbone="resnet18", num_classes=3, weights=path)
     np.testing.assert_array_equal(
         _np(fcn.get_layer("conv4_block2_2_conv").kernel),
-        _np(backbone.get_layer("conv4_block2_2_conv").kernel))
+        _np(backbone.get_layer("conv4_block2_2_conv").kernel),
+    )
     full = str(tmp_path / "fcn.weights.h5")
     fcn.save_weights(full)
     again = zoo.build("fcn16s", backbone="resnet18", num_classes=3, weights=full)
@@ -110,8 +116,11 @@ def test_segmentation_metrics_and_training_step():
     # Logits + from_logits: Keras 3.15's torch backend fails in backward for
     # probabilities on 4D outputs (nll_loss on a moved axis).
     model = zoo.build("fcn8s", backbone="resnet18", num_classes=3, classifier_activation=None)
-    model.compile("adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=zoo.fcn.segmentation_metrics(3))
+    model.compile(
+        "adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=zoo.fcn.segmentation_metrics(3),
+    )
     x = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 3)).astype("float32")
     y = np.random.default_rng(1).integers(0, 3, (2, 64, 64)).astype("int32")  # JAX has no int64 by default
     logs = model.fit(x, y, epochs=1, verbose=0).history

@@ -1,6 +1,5 @@
 """GoogLeNet: exact sizes, auxiliary losses from one label, torchvision interop."""
 
-
 import keras
 import numpy as np
 import pytest
@@ -51,11 +50,21 @@ def test_paper_layout_count_from_table1(aux):
     # The table's own "params" column (weights only, in K) agrees with its
     # channel columns to within 5% per module, except 4c, where the paper's
     # 463K is 10% below what its own channel numbers give (509K).
-    table_k = {"3a": 159, "3b": 380, "4a": 364, "4b": 437, "4c": 463, "4d": 580,
-               "4e": 840, "5a": 1072, "5b": 1388}
+    table_k = {
+        "3a": 159,
+        "3b": 380,
+        "4a": 364,
+        "4b": 437,
+        "4c": 463,
+        "4d": 580,
+        "4e": 840,
+        "5a": 1072,
+        "5b": 1388,
+    }
     for block, k in table_k.items():
         layer_weights = sum(
-            int(np.prod(l.kernel.shape)) for l in m.layers
+            int(np.prod(l.kernel.shape))
+            for l in m.layers
             if l.name.startswith(f"inception{block}_") and hasattr(l, "kernel")
         )
         bound = 0.11 if block == "4c" else 0.05
@@ -75,12 +84,22 @@ def test_paper_layout_has_lrn_and_5x5():
 def test_stages_and_feature_shapes():
     m = zoo.build("googlenet", features_only=True, input_shape=(224, 224, 3))
     assert [tuple(o.shape[1:]) for o in m.outputs] == [
-        (112, 112, 64), (56, 56, 192), (28, 28, 480), (14, 14, 832), (7, 7, 1024)]
+        (112, 112, 64),
+        (56, 56, 192),
+        (28, 28, 480),
+        (14, 14, 832),
+        (7, 7, 1024),
+    ]
 
 
 def _aux_model(num_classes=4, size=64):
-    return zoo.build("googlenet", num_classes=num_classes, aux_logits=True,
-                     input_shape=(size, size, 3), classifier_activation=None)
+    return zoo.build(
+        "googlenet",
+        num_classes=num_classes,
+        aux_logits=True,
+        input_shape=(size, size, 3),
+        classifier_activation=None,
+    )
 
 
 # The loss bookkeeping is Keras' compute_loss/compute_metrics, the same on every
@@ -122,8 +141,7 @@ def test_strip_auxiliary_equals_main_output(tmp_path):
     model.save(path)
     back = keras.saving.load_model(path)
     assert isinstance(back, zoo.AuxiliaryClassifierModel)
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(back(x, training=False)["main"]), main, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(back(x, training=False)["main"]), main, atol=1e-5)
 
 
 @pytest.mark.one_backend
@@ -147,8 +165,7 @@ def test_activation_option_reaches_every_block():
 
 def _random_state_dict(seed=0, num_classes=10):
     """A torchvision-named GoogLeNet state dict of random arrays."""
-    ref = zoo.build("googlenet", num_classes=num_classes, aux_logits=True,
-                    input_shape=(64, 64, 3))
+    ref = zoo.build("googlenet", num_classes=num_classes, aux_logits=True, input_shape=(64, 64, 3))
     sd = zoo.googlenet.to_torchvision(ref)
     rng = np.random.default_rng(seed)
     out = {}
@@ -163,8 +180,7 @@ def _random_state_dict(seed=0, num_classes=10):
 
 def test_torchvision_state_dict_round_trips(tmp_path):
     sd = _random_state_dict()
-    a = zoo.build("googlenet", num_classes=10, aux_logits=True, input_shape=(64, 64, 3),
-                  weights=None)
+    a = zoo.build("googlenet", num_classes=10, aux_logits=True, input_shape=(64, 64, 3), weights=None)
     zoo.weights.load_weights(a, zoo.googlenet.from_torchvision(sd))
     back = zoo.googlenet.to_torchvision(a)
     assert set(back) == set(sd)  # num_batches_tracked included: torchvision loads it strictly
@@ -186,8 +202,6 @@ def test_torchvision_state_dict_round_trips(tmp_path):
 def test_foreign_state_dict_is_refused():
     with pytest.raises(ValueError, match="not part of GoogLeNet.s torchvision layout"):
         zoo.googlenet.from_torchvision({"features.0.weight": np.zeros((64, 3, 3, 3))})
-
-
 
 
 def _torch_googlenet(num_classes):
@@ -212,8 +226,9 @@ def _torch_googlenet(num_classes):
             self.branch1 = Conv(cin, n1, kernel_size=1)
             self.branch2 = nn.Sequential(Conv(cin, r3, kernel_size=1), Conv(r3, n3, kernel_size=3, padding=1))
             self.branch3 = nn.Sequential(Conv(cin, r5, kernel_size=1), Conv(r5, n5, kernel_size=3, padding=1))
-            self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
-                                         Conv(cin, pp, kernel_size=1))
+            self.branch4 = nn.Sequential(
+                nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True), Conv(cin, pp, kernel_size=1)
+            )
 
         def forward(self, x):
             return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
@@ -267,8 +282,14 @@ def test_outputs_match_torchvision_architecture(size, tmp_path):
     # Through a real .pth file, read with torch.load(weights_only=True).
     pth = str(tmp_path / "googlenet.pth")
     torch.save(net.state_dict(), pth)
-    model = zoo.build("googlenet", num_classes=7, aux_logits=True, classifier_activation=None,
-                      input_shape=(size, size, 3), weights=pth)
+    model = zoo.build(
+        "googlenet",
+        num_classes=7,
+        aux_logits=True,
+        classifier_activation=None,
+        input_shape=(size, size, 3),
+        weights=pth,
+    )
     x = np.random.default_rng(4).standard_normal((2, size, size, 3)).astype("float32")
     with torch.no_grad():
         ref = [t.numpy() for t in net(torch.from_numpy(x.transpose(0, 3, 1, 2)))]

@@ -29,8 +29,9 @@ def test_unknown_name_suggests_close_matches():
 def test_user_family_gets_build_list_and_info():
     stages = (zoo.Stage("stage1", "s1_conv", 2, 8), zoo.Stage("stage2", "s2_conv", 4, 16))
 
-    @zoo.register(family="tiny", default_size=32, min_size=8, preprocessing="tf", stages=stages,
-                  overwrite=True)
+    @zoo.register(
+        family="tiny", default_size=32, min_size=8, preprocessing="tf", stages=stages, overwrite=True
+    )
     def tinynet_test(x):
         x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="s1_conv")(x)
         x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="s2_conv")(x)
@@ -42,7 +43,10 @@ def test_user_family_gets_build_list_and_info():
     card = zoo.info("tinynet_test")
     assert card.family == "tiny"
     assert card.params == (3 * 9 * 8 + 8) + (8 * 9 * 16 + 16) + (16 * 1000 + 1000)
-    assert [(s.layer, s.reduction, s.channels) for s in card.stages] == [("s1_conv", 2, 8), ("s2_conv", 4, 16)]
+    assert [(s.layer, s.reduction, s.channels) for s in card.stages] == [
+        ("s1_conv", 2, 8),
+        ("s2_conv", 4, 16),
+    ]
     feats = zoo.build("tinynet_test", features_only=True, input_shape=(16, 16, 3))
     assert [tuple(o.shape) for o in feats.outputs] == [(None, 8, 8, 8), (None, 4, 4, 16)]
     with pytest.raises(ValueError, match="already registered"):

@@ -45,8 +45,11 @@ def test_stages_are_data_and_reading_them_builds_nothing(count_builds):
     assert [s.channels for s in zoo.get_spec("googlenet").stages] == [64, 192, 480, 832, 1024]
     assert [s.layer for s in zoo.get_spec("googlenet_paper").stages][1] == "conv3_lrn"
     assert zoo.get_spec("resnet18").stages_for(activation="mish")[0].layer == "conv1_mish"
-    builtin = [n for n in zoo.list_models(task="classification")
-               if zoo.get_spec(n).family in ("resnet", "resnet_v2", "vgg", "googlenet")]
+    builtin = [
+        n
+        for n in zoo.list_models(task="classification")
+        if zoo.get_spec(n).family in ("resnet", "resnet_v2", "vgg", "googlenet")
+    ]
     assert len(builtin) == 21
     for name in builtin:
         stages = zoo.get_spec(name).stages
@@ -75,8 +78,9 @@ def test_info_builds_once(count_builds):
 
 
 @ONE_BACKEND
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnet50v2", "vgg11", "vgg11_bn",
-                                  "googlenet", "googlenet_paper"])
+@pytest.mark.parametrize(
+    "name", ["resnet18", "resnet50", "resnet50v2", "vgg11", "vgg11_bn", "googlenet", "googlenet_paper"]
+)
 def test_declared_stages_match_the_built_graph(name):
     """Each stage function covers its family; the parameter tests build the other depths."""
     model = zoo.build(name, include_top=False, input_shape=(64, 64, 3))
@@ -119,8 +123,12 @@ def test_tasks_take_only_their_arguments():
     spec = zoo.get_spec("fcn8s")
     assert spec.is_task and spec.task == "segmentation" and spec.default_backbone == "vgg16"
     assert zoo.list_models(task="segmentation") == ["fcn16s", "fcn32s", "fcn8s"]
-    for kwargs, word in [(dict(pooling="avg"), "pooling"), (dict(features_only=True), "features_only"),
-                         (dict(include_top=False), "include_top"), (dict(aux_logits=True), "aux_logits")]:
+    for kwargs, word in [
+        (dict(pooling="avg"), "pooling"),
+        (dict(features_only=True), "features_only"),
+        (dict(include_top=False), "include_top"),
+        (dict(aux_logits=True), "aux_logits"),
+    ]:
         with pytest.raises(ValueError, match=rf"segmentation model and does not take `{word}`.*It takes:"):
             zoo.build("fcn8s", **kwargs)
     with pytest.raises(TypeError, match="unexpected keyword argument 'poolin'"):
@@ -160,24 +168,38 @@ def test_include_preprocessing_follows_the_chosen_source(tmp_path, monkeypatch, 
     path = tmp_path / "models" / "tiny_torch.weights.h5"
     zoo.build("tinyprep_ref", num_classes=2, input_shape=(16, 16, 3)).save_weights(path)
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
-    source = zoo.weights.WeightSource("https://example.invalid/tiny_torch.weights.h5", path.name, md5,
-                                      include_top=True, origin="test", preprocessing="torch",
-                                      num_classes=2)
+    source = zoo.weights.WeightSource(
+        "https://example.invalid/tiny_torch.weights.h5",
+        path.name,
+        md5,
+        include_top=True,
+        origin="test",
+        preprocessing="torch",
+        num_classes=2,
+    )
     spec = dataclasses.replace(zoo.get_spec(ref), name="tinyprep", weights={"imagenet": source})
     monkeypatch.setitem(registry._REGISTRY, "tinyprep", spec)
-    model = zoo.build("tinyprep", num_classes=2, input_shape=(16, 16, 3), weights="imagenet",
-                      include_preprocessing=True)
+    model = zoo.build(
+        "tinyprep", num_classes=2, input_shape=(16, 16, 3), weights="imagenet", include_preprocessing=True
+    )
     assert model.get_layer("preprocessing").mode == "torch"
-    assert zoo.build("tinyprep", num_classes=2, input_shape=(16, 16, 3),
-                     include_preprocessing=True).get_layer("preprocessing").mode == "caffe"
+    assert (
+        zoo.build("tinyprep", num_classes=2, input_shape=(16, 16, 3), include_preprocessing=True)
+        .get_layer("preprocessing")
+        .mode
+        == "caffe"
+    )
     images = rng.uniform(0, 255, (1, 4, 4, 3)).astype("float32")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(zoo.preprocess(images, "tinyprep")),
-                               keras.ops.convert_to_numpy(zoo.preprocess(images, "torch")))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(zoo.preprocess(images, "tinyprep")),
+        keras.ops.convert_to_numpy(zoo.preprocess(images, "torch")),
+    )
 
 
 def _tiny(stages):
-    @zoo.register("tinyprep_ref", family="tiny", min_size=8, stages=stages, preprocessing="caffe",
-                  overwrite=True)
+    @zoo.register(
+        "tinyprep_ref", family="tiny", min_size=8, stages=stages, preprocessing="caffe", overwrite=True
+    )
     def body(x):
         return zoo.Body(keras.layers.Conv2D(4, 3, strides=2, padding="same", name="s1_conv")(x))
 
@@ -186,8 +208,12 @@ def _tiny(stages):
 
 @ONE_BACKEND
 def test_one_classifier_head_everywhere():
-    names = [l.name for l in zoo.layers.classifier_head(5, pooling="flatten", hidden_units=(8,),
-                                                           dropout=0.7, prefix="aux1_")]
+    names = [
+        l.name
+        for l in zoo.layers.classifier_head(
+            5, pooling="flatten", hidden_units=(8,), dropout=0.7, prefix="aux1_"
+        )
+    ]
     assert names == ["aux1_flatten", "aux1_fc1", "aux1_dropout", "aux1_predictions"]
     with pytest.raises(ValueError, match="`pooling` must be one of"):
         zoo.layers.classifier_head(5, pooling="mean")
@@ -207,8 +233,9 @@ def test_one_classifier_head_everywhere():
 def test_readme_weights_table_is_generated_from_the_registry():
     readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
     start, end = "<!-- weights-table -->\n", "\n<!-- /weights-table -->"
-    shown = readme[readme.index(start) + len(start):readme.index(end)]
+    shown = readme[readme.index(start) + len(start) : readme.index(end)]
     assert shown == zoo.cards.weights_table(), (
-        "README's weights table is stale: paste zoo.cards.weights_table() between its markers")
+        "README's weights table is stale: paste zoo.cards.weights_table() between its markers"
+    )
     names = {line.split(" | ")[0].strip("| ") for line in shown.splitlines()[2:]}
     assert {"resnet18", "resnet34", "vgg11", "vgg13_bn", "googlenet"} <= names

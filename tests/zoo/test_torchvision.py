@@ -35,7 +35,10 @@ def _random_state_dict(model, rows, seed=0):
 
 
 def _bn(x, sd, p):
-    t = {k: torch.from_numpy(np.asarray(sd[f"{p}.{k}"])) for k in ("weight", "bias", "running_mean", "running_var")}
+    t = {
+        k: torch.from_numpy(np.asarray(sd[f"{p}.{k}"]))
+        for k in ("weight", "bias", "running_mean", "running_var")
+    }
     return F.batch_norm(x, t["running_mean"], t["running_var"], t["weight"], t["bias"], False, 0.0, 1e-5)
 
 
@@ -84,8 +87,9 @@ def test_resnet18_matches_an_independent_torch_forward_pass(tmp_path):
     sd = _random_state_dict(model, rows)
     pth = str(tmp_path / "resnet18.pth")
     torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}, pth)
-    ours = zoo.build("resnet18", num_classes=7, input_shape=(64, 64, 3), classifier_activation=None,
-                     weights=pth)
+    ours = zoo.build(
+        "resnet18", num_classes=7, input_shape=(64, 64, 3), classifier_activation=None, weights=pth
+    )
     x = np.random.default_rng(1).standard_normal((2, 64, 64, 3)).astype("float32")
     with torch.no_grad():
         ref = _torch_resnet(sd, torch.from_numpy(x.transpose(0, 3, 1, 2)), (2, 2, 2, 2)).numpy()
@@ -119,15 +123,18 @@ def test_resnet50_tv_matches_torchvision_and_refuses_keras_files(tmp_path):
         zoo.build("resnet50", num_classes=5, input_shape=(64, 64, 3), weights=pth)
 
 
-@pytest.mark.parametrize("name, convs, bn", [("vgg11_bn", (1, 1, 2, 2, 2), True),
-                                             pytest.param("vgg13", (2, 2, 2, 2, 2), False,
-                                                          marks=pytest.mark.one_backend)])
+@pytest.mark.parametrize(
+    "name, convs, bn",
+    [
+        ("vgg11_bn", (1, 1, 2, 2, 2), True),
+        pytest.param("vgg13", (2, 2, 2, 2, 2), False, marks=pytest.mark.one_backend),
+    ],
+)
 def test_vgg_features_match_an_independent_torch_forward_pass(name, convs, bn):
     rows = tv.vgg_rows(convs, batch_norm=bn)
     model = zoo.build(name, include_top=False, input_shape=(32, 32, 3))
     sd = _random_state_dict(model, rows, seed=2)
-    ours = zoo.build(name, include_top=False, input_shape=(32, 32, 3),
-                     weights=None)
+    ours = zoo.build(name, include_top=False, input_shape=(32, 32, 3), weights=None)
     zoo.weights.load_weights(ours, tv.from_torchvision(sd, rows))
     x = np.random.default_rng(3).standard_normal((2, 32, 32, 3)).astype("float32")
     with torch.no_grad():
@@ -143,7 +150,9 @@ def test_vgg_dense_head_round_trips_bit_identically():
     assert sd["classifier.0.weight"].shape == (4096, 512 * 7 * 7)
     # torch's (C, H, W) flatten: row c*49 + h*7 + w of fc1 is Keras' row (h*7 + w)*512 + c.
     kernel = _np(model.get_layer("fc1").kernel)
-    np.testing.assert_array_equal(sd["classifier.0.weight"][:, 3 * 49 + 2 * 7 + 5], kernel[(2 * 7 + 5) * 512 + 3])
+    np.testing.assert_array_equal(
+        sd["classifier.0.weight"][:, 3 * 49 + 2 * 7 + 5], kernel[(2 * 7 + 5) * 512 + 3]
+    )
     back = tv.from_torchvision(sd, rows)
     for layer in ("fc1", "fc2", "predictions", "block4_conv2"):
         for i, w in enumerate(model.get_layer(layer).weights):
@@ -166,7 +175,9 @@ def test_round_trip_and_refusals_keep_the_model():
         zoo.get_spec("resnet18").state_dict_converter(tv.to_torchvision(r34, tv.resnet_rows((3, 4, 6, 3))))
     before = [_np(w).copy() for w in b.weights]
     with pytest.raises(ValueError, match="not part of"):
-        zoo.weights.load_weights(b, tv.from_torchvision({"features.0.weight": np.zeros((64, 3, 3, 3))}, rows18))
+        zoo.weights.load_weights(
+            b, tv.from_torchvision({"features.0.weight": np.zeros((64, 3, 3, 3))}, rows18)
+        )
     assert all(np.array_equal(x, _np(w)) for x, w in zip(before, b.weights))
 
 
@@ -175,13 +186,19 @@ def test_imagenet_for_resnet18_through_a_hashed_file_in_the_keras_cache(tmp_path
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     spec = zoo.get_spec("resnet18")
     source = spec.weights["imagenet"]
-    assert (source.file_name, source.file_hash, source.preprocessing) == ("resnet18-f37072fd.pth", "f37072fd", "torch")
+    assert (source.file_name, source.file_hash, source.preprocessing) == (
+        "resnet18-f37072fd.pth",
+        "f37072fd",
+        "torch",
+    )
     ref = zoo.build("resnet18", input_shape=(32, 32, 3))
     randomize_bn_stats(ref, np.random.default_rng(5))
     os.makedirs(tmp_path / "models")
     path = tmp_path / "models" / source.file_name
-    torch.save({k: torch.from_numpy(v) for k, v in tv.to_torchvision(ref, tv.resnet_rows((2, 2, 2, 2))).items()},
-               str(path))
+    torch.save(
+        {k: torch.from_numpy(v) for k, v in tv.to_torchvision(ref, tv.resnet_rows((2, 2, 2, 2))).items()},
+        str(path),
+    )
     prefix = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
 
     def offline(fname, origin, **kwargs):
@@ -191,17 +208,24 @@ def test_imagenet_for_resnet18_through_a_hashed_file_in_the_keras_cache(tmp_path
         raise Exception(f"URL fetch failure on {origin}: no network")
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
-    monkeypatch.setitem(zoo.registry._REGISTRY, "resnet18", dataclasses.replace(
-        spec, weights={"imagenet": dataclasses.replace(source, file_hash=prefix)}))
-    ours = zoo.build("resnet18", weights="imagenet", include_top=False, input_shape=(32, 32, 3),
-                     include_preprocessing=True)
+    monkeypatch.setitem(
+        zoo.registry._REGISTRY,
+        "resnet18",
+        dataclasses.replace(spec, weights={"imagenet": dataclasses.replace(source, file_hash=prefix)}),
+    )
+    ours = zoo.build(
+        "resnet18", weights="imagenet", include_top=False, input_shape=(32, 32, 3), include_preprocessing=True
+    )
     assert ours.get_layer("preprocessing").mode == "torch"
     x = np.random.default_rng(6).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
     feats = keras.Model(ref.inputs[0], ref.get_layer("conv5_block2_out").output)
     np.testing.assert_allclose(_np(ours(x)), _np(feats(_np(zoo.preprocess(x, "torch")))), atol=1e-4)
     # A file that does not match its published prefix is refused and removed.
-    monkeypatch.setitem(zoo.registry._REGISTRY, "resnet18", dataclasses.replace(
-        spec, weights={"imagenet": dataclasses.replace(source, file_hash="00000000")}))
+    monkeypatch.setitem(
+        zoo.registry._REGISTRY,
+        "resnet18",
+        dataclasses.replace(spec, weights={"imagenet": dataclasses.replace(source, file_hash="00000000")}),
+    )
     with pytest.raises(zoo.weights.WeightFileError, match="does not match its published sha256 prefix"):
         zoo.build("resnet18", weights="imagenet", include_top=False, input_shape=(32, 32, 3))
     assert not path.exists()

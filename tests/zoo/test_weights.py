@@ -31,8 +31,11 @@ def _save_legacy_h5(model, path):
 
 
 def _reference(name, rng, **kwargs):
-    ref = PAIRS[name](weights=None, classifier_activation=None, **kwargs) if kwargs.get("include_top", True) \
+    ref = (
+        PAIRS[name](weights=None, classifier_activation=None, **kwargs)
+        if kwargs.get("include_top", True)
         else PAIRS[name](weights=None, **kwargs)
+    )
     randomize_bn_stats(ref, rng)
     return ref
 
@@ -42,9 +45,15 @@ ONCE = pytest.mark.one_backend
 # (same code path, more blocks) and VGG19 on one.
 PARITY = [("resnet50", "weights.h5"), ("resnet50", "legacy.h5"), ("resnet50v2", "weights.h5")] + [
     pytest.param(n, f, marks=ONCE)
-    for n, f in [("resnet50v2", "legacy.h5"), ("resnet101", "weights.h5"), ("resnet101", "legacy.h5"),
-                 ("resnet152", "weights.h5"), ("resnet152", "legacy.h5"), ("vgg19", "weights.h5"),
-                 ("vgg19", "legacy.h5")]
+    for n, f in [
+        ("resnet50v2", "legacy.h5"),
+        ("resnet101", "weights.h5"),
+        ("resnet101", "legacy.h5"),
+        ("resnet152", "weights.h5"),
+        ("resnet152", "legacy.h5"),
+        ("vgg19", "weights.h5"),
+        ("vgg19", "legacy.h5"),
+    ]
 ]
 
 
@@ -58,7 +67,9 @@ def test_keras_applications_parity(name, fmt, tmp_path, rng):
     ref.save_weights(path) if fmt == "weights.h5" else _save_legacy_h5(ref, path)
     ours = zoo.build(name, weights=path, classifier_activation=None, **kwargs)
     x = rng.uniform(0, 255, (2,) + shape).astype("float32")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(ref(x)), atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(ref(x)), atol=1e-5
+    )
 
 
 @pytest.mark.one_backend  # writes keras.applications' 528 MB VGG16 file; loading is numpy + assign
@@ -68,11 +79,15 @@ def test_vgg16_full_head_parity_from_keras_applications_file(tmp_path, rng):
     _save_legacy_h5(ref, path)
     ours = zoo.build("vgg16", weights=path, classifier_activation=None)
     x = rng.uniform(0, 255, (1, 224, 224, 3)).astype("float32")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(ref(x)), atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(ref(x)), atol=1e-5
+    )
     # and a top file into include_top=False: head entries are ignored, features identical
     notop = zoo.build("vgg16", weights=path, include_top=False, input_shape=(32, 32, 3))
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(notop.get_layer("block5_conv3").kernel),
-                                  keras.ops.convert_to_numpy(ref.get_layer("block5_conv3").kernel))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(notop.get_layer("block5_conv3").kernel),
+        keras.ops.convert_to_numpy(ref.get_layer("block5_conv3").kernel),
+    )
 
 
 @pytest.mark.parametrize("source", ["keras", "npz", "dict", "model"])
@@ -83,7 +98,9 @@ def test_other_sources(source, tmp_path, rng):
         src = str(tmp_path / "a.keras")
         a.save(src)
     elif source in ("npz", "dict"):
-        arrays = {f"{l.name}/{i}": keras.ops.convert_to_numpy(w) for l in a.layers for i, w in enumerate(l.weights)}
+        arrays = {
+            f"{l.name}/{i}": keras.ops.convert_to_numpy(w) for l in a.layers for i, w in enumerate(l.weights)
+        }
         src = arrays
         if source == "npz":
             src = str(tmp_path / "a.npz")
@@ -168,11 +185,16 @@ def test_imagenet_path_uses_cached_file_with_hash_check(tmp_path, monkeypatch, r
     _save_legacy_h5(ref, path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     monkeypatch.setattr(keras.utils, "get_file", _raise_offline_after_hash_check(keras.utils.get_file))
-    patched = {**spec.weights, "imagenet_notop": dataclasses.replace(spec.weights["imagenet_notop"], file_hash=digest)}
+    patched = {
+        **spec.weights,
+        "imagenet_notop": dataclasses.replace(spec.weights["imagenet_notop"], file_hash=digest),
+    }
     monkeypatch.setitem(zoo.registry._REGISTRY, "resnet50", dataclasses.replace(spec, weights=patched))
     ours = zoo.build("resnet50", weights="imagenet", include_top=False, input_shape=(32, 32, 3))
     x = rng.uniform(0, 255, (1, 32, 32, 3)).astype("float32")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(ref(x)), atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(ref(x)), atol=1e-5
+    )
     # a cached file with the wrong hash is refused (get_file re-downloads, which fails offline)
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(zw.WeightFileError, match="Could not download"):
