@@ -4,7 +4,7 @@
 # under JAX and PyTorch: not those marked tf_only (TensorFlow features) or
 # one_backend (backend-independent checks: structure, parameter counts,
 # argument handling, examples), and no doctests (documentation examples run
-# once), after ruff's lint and format check. Each pass prints its 15 slowest tests. This is the README's test
+# once), after ruff's lint and format check and the documentation build. Each pass prints its 15 slowest tests. This is the README's test
 # command; .ci/run calls it. PYTEST_WORKERS (default 2, the CI machine's
 # cores) sets pytest-xdist's worker count; 0 runs in one process.
 set -euo pipefail
@@ -21,13 +21,18 @@ python -m pip install -q --upgrade pip
 # The CPU wheel of torch 2.13.0 first (the tested version; a newer one in the
 # extra's range would be a multi-GB CUDA build), then the project.
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[test,jax,torch]"
+python -m pip install -q -e ".[test,jax,torch,docs]"
 echo "install: $(( $(date +%s) - start )) s"
 
 # Lint and formatting first (seconds): configured in pyproject.toml.
 t0=$(date +%s)
 ruff check . && ruff format --check .
 echo "=== ruff: $(( $(date +%s) - t0 )) s ==="
+# The documentation site builds without a warning (API reference from the
+# docstrings, pages from the README and the registry); into a scratch folder.
+t0=$(date +%s)
+KERAS_BACKEND=jax mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
+echo "=== docs: $(( $(date +%s) - t0 )) s ==="
 
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONHASHSEED=0
 parallel=()

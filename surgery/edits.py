@@ -25,13 +25,13 @@ def remove(model, layer, *, name: str | None = None) -> keras.Model:
 
     Example:
 
-    >>> import keras, surgery
-    >>> inp = keras.Input((8,), name="features")
-    >>> x = keras.layers.Dense(8, name="d1")(inp)
-    >>> x = keras.layers.Dropout(0.5, name="drop")(x)
-    >>> m = keras.Model(inp, keras.layers.Dense(2, name="out")(x))
-    >>> [l.name for l in surgery.remove(m, "drop").layers]
-    ['features', 'd1', 'out']
+        >>> import keras, surgery
+        >>> inp = keras.Input((8,), name="features")
+        >>> x = keras.layers.Dense(8, name="d1")(inp)
+        >>> x = keras.layers.Dropout(0.5, name="drop")(x)
+        >>> m = keras.Model(inp, keras.layers.Dense(2, name="out")(x))
+        >>> [l.name for l in surgery.remove(m, "drop").layers]
+        ['features', 'd1', 'out']
     """
     layers = resolve(model, layer, many=True)
 
@@ -72,12 +72,12 @@ def cut(model, at, *, name: str | None = None) -> keras.Model:
 
     Example:
 
-    >>> import zoo, surgery
-    >>> m = zoo.build("resnet18", input_shape=(64, 64, 3))
-    >>> surgery.cut(m, "conv4_block2_out").output_shape
-    (None, 4, 4, 256)
-    >>> [o.shape[1] for o in surgery.cut(m, ["conv2", "conv3"]).outputs]
-    [16, 8]
+        >>> import zoo, surgery
+        >>> m = zoo.build("resnet18", input_shape=(64, 64, 3))
+        >>> surgery.cut(m, "conv4_block2_out").output_shape
+        (None, 4, 4, 256)
+        >>> [o.shape[1] for o in surgery.cut(m, ["conv2", "conv3"]).outputs]
+        [16, 8]
     """
     specs = at if isinstance(at, (list, tuple)) else [at]
     layers = []
@@ -105,11 +105,11 @@ def tail(model, after, *, name: str | None = None) -> keras.Model:
 
     Example:
 
-    >>> import zoo, surgery
-    >>> m = zoo.build("resnet18", num_classes=4, input_shape=(64, 64, 3))
-    >>> t = surgery.tail(m, "conv4")
-    >>> t.input_shape, t.output_shape
-    ((None, 4, 4, 256), (None, 4))
+        >>> import zoo, surgery
+        >>> m = zoo.build("resnet18", num_classes=4, input_shape=(64, 64, 3))
+        >>> t = surgery.tail(m, "conv4")
+        >>> t.input_shape, t.output_shape
+        ((None, 4, 4, 256), (None, 4))
     """
     return rewrite(model, inputs=[_resolve_at(model, after)], name=name or f"{model.name}_tail")
 
@@ -157,12 +157,12 @@ def graft(model, head, *, at=None, keep_outputs: bool = False, name: str | None 
 
     Example:
 
-    >>> import keras, zoo, surgery
-    >>> base = zoo.build("resnet18", include_top=False, input_shape=(32, 32, 3))
-    >>> clf = surgery.graft(base, [keras.layers.GlobalAveragePooling2D(),
-    ...                            keras.layers.Dense(5, name="logits")])
-    >>> clf.output_shape
-    (None, 5)
+        >>> import keras, zoo, surgery
+        >>> base = zoo.build("resnet18", include_top=False, input_shape=(32, 32, 3))
+        >>> clf = surgery.graft(base, [keras.layers.GlobalAveragePooling2D(),
+        ...                            keras.layers.Dense(5, name="logits")])
+        >>> clf.output_shape
+        (None, 5)
     """
     fn = _as_callable(head)
     graph = graph_of(model)
@@ -200,12 +200,12 @@ def insert(model, layer, *, after=None, before=None, name: str | None = None) ->
 
     Example:
 
-    >>> import keras, zoo, surgery
-    >>> m = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
-    >>> new = surgery.insert(m, lambda: keras.layers.Dropout(0.1),
-    ...                      after="block*_pool")
-    >>> sum(isinstance(l, keras.layers.Dropout) for l in new.layers)
-    5
+        >>> import keras, zoo, surgery
+        >>> m = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
+        >>> new = surgery.insert(m, lambda: keras.layers.Dropout(0.1),
+        ...                      after="block*_pool")
+        >>> sum(isinstance(l, keras.layers.Dropout) for l in new.layers)
+        5
     """
     if (after is None) == (before is None):
         raise SurgeryError("Give exactly one of `after=` or `before=`.")
@@ -247,12 +247,12 @@ def replace(model, old, new, *, name: str | None = None) -> keras.Model:
 
     Example:
 
-    >>> import keras, zoo, surgery
-    >>> m = zoo.build("resnet18", input_shape=(32, 32, 3))
-    >>> new = surgery.replace(m, "*_relu",
-    ...     lambda old: keras.layers.Activation("gelu", name=old.name))
-    >>> new.get_layer("conv1_relu").activation.__name__
-    'gelu'
+        >>> import keras, zoo, surgery
+        >>> m = zoo.build("resnet18", input_shape=(32, 32, 3))
+        >>> new = surgery.replace(m, "*_relu",
+        ...     lambda old: keras.layers.Activation("gelu", name=old.name))
+        >>> new.get_layer("conv1_relu").activation.__name__
+        'gelu'
     """
     targets = resolve(model, old, many=True)
     if isinstance(new, keras.layers.Layer):
@@ -290,9 +290,9 @@ def copy(model, *, name: str | None = None) -> keras.Model:
 
     Example:
 
-    >>> import zoo, surgery
-    >>> m = zoo.build("resnet18", input_shape=(32, 32, 3))
-    >>> surgery.copy(m).get_layer("conv1_conv") is m.get_layer("conv1_conv")
-    False
+        >>> import zoo, surgery
+        >>> m = zoo.build("resnet18", input_shape=(32, 32, 3))
+        >>> surgery.copy(m).get_layer("conv1_conv") is m.get_layer("conv1_conv")
+        False
     """
     return rewrite(model, name=name)

@@ -38,10 +38,10 @@ def graph_of(model) -> keras.Model:
 
     Example:
 
-    >>> import keras, surgery
-    >>> seq = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    >>> type(surgery.engine.graph_of(seq)).__name__
-    'Functional'
+        >>> import keras, surgery
+        >>> seq = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> type(surgery.engine.graph_of(seq)).__name__
+        'Functional'
     """
     if isinstance(model, keras.Sequential):
         functional = getattr(model, "_functional", None)
@@ -77,10 +77,10 @@ def resolve(model, spec, *, many: bool = False) -> list:
 
     Example:
 
-    >>> import zoo, surgery
-    >>> m = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
-    >>> [l.name for l in surgery.engine.resolve(m, "block5_*", many=True)]
-    ['block5_conv1', 'block5_conv2', 'block5_pool']
+        >>> import zoo, surgery
+        >>> m = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
+        >>> [l.name for l in surgery.engine.resolve(m, "block5_*", many=True)]
+        ['block5_conv1', 'block5_conv2', 'block5_pool']
     """
     if isinstance(spec, (list, tuple)):
         out = []
@@ -179,14 +179,14 @@ def rewrite(
 
     Example:
 
-    >>> import keras, zoo, surgery
-    >>> m = zoo.build("resnet18", input_shape=(32, 32, 3))
-    >>> relu = m.get_layer("conv1_relu")
-    >>> gelu = lambda layer, args, kwargs, call: keras.layers.Activation(
-    ...     "gelu", name="conv1_gelu")(*args)
-    >>> new = surgery.engine.rewrite(m, edits={relu: gelu})
-    >>> new.get_layer("conv1_gelu").activation.__name__
-    'gelu'
+        >>> import keras, zoo, surgery
+        >>> m = zoo.build("resnet18", input_shape=(32, 32, 3))
+        >>> relu = m.get_layer("conv1_relu")
+        >>> gelu = lambda layer, args, kwargs, call: keras.layers.Activation(
+        ...     "gelu", name="conv1_gelu")(*args)
+        >>> new = surgery.engine.rewrite(m, edits={relu: gelu})
+        >>> new.get_layer("conv1_gelu").activation.__name__
+        'gelu'
     """
     graph = graph_of(model)
     edits = dict(edits or {})
@@ -446,10 +446,10 @@ def fresh_layer(layer_or_factory, index: int, count: int):
 
     Example:
 
-    >>> import keras, surgery
-    >>> drop = keras.layers.Dropout(0.1, name="drop")
-    >>> surgery.engine.fresh_layer(drop, 1, 3).name
-    'drop_2'
+        >>> import keras, surgery
+        >>> drop = keras.layers.Dropout(0.1, name="drop")
+        >>> surgery.engine.fresh_layer(drop, 1, 3).name
+        'drop_2'
     """
     if isinstance(layer_or_factory, keras.layers.Layer):
         if count == 1:

@@ -74,11 +74,11 @@ def freeze_until(model, until, *, leaf: bool = False, keep_bn_frozen: bool = Fal
 
     Example:
 
-    >>> import keras, surgery
-    >>> vgg = keras.applications.VGG16(weights=None)
-    >>> _ = surgery.freeze_until(vgg, -4)
-    >>> [l.trainable for l in vgg.layers[-5:]]
-    [False, True, True, True, True]
+        >>> import keras, surgery
+        >>> vgg = keras.applications.VGG16(weights=None)
+        >>> _ = surgery.freeze_until(vgg, -4)
+        >>> [l.trainable for l in vgg.layers[-5:]]
+        [False, True, True, True, True]
     """
     layers = _layers(model, leaf)
     if isinstance(until, str):
@@ -110,11 +110,11 @@ def freeze(model, pattern: str | None = None, *, types=None) -> FreezeResult:
 
     Example:
 
-    >>> import keras, zoo, surgery
-    >>> m = zoo.build("resnet18", input_shape=(32, 32, 3))
-    >>> r = surgery.freeze(m, types=keras.layers.BatchNormalization)
-    >>> m.get_layer("conv1_bn").trainable, m.get_layer("conv1_conv").trainable
-    (False, True)
+        >>> import keras, zoo, surgery
+        >>> m = zoo.build("resnet18", input_shape=(32, 32, 3))
+        >>> r = surgery.freeze(m, types=keras.layers.BatchNormalization)
+        >>> m.get_layer("conv1_bn").trainable, m.get_layer("conv1_conv").trainable
+        (False, True)
     """
     frozen = {id(l) for l in leaf_layers(model) if not l.trainable or _match(l, pattern, types)}
     return _apply(model, frozen, False)
@@ -128,12 +128,12 @@ def unfreeze(model, pattern: str | None = None, *, types=None, keep_bn_frozen: b
 
     Example:
 
-    >>> import zoo, surgery
-    >>> m = zoo.build("resnet18", input_shape=(32, 32, 3))
-    >>> _ = surgery.freeze(m)
-    >>> _ = surgery.unfreeze(m, "conv5_*")
-    >>> m.get_layer("conv5_block1_1_conv").trainable, m.get_layer("conv1_conv").trainable
-    (True, False)
+        >>> import zoo, surgery
+        >>> m = zoo.build("resnet18", input_shape=(32, 32, 3))
+        >>> _ = surgery.freeze(m)
+        >>> _ = surgery.unfreeze(m, "conv5_*")
+        >>> m.get_layer("conv5_block1_1_conv").trainable, m.get_layer("conv1_conv").trainable
+        (True, False)
     """
     frozen = {id(l) for l in leaf_layers(model) if not l.trainable and not _match(l, pattern, types)}
     return _apply(model, frozen, keep_bn_frozen)
@@ -159,13 +159,13 @@ def stage_groups(model) -> dict:
 
     Example:
 
-    >>> import zoo, surgery
-    >>> m = zoo.build("resnet18", input_shape=(32, 32, 3), num_classes=3)
-    >>> groups = surgery.stage_groups(m)
-    >>> list(groups)
-    ['stem', 'conv2', 'conv3', 'conv4', 'conv5', 'head']
-    >>> groups["conv5"][-1].name, [l.name for l in groups["head"]]
-    ('conv5_block2_out', ['avg_pool', 'predictions'])
+        >>> import zoo, surgery
+        >>> m = zoo.build("resnet18", input_shape=(32, 32, 3), num_classes=3)
+        >>> groups = surgery.stage_groups(m)
+        >>> list(groups)
+        ['stem', 'conv2', 'conv3', 'conv4', 'conv5', 'head']
+        >>> groups["conv5"][-1].name, [l.name for l in groups["head"]]
+        ('conv5_block2_out', ['avg_pool', 'predictions'])
     """
     stages, ends = _stage_boundaries(model)
     groups = {s.name: [] for s in stages}
@@ -186,11 +186,11 @@ def freeze_stages(model, n: int, *, keep_bn_frozen: bool = False) -> FreezeResul
 
     Example:
 
-    >>> import zoo, surgery
-    >>> m = zoo.build("resnet18", input_shape=(32, 32, 3))
-    >>> _ = surgery.freeze_stages(m, 3)   # stem, conv2, conv3 frozen
-    >>> m.get_layer("conv3_block2_out").trainable, m.get_layer("conv4_block1_1_conv").trainable
-    (False, True)
+        >>> import zoo, surgery
+        >>> m = zoo.build("resnet18", input_shape=(32, 32, 3))
+        >>> _ = surgery.freeze_stages(m, 3)   # stem, conv2, conv3 frozen
+        >>> m.get_layer("conv3_block2_out").trainable, m.get_layer("conv4_block1_1_conv").trainable
+        (False, True)
     """
     stages, ends = _stage_boundaries(model)
     if not 0 <= n <= len(stages):
@@ -210,11 +210,11 @@ def unfreeze_stages(model, k: int, *, keep_bn_frozen: bool = False) -> FreezeRes
 
     Example:
 
-    >>> import zoo, surgery
-    >>> m = zoo.build("resnet18", input_shape=(32, 32, 3))
-    >>> r = surgery.unfreeze_stages(m, 1, keep_bn_frozen=True)
-    >>> m.get_layer("conv5_block2_2_conv").trainable, m.get_layer("conv5_block2_2_bn").trainable
-    (True, False)
+        >>> import zoo, surgery
+        >>> m = zoo.build("resnet18", input_shape=(32, 32, 3))
+        >>> r = surgery.unfreeze_stages(m, 1, keep_bn_frozen=True)
+        >>> m.get_layer("conv5_block2_2_conv").trainable, m.get_layer("conv5_block2_2_bn").trainable
+        (True, False)
     """
     stages, _ = _stage_boundaries(model)
     if not 0 <= k <= len(stages):
@@ -286,12 +286,12 @@ def trainable_summary(model, *, by: str = "layer") -> TrainableSummary:
 
     Example:
 
-    >>> import zoo, surgery
-    >>> m = zoo.build("resnet18", input_shape=(32, 32, 3))
-    >>> _ = surgery.freeze_stages(m, 5)
-    >>> s = surgery.trainable_summary(m, by="stage")
-    >>> s.rows[-1][0], s.trainable
-    ('head', 513000)
+        >>> import zoo, surgery
+        >>> m = zoo.build("resnet18", input_shape=(32, 32, 3))
+        >>> _ = surgery.freeze_stages(m, 5)
+        >>> s = surgery.trainable_summary(m, by="stage")
+        >>> s.rows[-1][0], s.trainable
+        ('head', 513000)
     """
     layers = [l for l in leaf_layers(model) if l.weights]
     rows = [

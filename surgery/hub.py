@@ -81,11 +81,11 @@ def saved_model_sha256(path) -> str:
 
     Example:
 
-    >>> import tempfile, zoo, surgery
-    >>> base = zoo.build("resnet18", include_top=False, pooling="avg", input_shape=(32, 32, 3))
-    >>> path = surgery.export_feature_extractor(base, tempfile.mkdtemp() + "/fx")
-    >>> len(surgery.hub.saved_model_sha256(path))
-    64
+        >>> import tempfile, zoo, surgery
+        >>> base = zoo.build("resnet18", include_top=False, pooling="avg", input_shape=(32, 32, 3))
+        >>> path = surgery.export_feature_extractor(base, tempfile.mkdtemp() + "/fx")
+        >>> len(surgery.hub.saved_model_sha256(path))
+        64
     """
     digest = hashlib.sha256()
     root = os.fspath(path)
@@ -332,13 +332,13 @@ def hub_layer(
 
     Example:
 
-    >>> import tempfile, keras, numpy as np, zoo, surgery
-    >>> base = zoo.build("resnet18", include_top=False, pooling="avg", input_shape=(32, 32, 3))
-    >>> path = surgery.export_feature_extractor(base, tempfile.mkdtemp() + "/resnet18")
-    >>> model = keras.Sequential([surgery.hub_layer(path, input_shape=(32, 32, 3)),
-    ...                           keras.layers.Dense(5)])
-    >>> model.output_shape
-    (None, 5)
+        >>> import tempfile, keras, numpy as np, zoo, surgery
+        >>> base = zoo.build("resnet18", include_top=False, pooling="avg", input_shape=(32, 32, 3))
+        >>> path = surgery.export_feature_extractor(base, tempfile.mkdtemp() + "/resnet18")
+        >>> model = keras.Sequential([surgery.hub_layer(path, input_shape=(32, 32, 3)),
+        ...                           keras.layers.Dense(5)])
+        >>> model.output_shape
+        (None, 5)
     """
     kwargs = {"name": name} if name else {}
     if dtype is not None:
@@ -385,11 +385,11 @@ def export_feature_extractor(model, path, *, input_shape=None, dtype=None, overw
 
     Example:
 
-    >>> import tempfile, zoo, surgery
-    >>> base = zoo.build("resnet18", include_top=False, pooling="avg")
-    >>> path = surgery.export_feature_extractor(base, tempfile.mkdtemp() + "/fx")
-    >>> sorted(p for p in __import__("os").listdir(path))
-    ['assets', 'fingerprint.pb', 'saved_model.pb', 'variables']
+        >>> import tempfile, zoo, surgery
+        >>> base = zoo.build("resnet18", include_top=False, pooling="avg")
+        >>> path = surgery.export_feature_extractor(base, tempfile.mkdtemp() + "/fx")
+        >>> sorted(p for p in __import__("os").listdir(path))
+        ['assets', 'fingerprint.pb', 'saved_model.pb', 'variables']
     """
     tf = _require_tensorflow("surgery.export_feature_extractor")
     if not isinstance(model, keras.Model) or len(model.inputs) != 1:

@@ -66,13 +66,13 @@ def restore(model, source, *, match: str = "auto", strict: bool = False) -> Rest
 
     Example:
 
-    >>> import keras, zoo, surgery
-    >>> base = zoo.build("resnet18", include_top=False, input_shape=(32, 32, 3))
-    >>> clf = surgery.graft(base, [keras.layers.GlobalAveragePooling2D(),
-    ...                            keras.layers.Dense(3, name="new_head")])
-    >>> report = surgery.restore(clf, base)
-    >>> report.missing
-    ['new_head']
+        >>> import keras, zoo, surgery
+        >>> base = zoo.build("resnet18", include_top=False, input_shape=(32, 32, 3))
+        >>> clf = surgery.graft(base, [keras.layers.GlobalAveragePooling2D(),
+        ...                            keras.layers.Dense(3, name="new_head")])
+        >>> report = surgery.restore(clf, base)
+        >>> report.missing
+        ['new_head']
     """
     entries = zw.read_weights(source)
     plan = zw.plan_assignment(model, entries, match)

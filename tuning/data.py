@@ -21,11 +21,11 @@ def check_folder(directory: str) -> list[str]:
 
     Example:
 
-    >>> import tempfile, tuning.data
-    >>> tuning.data.check_folder(tempfile.mkdtemp())
-    Traceback (most recent call last):
-    ...
-    tuning.data.DataError: ... holds no class sub-folders. Put the images of each class in their own folder (data/cat/*.jpg, data/dog/*.jpg).
+        >>> import tempfile, tuning.data
+        >>> tuning.data.check_folder(tempfile.mkdtemp())
+        Traceback (most recent call last):
+        ...
+        tuning.data.DataError: ... holds no class sub-folders. Put the images of each class in their own folder (data/cat/*.jpg, data/dog/*.jpg).
     """
     from PIL import Image
 
@@ -102,10 +102,10 @@ def stratified_split(labels, fractions, *, seed: int = 0) -> list:
 
     Example:
 
-    >>> import tuning.data
-    >>> parts = tuning.data.stratified_split([0] * 10 + [1] * 10, (0.2, 0.2))
-    >>> [len(p) for p in parts]
-    [12, 4, 4]
+        >>> import tuning.data
+        >>> parts = tuning.data.stratified_split([0] * 10 + [1] * 10, (0.2, 0.2))
+        >>> [len(p) for p in parts]
+        [12, 4, 4]
     """
     import numpy as np
 

@@ -106,11 +106,11 @@ class TransferHyperModel(kt.HyperModel):
 
     Example:
 
-    >>> import keras_tuner as kt, tuning
-    >>> hm = tuning.TransferHyperModel("resnet18", num_classes=3, input_shape=(32, 32, 3))
-    >>> model = hm.build(kt.HyperParameters())
-    >>> model.output_shape
-    (None, 3)
+        >>> import keras_tuner as kt, tuning
+        >>> hm = tuning.TransferHyperModel("resnet18", num_classes=3, input_shape=(32, 32, 3))
+        >>> model = hm.build(kt.HyperParameters())
+        >>> model.output_shape
+        (None, 3)
     """
 
     def __init__(
@@ -521,11 +521,11 @@ def augmentation_layers(kinds=AUGMENTATIONS):
 
     Example:
 
-    >>> import tuning
-    >>> [l.name for l in tuning.hypermodel.augmentation_layers()]
-    ['augment_flip', 'augment_rotation', 'augment_zoom', 'augment_translation']
-    >>> [l.name for l in tuning.hypermodel.augmentation_layers(("flip", "rotation"))]
-    ['augment_flip', 'augment_rotation']
+        >>> import tuning
+        >>> [l.name for l in tuning.hypermodel.augmentation_layers()]
+        ['augment_flip', 'augment_rotation', 'augment_zoom', 'augment_translation']
+        >>> [l.name for l in tuning.hypermodel.augmentation_layers(("flip", "rotation"))]
+        ['augment_flip', 'augment_rotation']
     """
     if isinstance(kinds, str):
         kinds = (kinds,)
@@ -629,12 +629,12 @@ class EpochLogger(keras.callbacks.Callback):
 
     Example:
 
-    >>> import keras, numpy as np, tuning.hypermodel as hm
-    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    >>> model.compile("sgd", "mse")
-    >>> _ = model.fit(np.zeros((4, 2)), np.zeros(4), epochs=1, verbose=0,
-    ...               callbacks=[hm.EpochLogger()])  # doctest: +ELLIPSIS
-    epoch 1/1 - ...s - loss: 0.0000
+        >>> import keras, numpy as np, tuning.hypermodel as hm
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> model.compile("sgd", "mse")
+        >>> _ = model.fit(np.zeros((4, 2)), np.zeros(4), epochs=1, verbose=0,
+        ...               callbacks=[hm.EpochLogger()])  # doctest: +ELLIPSIS
+        epoch 1/1 - ...s - loss: 0.0000
     """
 
     def on_epoch_begin(self, epoch, logs=None):

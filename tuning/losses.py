@@ -20,10 +20,10 @@ class SparseCategoricalCrossentropyWithSmoothing(keras.losses.Loss):
 
     Example:
 
-    >>> import numpy as np, tuning
-    >>> loss = tuning.losses.SparseCategoricalCrossentropyWithSmoothing(0.1)
-    >>> round(float(loss(np.array([0]), np.array([[0.9, 0.1]]))), 4)
-    0.2152
+        >>> import numpy as np, tuning
+        >>> loss = tuning.losses.SparseCategoricalCrossentropyWithSmoothing(0.1)
+        >>> round(float(loss(np.array([0]), np.array([[0.9, 0.1]]))), 4)
+        0.2152
     """
 
     def __init__(

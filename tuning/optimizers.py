@@ -30,12 +30,12 @@ class RAdam(keras.optimizers.Optimizer):
 
     Example:
 
-    >>> import keras, numpy as np, tuning
-    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    >>> model.compile(optimizer=tuning.RAdam(1e-2), loss="mse")
-    >>> h = model.fit(np.ones((8, 3)), np.zeros((8, 1)), epochs=2, verbose=0)
-    >>> h.history["loss"][1] < h.history["loss"][0]
-    True
+        >>> import keras, numpy as np, tuning
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        >>> model.compile(optimizer=tuning.RAdam(1e-2), loss="mse")
+        >>> h = model.fit(np.ones((8, 3)), np.zeros((8, 1)), epochs=2, verbose=0)
+        >>> h.history["loss"][1] < h.history["loss"][0]
+        True
     """
 
     def __init__(
@@ -106,10 +106,10 @@ def warmup_cosine(
 
     Example:
 
-    >>> import tuning
-    >>> s = tuning.warmup_cosine(1e-3, total_steps=100, warmup_steps=10)
-    >>> [round(float(s(i)), 6) for i in (0, 10, 100)]
-    [0.0, 0.001, 0.0]
+        >>> import tuning
+        >>> s = tuning.warmup_cosine(1e-3, total_steps=100, warmup_steps=10)
+        >>> [round(float(s(i)), 6) for i in (0, 10, 100)]
+        [0.0, 0.001, 0.0]
     """
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup_steps else learning_rate,
@@ -131,13 +131,13 @@ class LearningRateLogger(keras.callbacks.Callback):
 
     Example:
 
-    >>> import keras, numpy as np, tuning
-    >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    >>> m.compile(keras.optimizers.SGD(tuning.warmup_cosine(0.1, total_steps=4)), "mse")
-    >>> h = m.fit(np.ones((4, 2)), np.ones((4, 1)), batch_size=2, epochs=2,
-    ...           callbacks=[tuning.LearningRateLogger()], verbose=0)
-    >>> [round(x, 4) for x in h.history["lr"]]
-    [0.05, 0.0]
+        >>> import keras, numpy as np, tuning
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> m.compile(keras.optimizers.SGD(tuning.warmup_cosine(0.1, total_steps=4)), "mse")
+        >>> h = m.fit(np.ones((4, 2)), np.ones((4, 1)), batch_size=2, epochs=2,
+        ...           callbacks=[tuning.LearningRateLogger()], verbose=0)
+        >>> [round(x, 4) for x in h.history["lr"]]
+        [0.05, 0.0]
     """
 
     def on_epoch_end(self, epoch, logs=None):

@@ -54,10 +54,10 @@ def format_leaderboard(rows, limit: int = 10) -> str:
 
     Example:
 
-    >>> from tuning.tuners import format_leaderboard
-    >>> print(format_leaderboard([{"trial_id": "0", "score": 0.91234}]))
-    trial_id  score
-    0         0.9123
+        >>> from tuning.tuners import format_leaderboard
+        >>> print(format_leaderboard([{"trial_id": "0", "score": 0.91234}]))
+        trial_id  score
+        0         0.9123
     """
     if not rows:
         return "(no finished trials)"
@@ -302,11 +302,11 @@ def make_tuner(
 
     Example:
 
-    >>> import tempfile, tuning
-    >>> hm = tuning.TransferHyperModel("resnet18", num_classes=3, input_shape=(32, 32, 3))
-    >>> t = tuning.make_tuner(hm, tuner="random", max_trials=2, directory=tempfile.mkdtemp())
-    >>> type(t).__name__
-    'TransferRandomSearch'
+        >>> import tempfile, tuning
+        >>> hm = tuning.TransferHyperModel("resnet18", num_classes=3, input_shape=(32, 32, 3))
+        >>> t = tuning.make_tuner(hm, tuner="random", max_trials=2, directory=tempfile.mkdtemp())
+        >>> type(t).__name__
+        'TransferRandomSearch'
     """
     if tuner not in TUNERS:
         raise ValueError(f"`tuner` must be one of {tuple(TUNERS)}. Received: tuner={tuner!r}")
@@ -463,16 +463,16 @@ def search(
 
     Example:
 
-    >>> import tempfile, zoo, tuning
-    >>> x, y, _ = zoo.datasets.shapes(4, size=32)
-    >>> result = tuning.search((x, y), (x, y), backbone="resnet18", tuner="random",
-    ...                        max_trials=2, epochs=1, directory=tempfile.mkdtemp(),
-    ...                        unfreeze_space={"stages": [0], "augment": [False]})
-    ... # doctest: +ELLIPSIS
-    [trial 1/2 id 0] val_accuracy=... best ... left {...}
-    [trial 2/2 id 1] val_accuracy=... best ...
-    >>> len(result.leaderboard), result.model.output_shape
-    (2, (None, 6))
+        >>> import tempfile, zoo, tuning
+        >>> x, y, _ = zoo.datasets.shapes(4, size=32)
+        >>> result = tuning.search((x, y), (x, y), backbone="resnet18", tuner="random",
+        ...                        max_trials=2, epochs=1, directory=tempfile.mkdtemp(),
+        ...                        unfreeze_space={"stages": [0], "augment": [False]})
+        ... # doctest: +ELLIPSIS
+        [trial 1/2 id 0] val_accuracy=... best ... left {...}
+        [trial 2/2 id 1] val_accuracy=... best ...
+        >>> len(result.leaderboard), result.model.output_shape
+        (2, (None, 6))
     """
     if isinstance(train, (tuple, list)):
         x, y = train
@@ -565,11 +565,11 @@ def load_best(directory: str, project_name: str = "search") -> SearchResult:
 
     Example:
 
-    >>> import tuning
-    >>> tuning.load_best("no/such/dir", "x")
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: No finished search in 'no/such/dir/x' (no best.keras). Run `tuning.search(...)` with this directory and project_name first.
+        >>> import tuning
+        >>> tuning.load_best("no/such/dir", "x")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: No finished search in 'no/such/dir/x' (no best.keras). Run `tuning.search(...)` with this directory and project_name first.
     """
     project = os.path.join(directory, project_name)
     path = os.path.join(project, BEST_MODEL)

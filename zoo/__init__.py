@@ -10,7 +10,7 @@ blocks and the one classifier head), one module per family.
 >>> print(zoo.info("resnet50"))  # doctest: +SKIP
 """
 
-from zoo import datasets, layers, weights
+from zoo import datasets, layers, registry, weights
 from zoo.builder import build, dtype_policy_scope, precision_policy, preprocess
 from zoo.cards import ModelCard, count_macs, info
 from zoo.features import stages_of
@@ -25,6 +25,8 @@ from zoo import averaging
 from zoo.averaging import ensemble
 from zoo.fcn import convolutionalize
 from zoo.googlenet import AuxiliaryClassifierModel, strip_auxiliary
+
+registry.mark_builtin()
 
 
 def _version() -> str:

@@ -27,12 +27,12 @@ class EnsembleCombine(layers.Layer):
 
     Example:
 
-    >>> import keras, numpy as np, zoo
-    >>> a, b, c = (np.array([[0.6, 0.4, 0.0]]), np.array([[0.1, 0.5, 0.4]]),
-    ...            np.array([[0.2, 0.7, 0.1]]))
-    >>> vote = keras.ops.convert_to_numpy(zoo.averaging.EnsembleCombine("vote")([a, b, c]))
-    >>> int(np.argmax(vote)), round(float(np.sum(vote)), 5)
-    (1, 1.0)
+        >>> import keras, numpy as np, zoo
+        >>> a, b, c = (np.array([[0.6, 0.4, 0.0]]), np.array([[0.1, 0.5, 0.4]]),
+        ...            np.array([[0.2, 0.7, 0.1]]))
+        >>> vote = keras.ops.convert_to_numpy(zoo.averaging.EnsembleCombine("vote")([a, b, c]))
+        >>> int(np.argmax(vote)), round(float(np.sum(vote)), 5)
+        (1, 1.0)
     """
 
     def __init__(self, mode: str = "mean", weights=None, **kwargs):
@@ -88,11 +88,11 @@ def ensemble(models, mode: str = "mean", *, weights=None, name: str = "ensemble"
 
     Example:
 
-    >>> import numpy as np, zoo
-    >>> members = [zoo.build("vgg11", num_classes=3, input_shape=(32, 32, 3)) for _ in range(3)]
-    >>> model = zoo.ensemble(members, mode="vote")
-    >>> model.output_shape, [m.name for m in model.layers[1:4]]
-    ((None, 3), ['vgg11', 'vgg11_2', 'vgg11_3'])
+        >>> import numpy as np, zoo
+        >>> members = [zoo.build("vgg11", num_classes=3, input_shape=(32, 32, 3)) for _ in range(3)]
+        >>> model = zoo.ensemble(members, mode="vote")
+        >>> model.output_shape, [m.name for m in model.layers[1:4]]
+        ((None, 3), ['vgg11', 'vgg11_2', 'vgg11_3'])
     """
     models = list(models)
     if mode not in ENSEMBLE_MODES:

@@ -224,9 +224,9 @@ def torch_available() -> bool:
 
     Example:
 
-    >>> from zoo.bench import torch_available
-    >>> torch_available() in (True, False)
-    True
+        >>> from zoo.bench import torch_available
+        >>> torch_available() in (True, False)
+        True
     """
     import importlib.util
 
@@ -243,12 +243,12 @@ def torch_steps(module, x8, y, *, precision="fp32", compile=False):
 
     Example:
 
-    >>> import numpy as np, torch
-    >>> from zoo.bench import torch_steps
-    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 5))
-    >>> infer, train, sync = torch_steps(net, np.zeros((2, 8, 8, 3), "uint8"), np.array([0, 1]))
-    >>> sync(train()).shape, tuple(sync(infer()).shape)
-    ((), (2, 5))
+        >>> import numpy as np, torch
+        >>> from zoo.bench import torch_steps
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 5))
+        >>> infer, train, sync = torch_steps(net, np.zeros((2, 8, 8, 3), "uint8"), np.array([0, 1]))
+        >>> sync(train()).shape, tuple(sync(infer()).shape)
+        ((), (2, 5))
     """
     import torch
 
@@ -403,10 +403,10 @@ def bench_model(
 
     Example:
 
-    >>> from zoo.bench import bench_model
-    >>> row = bench_model("resnet18", batch=2, steps=1, size=32, repeats=1, torch=False)
-    >>> row["zoo_train_img_s"] > 0
-    True
+        >>> from zoo.bench import bench_model
+        >>> row = bench_model("resnet18", batch=2, steps=1, size=32, repeats=1, torch=False)
+        >>> row["zoo_train_img_s"] > 0
+        True
     """
     policy = zoo.precision_policy(precision)
     if steps < 1 or batch < 1 or repeats < 1:

@@ -36,9 +36,9 @@ def precision_policy(precision: str) -> str:
 
     Example:
 
-    >>> import zoo
-    >>> zoo.precision_policy("bf16")
-    'mixed_bfloat16'
+        >>> import zoo
+        >>> zoo.precision_policy("bf16")
+        'mixed_bfloat16'
     """
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}.")
@@ -55,12 +55,12 @@ def dtype_policy_scope(dtype):
 
     Example:
 
-    >>> import keras, zoo
-    >>> with zoo.dtype_policy_scope("mixed_bfloat16"):
-    ...     keras.layers.Dense(2).dtype_policy.name
-    'mixed_bfloat16'
-    >>> keras.config.dtype_policy().name
-    'float32'
+        >>> import keras, zoo
+        >>> with zoo.dtype_policy_scope("mixed_bfloat16"):
+        ...     keras.layers.Dense(2).dtype_policy.name
+        'mixed_bfloat16'
+        >>> keras.config.dtype_policy().name
+        'float32'
     """
     if dtype is None:
         yield
@@ -81,9 +81,9 @@ def input_stamp(spec: ModelSpec) -> str:
 
     Example:
 
-    >>> import zoo
-    >>> zoo.build("resnet18", input_shape=(32, 32, 3)).inputs[0].name
-    'resnet18_input'
+        >>> import zoo
+        >>> zoo.build("resnet18", input_shape=(32, 32, 3)).inputs[0].name
+        'resnet18_input'
     """
     return f"{spec.name}_input"
 
@@ -93,12 +93,12 @@ def resolve_input_shape(spec, input_shape, *, include_top, weights):
 
     Example:
 
-    >>> import zoo
-    >>> spec = zoo.get_spec("vgg16")
-    >>> zoo.builder.resolve_input_shape(spec, None, include_top=True, weights=None)
-    (224, 224, 3)
-    >>> zoo.builder.resolve_input_shape(spec, None, include_top=False, weights=None)
-    (None, None, 3)
+        >>> import zoo
+        >>> spec = zoo.get_spec("vgg16")
+        >>> zoo.builder.resolve_input_shape(spec, None, include_top=True, weights=None)
+        (224, 224, 3)
+        >>> zoo.builder.resolve_input_shape(spec, None, include_top=False, weights=None)
+        (None, None, 3)
     """
     if keras.config.image_data_format() != "channels_last":
         raise ValueError(
@@ -167,10 +167,10 @@ def resolve_source(spec, weights, *, include_top):
 
     Example:
 
-    >>> import zoo
-    >>> src = zoo.builder.resolve_source(zoo.get_spec("vgg16"), "imagenet", include_top=False)
-    >>> src.file_name
-    'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5'
+        >>> import zoo
+        >>> src = zoo.builder.resolve_source(zoo.get_spec("vgg16"), "imagenet", include_top=False)
+        >>> src.file_name
+        'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5'
     """
     if not isinstance(weights, str) or not (weights in spec.weights or weights == "imagenet"):
         return None
@@ -361,17 +361,17 @@ def build(
 
     Example:
 
-    >>> import keras, zoo
-    >>> model = zoo.build("resnet18", num_classes=10, input_shape=(64, 64, 3))
-    >>> model.output_shape
-    (None, 10)
-    >>> feats = zoo.build("resnet18", features_only=True,
-    ...                   input_shape=(64, 64, 3))
-    >>> [tuple(o.shape[1:3]) for o in feats.outputs]
-    [(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)]
-    >>> zoo.build("resnet50", classes=10, name="mine",
-    ...           input_tensor=keras.Input((64, 64, 3))).name
-    'mine'
+        >>> import keras, zoo
+        >>> model = zoo.build("resnet18", num_classes=10, input_shape=(64, 64, 3))
+        >>> model.output_shape
+        (None, 10)
+        >>> feats = zoo.build("resnet18", features_only=True,
+        ...                   input_shape=(64, 64, 3))
+        >>> [tuple(o.shape[1:3]) for o in feats.outputs]
+        [(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)]
+        >>> zoo.build("resnet50", classes=10, name="mine",
+        ...           input_tensor=keras.Input((64, 64, 3))).name
+        'mine'
     """
     spec = get_spec(model_name)
     arguments = dict(
@@ -566,10 +566,10 @@ def preprocess(images, name_or_mode: str, *, weights: str = "imagenet"):
 
     Example:
 
-    >>> import keras, numpy as np, zoo
-    >>> x = zoo.preprocess(np.full((1, 4, 4, 3), 127.5, "float32"), "resnet50v2")
-    >>> float(np.abs(keras.ops.convert_to_numpy(x)).max())
-    0.0
+        >>> import keras, numpy as np, zoo
+        >>> x = zoo.preprocess(np.full((1, 4, 4, 3), 127.5, "float32"), "resnet50v2")
+        >>> float(np.abs(keras.ops.convert_to_numpy(x)).max())
+        0.0
     """
     if name_or_mode in zoo_layers.PREPROCESSING_MODES:
         mode = name_or_mode

@@ -36,10 +36,10 @@ def count_macs(model: keras.Model) -> int:
 
     Example:
 
-    >>> import zoo
-    >>> m = zoo.build("resnet18", input_shape=(224, 224, 3))
-    >>> round(zoo.count_macs(m) / 1e9, 2)
-    1.81
+        >>> import zoo
+        >>> m = zoo.build("resnet18", input_shape=(224, 224, 3))
+        >>> round(zoo.count_macs(m) / 1e9, 2)
+        1.81
     """
     total = 0
     for layer in zoo_weights.leaf_layers(model):
@@ -133,11 +133,11 @@ def weights_table(names=None) -> str:
 
     Example:
 
-    >>> import zoo
-    >>> print(zoo.cards.weights_table(["resnet18"]))  # doctest: +NORMALIZE_WHITESPACE
-    | model | params | GMACs | weights | origin | preprocessing | input | top-1 | file |
-    | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-    | resnet18 | 11.7 M | 1.81 | imagenet | torchvision | torch | 224 | 69.758 % | resnet18-f37072fd.pth |
+        >>> import zoo
+        >>> print(zoo.cards.weights_table(["resnet18"]))  # doctest: +NORMALIZE_WHITESPACE
+        | model | params | GMACs | weights | origin | preprocessing | input | top-1 | file |
+        | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+        | resnet18 | 11.7 M | 1.81 | imagenet | torchvision | torch | 224 | 69.758 % | resnet18-f37072fd.pth |
     """
     from zoo.registry import specs
     from zoo.sizes import SIZES
@@ -201,9 +201,9 @@ def info(name: str) -> ModelCard:
 
     Example:
 
-    >>> import zoo
-    >>> card = zoo.info("resnet18")
-    >>> card.trainable_params, [s.reduction for s in card.stages]
-    (11689512, [2, 4, 8, 16, 32])
+        >>> import zoo
+        >>> card = zoo.info("resnet18")
+        >>> card.trainable_params, [s.reduction for s in card.stages]
+        (11689512, [2, 4, 8, 16, 32])
     """
     return _card(get_spec(name).name)

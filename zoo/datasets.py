@@ -55,10 +55,10 @@ def render(label: int, rng: np.random.Generator, size: int = 64):
 
     Example:
 
-    >>> import numpy as np, zoo
-    >>> img, mask = zoo.datasets.render(0, np.random.default_rng(0), size=32)
-    >>> img.shape, img.dtype.name, sorted(np.unique(mask).tolist())
-    ((32, 32, 3), 'uint8', [0, 1])
+        >>> import numpy as np, zoo
+        >>> img, mask = zoo.datasets.render(0, np.random.default_rng(0), size=32)
+        >>> img.shape, img.dtype.name, sorted(np.unique(mask).tolist())
+        ((32, 32, 3), 'uint8', [0, 1])
     """
     yy, xx = np.mgrid[0:size, 0:size].astype("float32")
     # Background: a random base colour, oriented stripes, pixel noise.
@@ -94,10 +94,10 @@ def shapes(n_per_class: int = 50, *, size: int = 64, seed: int = 0, split: str =
 
     Example:
 
-    >>> import zoo
-    >>> x, y, m = zoo.datasets.shapes(2, size=32)
-    >>> x.shape, y.tolist(), m.shape
-    ((12, 32, 32, 3), [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5], (12, 32, 32))
+        >>> import zoo
+        >>> x, y, m = zoo.datasets.shapes(2, size=32)
+        >>> x.shape, y.tolist(), m.shape
+        ((12, 32, 32, 3), [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5], (12, 32, 32))
     """
     split_id = list(SPLITS).index(split) if split in SPLITS else abs(hash(split)) % 1000
     images, labels, masks = [], [], []
@@ -120,10 +120,10 @@ def write_shapes(directory, *, images_per_class: int = 200, size: int = 64, seed
 
     Example:
 
-    >>> import os, tempfile, zoo
-    >>> root = zoo.datasets.write_shapes(tempfile.mkdtemp(), images_per_class=4, size=32)
-    >>> sorted(os.listdir(os.path.join(root, "train")))
-    ['circle', 'cross', 'ring', 'square', 'star', 'triangle']
+        >>> import os, tempfile, zoo
+        >>> root = zoo.datasets.write_shapes(tempfile.mkdtemp(), images_per_class=4, size=32)
+        >>> sorted(os.listdir(os.path.join(root, "train")))
+        ['circle', 'cross', 'ring', 'square', 'star', 'triangle']
     """
     from PIL import Image
 
@@ -154,11 +154,11 @@ def read_segmentation(directory, split: str = "train"):
 
     Example:
 
-    >>> import tempfile, zoo
-    >>> root = zoo.datasets.write_shapes(tempfile.mkdtemp(), images_per_class=4, size=32)
-    >>> x, m = zoo.datasets.read_segmentation(root, "val")
-    >>> x.shape[1:], m.shape[1:], int(m.max()) <= len(zoo.datasets.CLASSES)
-    ((32, 32, 3), (32, 32), True)
+        >>> import tempfile, zoo
+        >>> root = zoo.datasets.write_shapes(tempfile.mkdtemp(), images_per_class=4, size=32)
+        >>> x, m = zoo.datasets.read_segmentation(root, "val")
+        >>> x.shape[1:], m.shape[1:], int(m.max()) <= len(zoo.datasets.CLASSES)
+        ((32, 32, 3), (32, 32), True)
     """
     from PIL import Image
 

@@ -62,11 +62,11 @@ def convolutionalize(model: keras.Model, *, input_shape=(None, None, 3)) -> kera
 
     Example:
 
-    >>> import zoo
-    >>> m = zoo.build("vgg11", num_classes=5, input_shape=(64, 64, 3))
-    >>> fcn = zoo.convolutionalize(m)
-    >>> fcn.compute_output_shape((1, 96, 96, 3))
-    (1, 2, 2, 5)
+        >>> import zoo
+        >>> m = zoo.build("vgg11", num_classes=5, input_shape=(64, 64, 3))
+        >>> fcn = zoo.convolutionalize(m)
+        >>> fcn.compute_output_shape((1, 96, 96, 3))
+        (1, 2, 2, 5)
     """
     if not isinstance(model, keras.Model) or not (
         isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")
@@ -173,11 +173,11 @@ def fcn(
 
     Example:
 
-    >>> import zoo
-    >>> m = zoo.build("fcn8s", backbone="vgg11", num_classes=3,
-    ...               input_shape=(75, 100, 3))
-    >>> m.output_shape
-    (None, 75, 100, 3)
+        >>> import zoo
+        >>> m = zoo.build("fcn8s", backbone="vgg11", num_classes=3,
+        ...               input_shape=(75, 100, 3))
+        >>> m.output_shape
+        (None, 75, 100, 3)
     """
     from zoo.builder import dtype_policy_scope, input_stamp, resolve_input_shape
 
@@ -240,12 +240,12 @@ def segmentation_metrics(num_classes: int) -> list:
 
     Example:
 
-    >>> import numpy as np, zoo
-    >>> miou, acc = zoo.fcn.segmentation_metrics(2)
-    >>> scores = np.eye(2)[np.array([[[0, 1], [1, 1]]])]
-    >>> _ = miou.update_state(np.array([[[0, 1], [0, 1]]]), scores)
-    >>> round(float(miou.result()), 4)
-    0.5833
+        >>> import numpy as np, zoo
+        >>> miou, acc = zoo.fcn.segmentation_metrics(2)
+        >>> scores = np.eye(2)[np.array([[[0, 1], [1, 1]]])]
+        >>> _ = miou.update_state(np.array([[[0, 1], [0, 1]]]), scores)
+        >>> round(float(miou.result()), 4)
+        0.5833
     """
     return [
         keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, name="mean_iou"),

@@ -24,9 +24,9 @@ def select_stages(stages, out_indices, name):
 
     Example:
 
-    >>> import zoo
-    >>> [s.name for s in zoo.features.select_stages(zoo.get_spec("vgg11").stages, (0, -1), "vgg11")]
-    ['block1', 'block5']
+        >>> import zoo
+        >>> [s.name for s in zoo.features.select_stages(zoo.get_spec("vgg11").stages, (0, -1), "vgg11")]
+        ['block1', 'block5']
     """
     stages = list(stages)
     if not stages:
@@ -55,10 +55,10 @@ def spec_of(model: keras.Model):
 
     Example:
 
-    >>> import zoo
-    >>> m = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False, name="mine")
-    >>> zoo.features.spec_of(m).name
-    'vgg11'
+        >>> import zoo
+        >>> m = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False, name="mine")
+        >>> zoo.features.spec_of(m).name
+        'vgg11'
     """
     try:
         inputs = list(model.inputs or [])
@@ -86,10 +86,10 @@ def stages_of(model: keras.Model) -> list[Stage]:
 
     Example:
 
-    >>> import zoo
-    >>> m = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
-    >>> [s.layer for s in zoo.stages_of(m)][-1]
-    'block5_pool'
+        >>> import zoo
+        >>> m = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
+        >>> [s.layer for s in zoo.stages_of(m)][-1]
+        'block5_pool'
     """
     by_name = {layer.name: layer for layer in leaf_layers(model)}
     spec = spec_of(model)
@@ -123,11 +123,11 @@ def infer_stages(model: keras.Model) -> list[Stage]:
 
     Example:
 
-    >>> import keras, zoo
-    >>> m = keras.applications.MobileNetV2(weights=None, include_top=False,
-    ...                                    input_shape=(64, 64, 3))
-    >>> [s.reduction for s in zoo.features.infer_stages(m)]
-    [2, 4, 8, 16, 32]
+        >>> import keras, zoo
+        >>> m = keras.applications.MobileNetV2(weights=None, include_top=False,
+        ...                                    input_shape=(64, 64, 3))
+        >>> [s.reduction for s in zoo.features.infer_stages(m)]
+        [2, 4, 8, 16, 32]
     """
     stages, last_by_reduction = [], {}
     in_shape = None

@@ -77,9 +77,9 @@ def googlenet_stages(*, layout: str = "torchvision", activation: str = "relu") -
 
     Example:
 
-    >>> import zoo
-    >>> [s.channels for s in zoo.googlenet.googlenet_stages()]
-    [64, 192, 480, 832, 1024]
+        >>> import zoo
+        >>> [s.channels for s in zoo.googlenet.googlenet_stages()]
+        [64, 192, 480, 832, 1024]
     """
     act = blocks.act_name(activation)
 
@@ -216,16 +216,16 @@ class AuxiliaryClassifierModel(keras.Model):
 
     Example:
 
-    >>> import numpy as np, zoo
-    >>> m = zoo.build("googlenet", num_classes=3, aux_logits=True,
-    ...               input_shape=(96, 96, 3))
-    >>> sorted(m(np.zeros((1, 96, 96, 3))))
-    ['aux1', 'aux2', 'main']
-    >>> m.compile("sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    >>> x, y = np.random.rand(2, 96, 96, 3), np.array([0, 2])
-    >>> logs = m.fit(x, y, epochs=1, verbose=0).history
-    >>> "loss" in logs
-    True
+        >>> import numpy as np, zoo
+        >>> m = zoo.build("googlenet", num_classes=3, aux_logits=True,
+        ...               input_shape=(96, 96, 3))
+        >>> sorted(m(np.zeros((1, 96, 96, 3))))
+        ['aux1', 'aux2', 'main']
+        >>> m.compile("sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        >>> x, y = np.random.rand(2, 96, 96, 3), np.array([0, 2])
+        >>> logs = m.fit(x, y, epochs=1, verbose=0).history
+        >>> "loss" in logs
+        True
     """
 
     def compile(
@@ -284,12 +284,12 @@ def strip_auxiliary(model: keras.Model, output: str = "predictions") -> keras.Mo
 
     Example:
 
-    >>> import zoo
-    >>> train = zoo.build("googlenet", num_classes=5, aux_logits=True,
-    ...                   input_shape=(96, 96, 3))
-    >>> infer = zoo.strip_auxiliary(train)
-    >>> infer.output_shape, len(infer.weights) < len(train.weights)
-    ((None, 5), True)
+        >>> import zoo
+        >>> train = zoo.build("googlenet", num_classes=5, aux_logits=True,
+        ...                   input_shape=(96, 96, 3))
+        >>> infer = zoo.strip_auxiliary(train)
+        >>> infer.output_shape, len(infer.weights) < len(train.weights)
+        ((None, 5), True)
     """
     try:
         main = model.get_layer(output)
@@ -314,9 +314,9 @@ def torchvision_rows() -> list:
 
     Example:
 
-    >>> import zoo
-    >>> zoo.googlenet.torchvision_rows()[:2]
-    [('conv1.conv', 'conv1_conv', 'conv'), ('conv1.bn', 'conv1_bn', 'bn')]
+        >>> import zoo
+        >>> zoo.googlenet.torchvision_rows()[:2]
+        [('conv1.conv', 'conv1_conv', 'conv'), ('conv1.bn', 'conv1_bn', 'bn')]
     """
     convs = [("conv1", "conv1"), ("conv2", "conv2"), ("conv3", "conv3")]
     branches = (
@@ -361,11 +361,11 @@ def from_torchvision(state_dict) -> dict:
 
     Example:
 
-    >>> import zoo
-    >>> m = zoo.build("googlenet", num_classes=10, input_shape=(64, 64, 3))
-    >>> sd = zoo.googlenet.to_torchvision(m)
-    >>> zoo.weights.load_weights(m, zoo.googlenet.from_torchvision(sd)).ok
-    True
+        >>> import zoo
+        >>> m = zoo.build("googlenet", num_classes=10, input_shape=(64, 64, 3))
+        >>> sd = zoo.googlenet.to_torchvision(m)
+        >>> zoo.weights.load_weights(m, zoo.googlenet.from_torchvision(sd)).ok
+        True
     """
     from zoo import torchvision as tv
 
@@ -383,11 +383,11 @@ def to_torchvision(model: keras.Model) -> dict:
 
     Example:
 
-    >>> import zoo
-    >>> m = zoo.build("googlenet", num_classes=10, input_shape=(64, 64, 3))
-    >>> sd = zoo.googlenet.to_torchvision(m)
-    >>> sd["conv1.conv.weight"].shape, sd["fc.weight"].shape
-    ((64, 3, 7, 7), (10, 1024))
+        >>> import zoo
+        >>> m = zoo.build("googlenet", num_classes=10, input_shape=(64, 64, 3))
+        >>> sd = zoo.googlenet.to_torchvision(m)
+        >>> sd["conv1.conv.weight"].shape, sd["fc.weight"].shape
+        ((64, 3, 7, 7), (10, 1024))
     """
     from zoo import torchvision as tv
 

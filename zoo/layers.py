@@ -39,10 +39,10 @@ class ImageNormalization(layers.Layer):
 
     Example:
 
-    >>> import keras, numpy as np, zoo
-    >>> layer = zoo.layers.ImageNormalization("tf")
-    >>> keras.ops.convert_to_numpy(layer(np.full((1, 2, 2, 3), 255, "uint8")))[0, 0, 0]
-    array([1., 1., 1.], dtype=float32)
+        >>> import keras, numpy as np, zoo
+        >>> layer = zoo.layers.ImageNormalization("tf")
+        >>> keras.ops.convert_to_numpy(layer(np.full((1, 2, 2, 3), 255, "uint8")))[0, 0, 0]
+        array([1., 1., 1.], dtype=float32)
     """
 
     def __init__(self, mode: str = "caffe", **kwargs):
@@ -118,13 +118,13 @@ def classifier_head(
 
     Example:
 
-    >>> import keras, zoo
-    >>> head = zoo.layers.classifier_head(10, pooling="flatten",
-    ...                                   hidden_units=(64, 64))
-    >>> [l.name for l in head]
-    ['flatten', 'fc1', 'fc2', 'predictions']
-    >>> zoo.layers.apply(head, keras.Input((7, 7, 8))).shape
-    (None, 10)
+        >>> import keras, zoo
+        >>> head = zoo.layers.classifier_head(10, pooling="flatten",
+        ...                                   hidden_units=(64, 64))
+        >>> [l.name for l in head]
+        ['flatten', 'fc1', 'fc2', 'predictions']
+        >>> zoo.layers.apply(head, keras.Input((7, 7, 8))).shape
+        (None, 10)
     """
     if pooling not in ("avg", "max", "flatten", None):
         raise ValueError(
@@ -163,9 +163,9 @@ def apply(layer_list, x):
 
     Example:
 
-    >>> import keras, zoo
-    >>> zoo.layers.apply([keras.layers.Dense(3)], keras.Input((2,))).shape
-    (None, 3)
+        >>> import keras, zoo
+        >>> zoo.layers.apply([keras.layers.Dense(3)], keras.Input((2,))).shape
+        (None, 3)
     """
     for layer in layer_list:
         x = layer(x)
@@ -194,11 +194,11 @@ def conv_bn(
 
     Example:
 
-    >>> import keras, zoo
-    >>> x = keras.Input((32, 32, 3))
-    >>> zoo.layers.conv_bn(x, 8, 3, strides=2, padding="symmetric",
-    ...                    name="stem").shape
-    (None, 16, 16, 8)
+        >>> import keras, zoo
+        >>> x = keras.Input((32, 32, 3))
+        >>> zoo.layers.conv_bn(x, 8, 3, strides=2, padding="symmetric",
+        ...                    name="stem").shape
+        (None, 16, 16, 8)
     """
     if padding == "symmetric":
         pad = kernel_size // 2
@@ -225,9 +225,9 @@ def act_name(activation) -> str:
 
     Example:
 
-    >>> import keras, zoo
-    >>> zoo.layers.act_name("mish"), zoo.layers.act_name(keras.activations.gelu)
-    ('mish', 'gelu')
+        >>> import keras, zoo
+        >>> zoo.layers.act_name("mish"), zoo.layers.act_name(keras.activations.gelu)
+        ('mish', 'gelu')
     """
     return activation if isinstance(activation, str) else getattr(activation, "__name__", "act")
 
@@ -246,11 +246,11 @@ def basic_block(
 
     Example:
 
-    >>> import keras, zoo
-    >>> x = keras.Input((32, 32, 64))
-    >>> zoo.layers.basic_block(x, 128, strides=2, conv_shortcut=True,
-    ...                        name="conv3_block1").shape
-    (None, 16, 16, 128)
+        >>> import keras, zoo
+        >>> x = keras.Input((32, 32, 64))
+        >>> zoo.layers.basic_block(x, 128, strides=2, conv_shortcut=True,
+        ...                        name="conv3_block1").shape
+        (None, 16, 16, 128)
     """
     if conv_shortcut:
         shortcut = conv_bn(
@@ -309,11 +309,11 @@ def bottleneck_block(
 
     Example:
 
-    >>> import keras, zoo
-    >>> x = keras.Input((16, 16, 64))
-    >>> zoo.layers.bottleneck_block(x, 64, conv_shortcut=True,
-    ...                             name="conv2_block1").shape
-    (None, 16, 16, 256)
+        >>> import keras, zoo
+        >>> x = keras.Input((16, 16, 64))
+        >>> zoo.layers.bottleneck_block(x, 64, conv_shortcut=True,
+        ...                             name="conv2_block1").shape
+        (None, 16, 16, 256)
     """
     if conv_shortcut:
         shortcut = conv_bn(
@@ -366,11 +366,11 @@ def preact_bottleneck_block(
 
     Example:
 
-    >>> import keras, zoo
-    >>> x = keras.Input((16, 16, 64))
-    >>> zoo.layers.preact_bottleneck_block(x, 64, conv_shortcut=True,
-    ...                                    name="conv2_block1").shape
-    (None, 16, 16, 256)
+        >>> import keras, zoo
+        >>> x = keras.Input((16, 16, 64))
+        >>> zoo.layers.preact_bottleneck_block(x, 64, conv_shortcut=True,
+        ...                                    name="conv2_block1").shape
+        (None, 16, 16, 256)
     """
     preact = layers.BatchNormalization(epsilon=bn_epsilon, name=f"{name}_preact_bn")(x)
     preact = layers.Activation(activation, name=f"{name}_preact_{act_name(activation)}")(preact)
@@ -405,10 +405,10 @@ def max_pool_ceil(x, pool_size: int, strides: int, *, name: str):
 
     Example:
 
-    >>> import keras, zoo
-    >>> x = keras.Input((57, 57, 8))
-    >>> zoo.layers.max_pool_ceil(x, 3, 2, name="pool").shape
-    (None, 28, 28, 8)
+        >>> import keras, zoo
+        >>> x = keras.Input((57, 57, 8))
+        >>> zoo.layers.max_pool_ceil(x, 3, 2, name="pool").shape
+        (None, 28, 28, 8)
     """
     if strides > 1:
         x = layers.ZeroPadding2D(((0, strides - 1), (0, strides - 1)), name=f"{name}_pad")(x)
@@ -445,13 +445,13 @@ def inception_module(
 
     Example:
 
-    >>> import keras, zoo
-    >>> x = keras.Input((28, 28, 192))
-    >>> zoo.layers.inception_module(
-    ...     x, filters_1x1=64, filters_3x3_reduce=96, filters_3x3=128,
-    ...     filters_5x5_reduce=16, filters_5x5=32, filters_pool_proj=32,
-    ...     name="inception3a").shape
-    (None, 28, 28, 256)
+        >>> import keras, zoo
+        >>> x = keras.Input((28, 28, 192))
+        >>> zoo.layers.inception_module(
+        ...     x, filters_1x1=64, filters_3x3_reduce=96, filters_3x3=128,
+        ...     filters_5x5_reduce=16, filters_5x5=32, filters_pool_proj=32,
+        ...     name="inception3a").shape
+        (None, 28, 28, 256)
     """
     conv = dict(
         batch_norm=batch_norm,
@@ -484,11 +484,11 @@ class LocalResponseNormalization(layers.Layer):
 
     Example:
 
-    >>> import keras, numpy as np, zoo
-    >>> y = zoo.layers.LocalResponseNormalization(size=3, alpha=3.0, beta=1.0)(
-    ...     np.ones((1, 1, 1, 3), "float32"))
-    >>> [round(float(v), 3) for v in keras.ops.convert_to_numpy(y).ravel()]
-    [0.333, 0.25, 0.333]
+        >>> import keras, numpy as np, zoo
+        >>> y = zoo.layers.LocalResponseNormalization(size=3, alpha=3.0, beta=1.0)(
+        ...     np.ones((1, 1, 1, 3), "float32"))
+        >>> [round(float(v), 3) for v in keras.ops.convert_to_numpy(y).ravel()]
+        [0.333, 0.25, 0.333]
     """
 
     def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0, **kwargs):
@@ -529,9 +529,9 @@ def bilinear_kernel(factor: int, channels: int) -> np.ndarray:
 
     Example:
 
-    >>> import zoo
-    >>> zoo.layers.bilinear_kernel(2, 1)[:, 0, 0, 0].tolist()
-    [0.0625, 0.1875, 0.1875, 0.0625]
+        >>> import zoo
+        >>> zoo.layers.bilinear_kernel(2, 1)[:, 0, 0, 0].tolist()
+        [0.0625, 0.1875, 0.1875, 0.0625]
     """
     size = 2 * factor
     center = factor - 0.5
@@ -553,10 +553,10 @@ class BilinearUpsamplingInitializer(keras.initializers.Initializer):
 
     Example:
 
-    >>> import keras, zoo
-    >>> init = zoo.layers.BilinearUpsamplingInitializer(2)
-    >>> tuple(init((4, 4, 3, 3)).shape)
-    (4, 4, 3, 3)
+        >>> import keras, zoo
+        >>> init = zoo.layers.BilinearUpsamplingInitializer(2)
+        >>> tuple(init((4, 4, 3, 3)).shape)
+        (4, 4, 3, 3)
     """
 
     def __init__(self, factor: int):
@@ -583,10 +583,10 @@ def bilinear_upsample(x, factor: int, *, name: str):
 
     Example:
 
-    >>> import keras, zoo
-    >>> x = keras.Input((7, 7, 21))
-    >>> zoo.layers.bilinear_upsample(x, 2, name="upscore2").shape
-    (None, 16, 16, 21)
+        >>> import keras, zoo
+        >>> x = keras.Input((7, 7, 21))
+        >>> zoo.layers.bilinear_upsample(x, 2, name="upscore2").shape
+        (None, 16, 16, 21)
     """
     return layers.Conv2DTranspose(
         x.shape[-1],
@@ -608,10 +608,10 @@ class CropLike(layers.Layer):
 
     Example:
 
-    >>> import numpy as np, zoo
-    >>> y = zoo.layers.CropLike(offset=1)([np.zeros((1, 9, 9, 2)), np.zeros((1, 5, 6, 3))])
-    >>> tuple(y.shape)
-    (1, 5, 6, 2)
+        >>> import numpy as np, zoo
+        >>> y = zoo.layers.CropLike(offset=1)([np.zeros((1, 9, 9, 2)), np.zeros((1, 5, 6, 3))])
+        >>> tuple(y.shape)
+        (1, 5, 6, 2)
     """
 
     def __init__(self, offset: int = 0, **kwargs):
@@ -646,9 +646,9 @@ class PadToMultiple(layers.Layer):
 
     Example:
 
-    >>> import numpy as np, zoo
-    >>> tuple(zoo.layers.PadToMultiple(32)(np.zeros((1, 33, 64, 3))).shape)
-    (1, 64, 64, 3)
+        >>> import numpy as np, zoo
+        >>> tuple(zoo.layers.PadToMultiple(32)(np.zeros((1, 33, 64, 3))).shape)
+        (1, 64, 64, 3)
     """
 
     def __init__(self, multiple: int = 32, **kwargs):

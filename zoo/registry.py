@@ -39,9 +39,9 @@ class Stage:
 
     Example:
 
-    >>> import zoo
-    >>> zoo.get_spec("resnet50").stages[3]
-    Stage(name='conv4', layer='conv4_block6_out', reduction=16, channels=1024)
+        >>> import zoo
+        >>> zoo.get_spec("resnet50").stages[3]
+        Stage(name='conv4', layer='conv4_block6_out', reduction=16, channels=1024)
     """
 
     name: str
@@ -74,10 +74,10 @@ def check_stage(x, stage: Stage):
 
     Example:
 
-    >>> import keras, zoo
-    >>> x = keras.layers.Conv2D(4, 3, strides=2, name="s1")(keras.Input((8, 8, 3)))
-    >>> zoo.registry.check_stage(x, zoo.Stage("stage1", "s1", 2, 4)).shape
-    (None, 3, 3, 4)
+        >>> import keras, zoo
+        >>> x = keras.layers.Conv2D(4, 3, strides=2, name="s1")(keras.Input((8, 8, 3)))
+        >>> zoo.registry.check_stage(x, zoo.Stage("stage1", "s1", 2, 4)).shape
+        (None, 3, 3, 4)
     """
     from zoo._keras import producing_layer
 
@@ -99,12 +99,12 @@ def output_dtype():
 
     Example:
 
-    >>> import zoo
-    >>> with zoo.dtype_policy_scope("mixed_bfloat16"):
-    ...     zoo.registry.output_dtype()
-    'float32'
-    >>> zoo.registry.output_dtype() is None
-    True
+        >>> import zoo
+        >>> with zoo.dtype_policy_scope("mixed_bfloat16"):
+        ...     zoo.registry.output_dtype()
+        'float32'
+        >>> zoo.registry.output_dtype() is None
+        True
     """
     import keras
 
@@ -117,11 +117,11 @@ def global_pool_top(x, *, num_classes, classifier_activation):
 
     Example:
 
-    >>> import keras, zoo
-    >>> x = keras.Input((7, 7, 512))
-    >>> zoo.registry.global_pool_top(x, num_classes=10,
-    ...                              classifier_activation="softmax").shape
-    (None, 10)
+        >>> import keras, zoo
+        >>> x = keras.Input((7, 7, 512))
+        >>> zoo.registry.global_pool_top(x, num_classes=10,
+        ...                              classifier_activation="softmax").shape
+        (None, 10)
     """
     from zoo.layers import apply, classifier_head
 
@@ -235,17 +235,15 @@ class ModelSpec:
 
     @property
     def builtin(self) -> bool:
-        """Whether the zoo itself registered this model (not a user's `register`).
+        """Whether this is one of the zoo's own models (registered by `import zoo`).
 
         Example:
 
-        >>> import zoo
-        >>> zoo.get_spec("resnet18").builtin, zoo.get_spec("efficientnetb0").builtin
-        (True, True)
+            >>> import zoo
+            >>> zoo.get_spec("resnet18").builtin, zoo.get_spec("efficientnetb0").builtin
+            (True, True)
         """
-        fn = self.body or self.builder
-        fn = getattr(fn, "func", fn)  # functools.partial
-        return (getattr(fn, "__module__", None) or "").startswith("zoo.")
+        return _BUILTIN.get(self.name) is self
 
     @property
     def is_task(self) -> bool:
@@ -257,9 +255,9 @@ class ModelSpec:
 
         Example:
 
-        >>> import zoo
-        >>> zoo.get_spec("resnet18").stages_for(activation="mish")[0].layer
-        'conv1_mish'
+            >>> import zoo
+            >>> zoo.get_spec("resnet18").stages_for(activation="mish")[0].layer
+            'conv1_mish'
         """
         options = {k: v for k, v in options.items() if v is not None}
         if not options or self.stage_fn is None:
@@ -271,9 +269,9 @@ class ModelSpec:
 
         Example:
 
-        >>> import zoo
-        >>> zoo.get_spec("resnet50").source("imagenet").preprocessing
-        'caffe'
+            >>> import zoo
+            >>> zoo.get_spec("resnet50").source("imagenet").preprocessing
+            'caffe'
         """
         if tag in self.weights:
             return self.weights[tag]
@@ -289,6 +287,14 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+# The specs `import zoo` registered (filled by `mark_builtin` at the end of
+# the package's import): what the README table and zoo/sizes.py cover.
+_BUILTIN: dict[str, ModelSpec] = {}
+
+
+def mark_builtin() -> None:
+    """Record the specs registered so far as the zoo's own (called once by `zoo`)."""
+    _BUILTIN.update(_REGISTRY)
 
 
 def _check_preprocessing(preprocessing):
@@ -344,26 +350,25 @@ def register(
             to `()` (then inferred from the graph when needed).
         preprocessing: str. The input normalisation without pretrained
             weights. Defaults to the `"imagenet"` source's, else `"caffe"`.
-        stage_fn, paper, top, fixed_size_top, default_size, min_size,
-        weights, description, aux_top, aux_needs_fixed_size,
-        state_dict_converter, conv_head, conv_head_names, builds_head,
-        static_input, load_fixup: see `ModelSpec`.
+        others: the other keyword arguments (`paper`, `top`,
+            `default_size`, `min_size`, `weights`, ...) are the `ModelSpec`
+            fields of the same names, documented there.
         overwrite: bool. Allow replacing an existing entry. Defaults to
             `False`.
 
     Example:
 
-    >>> import keras, zoo
-    >>> @zoo.register(family="tiny", default_size=32, min_size=8,
-    ...               stages=(zoo.Stage("stage1", "s1_conv", 2, 8),
-    ...                       zoo.Stage("stage2", "s2_conv", 4, 16)),
-    ...               overwrite=True)
-    ... def tinynet(x):
-    ...     x = keras.layers.Conv2D(8, 3, strides=2, name="s1_conv")(x)
-    ...     x = keras.layers.Conv2D(16, 3, strides=2, name="s2_conv")(x)
-    ...     return zoo.Body(x)
-    >>> zoo.build("tinynet", num_classes=3).output_shape
-    (None, 3)
+        >>> import keras, zoo
+        >>> @zoo.register(family="tiny", default_size=32, min_size=8,
+        ...               stages=(zoo.Stage("stage1", "s1_conv", 2, 8),
+        ...                       zoo.Stage("stage2", "s2_conv", 4, 16)),
+        ...               overwrite=True)
+        ... def tinynet(x):
+        ...     x = keras.layers.Conv2D(8, 3, strides=2, name="s1_conv")(x)
+        ...     x = keras.layers.Conv2D(16, 3, strides=2, name="s2_conv")(x)
+        ...     return zoo.Body(x)
+        >>> zoo.build("tinynet", num_classes=3).output_shape
+        (None, 3)
     """
     weights = dict(weights or {})
     if preprocessing is None:
@@ -437,10 +442,10 @@ def register_task(
 
     Example:
 
-    >>> import zoo
-    >>> spec = zoo.get_spec("fcn8s")
-    >>> spec.task, spec.default_backbone, "pooling" in spec.arguments
-    ('segmentation', 'vgg16', False)
+        >>> import zoo
+        >>> spec = zoo.get_spec("fcn8s")
+        >>> spec.task, spec.default_backbone, "pooling" in spec.arguments
+        ('segmentation', 'vgg16', False)
     """
     params = inspect.signature(builder).parameters
     arguments = frozenset(
@@ -481,11 +486,11 @@ def list_models(pattern: str = "*", *, task: str | None = None, pretrained: bool
 
     Example:
 
-    >>> import zoo
-    >>> zoo.list_models("resnet5*")
-    ['resnet50', 'resnet50_tv', 'resnet50v2']
-    >>> zoo.list_models(task="segmentation")
-    ['fcn16s', 'fcn32s', 'fcn8s']
+        >>> import zoo
+        >>> zoo.list_models("resnet5*")
+        ['resnet50', 'resnet50_tv', 'resnet50v2']
+        >>> zoo.list_models(task="segmentation")
+        ['fcn16s', 'fcn32s', 'fcn8s']
     """
     pattern = pattern.lower()
     return sorted(
@@ -502,9 +507,9 @@ def models_with_weights() -> list[str]:
 
     Example:
 
-    >>> import zoo
-    >>> "resnet50" in zoo.registry.models_with_weights()
-    True
+        >>> import zoo
+        >>> "resnet50" in zoo.registry.models_with_weights()
+        True
     """
     return list_models(pretrained=True)
 
@@ -514,9 +519,9 @@ def get_spec(name: str) -> ModelSpec:
 
     Example:
 
-    >>> import zoo
-    >>> zoo.get_spec("ResNet50").family
-    'resnet'
+        >>> import zoo
+        >>> zoo.get_spec("ResNet50").family
+        'resnet'
     """
     if not isinstance(name, str):
         raise TypeError(f"A model name must be a string. Received: {name!r}")
@@ -536,8 +541,8 @@ def specs() -> list[ModelSpec]:
 
     Example:
 
-    >>> import zoo
-    >>> len(zoo.registry.specs()) == len(zoo.list_models())
-    True
+        >>> import zoo
+        >>> len(zoo.registry.specs()) == len(zoo.list_models())
+        True
     """
     return [_REGISTRY[n] for n in sorted(_REGISTRY)]

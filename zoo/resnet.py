@@ -83,9 +83,9 @@ def resnet_v1_stages(depths, *, bottleneck: bool, activation: str = "relu") -> t
 
     Example:
 
-    >>> import zoo
-    >>> [s.layer for s in zoo.resnet.resnet_v1_stages((2, 2, 2, 2), bottleneck=False)]
-    ['conv1_relu', 'conv2_block2_out', 'conv3_block2_out', 'conv4_block2_out', 'conv5_block2_out']
+        >>> import zoo
+        >>> [s.layer for s in zoo.resnet.resnet_v1_stages((2, 2, 2, 2), bottleneck=False)]
+        ['conv1_relu', 'conv2_block2_out', 'conv3_block2_out', 'conv4_block2_out', 'conv5_block2_out']
     """
     expansion = 4 if bottleneck else 1
     stages = [Stage("stem", f"conv1_{blocks.act_name(activation)}", 2, 64)]
@@ -104,9 +104,9 @@ def resnet_v2_stages(depths, *, activation: str = "relu") -> tuple:
 
     Example:
 
-    >>> import zoo
-    >>> [s.channels for s in zoo.resnet.resnet_v2_stages((3, 4, 6, 3))]
-    [64, 256, 512, 1024, 2048]
+        >>> import zoo
+        >>> [s.channels for s in zoo.resnet.resnet_v2_stages((3, 4, 6, 3))]
+        [64, 256, 512, 1024, 2048]
     """
     act = blocks.act_name(activation)
     stages = [Stage("stem", "conv1_conv", 2, 64)]

@@ -31,12 +31,12 @@ def takes_raw_images(model: keras.Model) -> bool:
 
     Example:
 
-    >>> import zoo
-    >>> zoo.serving.takes_raw_images(zoo.build("resnet18", input_shape=(32, 32, 3),
-    ...                                       include_preprocessing=True))
-    True
-    >>> zoo.serving.takes_raw_images(zoo.build("resnet18", input_shape=(32, 32, 3)))
-    False
+        >>> import zoo
+        >>> zoo.serving.takes_raw_images(zoo.build("resnet18", input_shape=(32, 32, 3),
+        ...                                       include_preprocessing=True))
+        True
+        >>> zoo.serving.takes_raw_images(zoo.build("resnet18", input_shape=(32, 32, 3)))
+        False
     """
     from zoo.features import spec_of
     from zoo.weights import leaf_layers
@@ -85,11 +85,11 @@ def export(
 
     Example:
 
-    >>> import os, tempfile, zoo
-    >>> model = zoo.build("resnet18", num_classes=3, input_shape=(32, 32, 3),
-    ...                   include_preprocessing=True)
-    >>> out = zoo.export(model, os.path.join(tempfile.mkdtemp(), "served"),
-    ...                  class_names=["a", "b", "c"])  # doctest: +SKIP
+        >>> import os, tempfile, zoo
+        >>> model = zoo.build("resnet18", num_classes=3, input_shape=(32, 32, 3),
+        ...                   include_preprocessing=True)
+        >>> out = zoo.export(model, os.path.join(tempfile.mkdtemp(), "served"),
+        ...                  class_names=["a", "b", "c"])  # doctest: +SKIP
     """
     if format not in FORMATS:
         raise ValueError(f"`format` must be one of {sorted(FORMATS)}. Received: format={format!r}")

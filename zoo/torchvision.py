@@ -35,9 +35,9 @@ def source(file_name: str, top1: float, *, resize: int = 256) -> WeightSource:
 
     Example:
 
-    >>> import zoo
-    >>> zoo.torchvision.source("resnet18-f37072fd.pth", 69.758).file_hash
-    'f37072fd'
+        >>> import zoo
+        >>> zoo.torchvision.source("resnet18-f37072fd.pth", 69.758).file_hash
+        'f37072fd'
     """
     return WeightSource(
         URL + file_name,
@@ -57,9 +57,9 @@ def resnet_rows(depths, *, bottleneck: bool = False) -> list:
 
     Example:
 
-    >>> import zoo
-    >>> zoo.torchvision.resnet_rows((2, 2, 2, 2))[:3]
-    [('conv1', 'conv1_conv', 'conv'), ('bn1', 'conv1_bn', 'bn'), ('layer1.0.conv1', 'conv2_block1_1_conv', 'conv')]
+        >>> import zoo
+        >>> zoo.torchvision.resnet_rows((2, 2, 2, 2))[:3]
+        [('conv1', 'conv1_conv', 'conv'), ('bn1', 'conv1_bn', 'bn'), ('layer1.0.conv1', 'conv2_block1_1_conv', 'conv')]
     """
     rows = [("conv1", "conv1_conv", "conv"), ("bn1", "conv1_bn", "bn")]
     for s, depth in enumerate(depths, start=1):
@@ -82,9 +82,9 @@ def vgg_rows(convs_per_block, *, batch_norm: bool) -> list:
 
     Example:
 
-    >>> import zoo
-    >>> zoo.torchvision.vgg_rows((1, 1, 2, 2, 2), batch_norm=True)[:3]
-    [('features.0', 'block1_conv1', 'conv'), ('features.1', 'block1_conv1_bn', 'bn'), ('features.4', 'block2_conv1', 'conv')]
+        >>> import zoo
+        >>> zoo.torchvision.vgg_rows((1, 1, 2, 2, 2), batch_norm=True)[:3]
+        [('features.0', 'block1_conv1', 'conv'), ('features.1', 'block1_conv1_bn', 'bn'), ('features.4', 'block2_conv1', 'conv')]
     """
     rows, i = [], 0
     for b, n in enumerate(convs_per_block, start=1):
@@ -126,12 +126,12 @@ def from_torchvision(state_dict, rows, *, model_name: str = "the model") -> dict
 
     Example:
 
-    >>> import zoo
-    >>> m = zoo.build("resnet18", num_classes=10, input_shape=(32, 32, 3))
-    >>> rows = zoo.torchvision.resnet_rows((2, 2, 2, 2))
-    >>> sd = zoo.torchvision.to_torchvision(m, rows)
-    >>> zoo.weights.load_weights(m, zoo.torchvision.from_torchvision(sd, rows)).ok
-    True
+        >>> import zoo
+        >>> m = zoo.build("resnet18", num_classes=10, input_shape=(32, 32, 3))
+        >>> rows = zoo.torchvision.resnet_rows((2, 2, 2, 2))
+        >>> sd = zoo.torchvision.to_torchvision(m, rows)
+        >>> zoo.weights.load_weights(m, zoo.torchvision.from_torchvision(sd, rows)).ok
+        True
     """
     sd = {k: _to_numpy(v) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
     out, used = {}, set()
@@ -181,11 +181,11 @@ def to_torchvision(model, rows) -> dict:
 
     Example:
 
-    >>> import zoo
-    >>> m = zoo.build("vgg11_bn", include_top=False, input_shape=(32, 32, 3))
-    >>> sd = zoo.torchvision.to_torchvision(m, zoo.torchvision.vgg_rows((1, 1, 2, 2, 2), batch_norm=True))
-    >>> sd["features.0.weight"].shape, "features.1.num_batches_tracked" in sd
-    ((64, 3, 3, 3), True)
+        >>> import zoo
+        >>> m = zoo.build("vgg11_bn", include_top=False, input_shape=(32, 32, 3))
+        >>> sd = zoo.torchvision.to_torchvision(m, zoo.torchvision.vgg_rows((1, 1, 2, 2, 2), batch_norm=True))
+        >>> sd["features.0.weight"].shape, "features.1.num_batches_tracked" in sd
+        ((64, 3, 3, 3), True)
     """
     import keras
 

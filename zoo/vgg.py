@@ -73,9 +73,9 @@ def vgg_stages() -> tuple:
 
     Example:
 
-    >>> import zoo
-    >>> zoo.vgg.vgg_stages()[-1]
-    Stage(name='block5', layer='block5_pool', reduction=32, channels=512)
+        >>> import zoo
+        >>> zoo.vgg.vgg_stages()[-1]
+        Stage(name='block5', layer='block5_pool', reduction=32, channels=512)
     """
     return tuple(Stage(f"block{b}", f"block{b}_pool", 2**b, f) for b, f in enumerate(BLOCK_FILTERS, start=1))
 

@@ -61,10 +61,10 @@ class WeightSource:
 
     Example:
 
-    >>> import zoo
-    >>> src = zoo.get_spec("resnet50").weights["imagenet"]
-    >>> src.preprocessing, src.input_size, src.top1, src.mean
-    ('caffe', 224, 74.9, (103.939, 116.779, 123.68))
+        >>> import zoo
+        >>> src = zoo.get_spec("resnet50").weights["imagenet"]
+        >>> src.preprocessing, src.input_size, src.top1, src.mean
+        ('caffe', 224, 74.9, (103.939, 116.779, 123.68))
     """
 
     url: str
@@ -95,9 +95,9 @@ class WeightSource:
 
         Example:
 
-        >>> import zoo
-        >>> print(zoo.get_spec("resnet50v2").weights["imagenet"].describe())
-        keras.applications, 'tf' preprocessing, 224px bilinear, top-1 76.0%
+            >>> import zoo
+            >>> print(zoo.get_spec("resnet50v2").weights["imagenet"].describe())
+            keras.applications, 'tf' preprocessing, 224px bilinear, top-1 76.0%
         """
         top1 = f", top-1 {self.top1}%" if self.top1 is not None else ""
         return (
@@ -150,12 +150,12 @@ def read_weights(source) -> list[Entry]:
 
     Example:
 
-    >>> import keras, zoo, tempfile, os
-    >>> m = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
-    >>> p = os.path.join(tempfile.mkdtemp(), "m.weights.h5")
-    >>> m.save_weights(p)
-    >>> len(zoo.weights.read_weights(p))
-    8
+        >>> import keras, zoo, tempfile, os
+        >>> m = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.weights.h5")
+        >>> m.save_weights(p)
+        >>> len(zoo.weights.read_weights(p))
+        8
     """
     import keras
 
@@ -293,11 +293,11 @@ def read_state_dict(path: str | os.PathLike) -> dict:
 
     Example:
 
-    >>> import numpy as np, os, tempfile, zoo
-    >>> p = os.path.join(tempfile.mkdtemp(), "sd.npz")
-    >>> np.savez(p, **{"fc.bias": np.zeros(3)})
-    >>> list(zoo.weights.read_state_dict(p))
-    ['fc.bias']
+        >>> import numpy as np, os, tempfile, zoo
+        >>> p = os.path.join(tempfile.mkdtemp(), "sd.npz")
+        >>> np.savez(p, **{"fc.bias": np.zeros(3)})
+        >>> list(zoo.weights.read_state_dict(p))
+        ['fc.bias']
     """
     path = os.fspath(path)
     if path.endswith(".npz"):
@@ -359,11 +359,11 @@ def leaf_layers(model) -> list:
 
     Example:
 
-    >>> import keras, zoo
-    >>> base = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
-    >>> outer = keras.Sequential([base, keras.layers.Dense(2)])
-    >>> len(zoo.weights.leaf_layers(outer)) == len(base.layers) + 1
-    True
+        >>> import keras, zoo
+        >>> base = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
+        >>> outer = keras.Sequential([base, keras.layers.Dense(2)])
+        >>> len(zoo.weights.leaf_layers(outer)) == len(base.layers) + 1
+        True
     """
     import keras
 
@@ -469,12 +469,12 @@ def plan_assignment(model, entries: list[Entry], match: str = "auto") -> Plan:
 
     Example:
 
-    >>> import zoo
-    >>> a = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
-    >>> b = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
-    >>> plan = zoo.weights.plan_assignment(b, zoo.weights.read_weights(a))
-    >>> plan.ok, plan.match
-    (True, 'name')
+        >>> import zoo
+        >>> a = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
+        >>> b = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
+        >>> plan = zoo.weights.plan_assignment(b, zoo.weights.read_weights(a))
+        >>> plan.ok, plan.match
+        (True, 'name')
     """
     modes = ("auto", "name", "path", "order", "shape")
     if match not in modes:
@@ -547,13 +547,13 @@ def load_weights(model, source, *, match: str = "auto", allow_unexpected: bool =
 
     Example:
 
-    >>> import zoo, tempfile, os
-    >>> a = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
-    >>> p = os.path.join(tempfile.mkdtemp(), "a.weights.h5")
-    >>> a.save_weights(p)
-    >>> b = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
-    >>> zoo.weights.load_weights(b, p).ok
-    True
+        >>> import zoo, tempfile, os
+        >>> a = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
+        >>> p = os.path.join(tempfile.mkdtemp(), "a.weights.h5")
+        >>> a.save_weights(p)
+        >>> b = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
+        >>> zoo.weights.load_weights(b, p).ok
+        True
     """
     entries = read_weights(source)
     plan = plan_assignment(model, entries, match)
