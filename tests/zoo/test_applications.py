@@ -173,6 +173,7 @@ def test_offline_error_names_keras_file(tmp_path, monkeypatch):
     assert os.path.join(str(tmp_path), "models") in msg
 
 
+@ONCE  # Keras' graph building: the same on every backend
 def test_default_names_do_not_depend_on_the_session():
     """InceptionV3's unnamed layers get the names of a fresh session, build after build."""
     keras.layers.Activation("relu")  # bump Keras' counter, as any earlier model would
@@ -183,6 +184,7 @@ def test_default_names_do_not_depend_on_the_session():
     assert zoo.get_spec("inceptionv3").stages[1].layer == "activation_4"
 
 
+@ONCE
 def test_freeze_by_stage_and_mixed_precision_head():
     model = zoo.build("mobilenetv3small", num_classes=4, input_shape=(64, 64, 3), dtype="mixed_bfloat16")
     assert model.output.dtype == "float32"
