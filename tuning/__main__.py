@@ -225,8 +225,9 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     args.argv = argv
-    _quiet_logs(args.debug)
     try:
+        # Inside the try: a broken TensorFlow install fails in one line too.
+        _quiet_logs(args.debug)
         return {"run": run, "predict": predict, "export": export, "bench": bench}[args.command](args)
     except (UsageError, OSError, ValueError, TypeError, ImportError) as e:
         if args.debug:
