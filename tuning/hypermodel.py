@@ -250,6 +250,13 @@ class TransferHyperModel(kt.HyperModel):
 
         Args:
             backbone: str. One of `self.backbones`. Defaults to the first.
+
+        Example:
+
+            >>> import tuning
+            >>> hm = tuning.TransferHyperModel("resnet18", num_classes=3, input_shape=(32, 32, 3))
+            >>> hm.template("resnet18").output_shape
+            (None, 1, 1, 512)
         """
         return self._templates[backbone or self.backbone_name]
 

@@ -125,6 +125,14 @@ def trials_figure(rows):
     a decade, as sampled learning rates), categories sorted, booleans as
     true/false; fixed ones are left out. With nothing varied (one trial, or
     a fixed space) it shows the score per trial.
+
+    Example:
+
+        >>> from tuning import report
+        >>> rows = [{"trial_id": "0", "score": 0.5, "head/units": 64},
+        ...         {"trial_id": "1", "score": 0.7, "head/units": 256}]
+        >>> [ax.get_title() for ax in report.trials_figure(rows).axes if ax.get_title()]
+        ['head/units']
     """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator, NullFormatter

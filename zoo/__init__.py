@@ -26,7 +26,7 @@ from zoo.averaging import ensemble
 from zoo.fcn import convolutionalize
 from zoo.googlenet import AuxiliaryClassifierModel, strip_auxiliary
 
-registry.mark_builtin()
+registry._mark_builtin()
 
 
 def _version() -> str:

@@ -287,12 +287,12 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
-# The specs `import zoo` registered (filled by `mark_builtin` at the end of
+# The specs `import zoo` registered (filled by `_mark_builtin` at the end of
 # the package's import): what the README table and zoo/sizes.py cover.
 _BUILTIN: dict[str, ModelSpec] = {}
 
 
-def mark_builtin() -> None:
+def _mark_builtin() -> None:
     """Record the specs registered so far as the zoo's own (called once by `zoo`)."""
     _BUILTIN.update(_REGISTRY)
 
