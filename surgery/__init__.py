@@ -1,6 +1,7 @@
 """surgery: edit any functional Keras 3 model, restore its parameters, choose what trains.
 
-Every edit (`remove`, `cut`, `tail`, `graft`, `insert`, `replace`, `copy`) returns a
+Every edit (`remove`, `cut`, `tail`, `graft`, `insert`, `replace`, `copy`,
+`delete_channels`, `prune`) returns a
 new model built by one engine (`surgery.engine.rewrite`); the original keeps
 working with its weights. Freezing acts in place, like Keras' own idiom.
 
@@ -12,6 +13,7 @@ working with its weights. Freezing acts in place, like Keras' own idiom.
 >>> _ = surgery.freeze_until(clf, -2)
 """
 
+from surgery.channels import ChannelGroup, SizeReport, channel_groups, delete_channels, prune, size_report
 from surgery.edits import copy, cut, graft, insert, remove, replace, tail
 from surgery.engine import SurgeryError, resolve, rewrite
 from surgery.freezing import (
@@ -31,12 +33,16 @@ from zoo import __version__  # one version for the three packages of kerazoo
 
 __all__ = [
     "__version__",
+    "ChannelGroup",
     "FreezeResult",
     "HubLayer",
     "RestoreReport",
+    "SizeReport",
     "SurgeryError",
     "TrainableSummary",
+    "channel_groups",
     "copy",
+    "delete_channels",
     "cut",
     "export_feature_extractor",
     "freeze",
@@ -45,11 +51,13 @@ __all__ = [
     "graft",
     "hub_layer",
     "insert",
+    "prune",
     "remove",
     "replace",
     "resolve",
     "restore",
     "rewrite",
+    "size_report",
     "stage_groups",
     "tail",
     "trainable_summary",

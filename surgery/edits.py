@@ -3,11 +3,11 @@ and hands it to `surgery.engine.rewrite`; none walks the graph itself."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import keras
 
-from surgery.engine import SurgeryError, fresh_layer, graph_of, resolve, rewrite
+from surgery.engine import LayerSpec, SurgeryError, fresh_layer, graph_of, resolve, rewrite
 from zoo.features import stages_of
 
 
@@ -15,7 +15,7 @@ def _shape(t):
     return tuple(t.shape)
 
 
-def remove(model, layer, *, name: str | None = None) -> keras.Model:
+def remove(model: keras.Model, layer: LayerSpec, *, name: str | None = None) -> keras.Model:
     """Drop layers whose input and output shapes agree; rewire their consumers.
 
     Args:
@@ -58,7 +58,7 @@ def remove(model, layer, *, name: str | None = None) -> keras.Model:
     return rewrite(model, edits={l: skip for l in layers}, name=name)
 
 
-def cut(model, at, *, name: str | None = None) -> keras.Model:
+def cut(model: keras.Model, at: LayerSpec, *, name: str | None = None) -> keras.Model:
     """The model up to one or several layers or stages (their outputs become outputs).
 
     Like `include_top=False` at any point; several cut points give a
@@ -89,7 +89,7 @@ def cut(model, at, *, name: str | None = None) -> keras.Model:
     return rewrite(model, outputs=layers, name=name or f"{model.name}_cut")
 
 
-def tail(model, after, *, name: str | None = None) -> keras.Model:
+def tail(model: keras.Model, after: LayerSpec, *, name: str | None = None) -> keras.Model:
     """The model after one layer or stage: that layer's output becomes the input.
 
     The counterpart of `cut`: `tail(m, at)(cut(m, at)(x))` equals `m(x)`.
@@ -141,7 +141,14 @@ def _as_callable(head) -> Callable:
     )
 
 
-def graft(model, head, *, at=None, keep_outputs: bool = False, name: str | None = None) -> keras.Model:
+def graft(
+    model: keras.Model,
+    head: keras.layers.Layer | Sequence[keras.layers.Layer] | Callable,
+    *,
+    at: LayerSpec | None = None,
+    keep_outputs: bool = False,
+    name: str | None = None,
+) -> keras.Model:
     """Attach a head at the output, or at any layer, of a model.
 
     Args:
@@ -188,7 +195,14 @@ def _resolve_at(model, at):
     return resolve(model, at)[0]
 
 
-def insert(model, layer, *, after=None, before=None, name: str | None = None) -> keras.Model:
+def insert(
+    model: keras.Model,
+    layer: keras.layers.Layer | Callable[[], keras.layers.Layer],
+    *,
+    after: LayerSpec | None = None,
+    before: LayerSpec | None = None,
+    name: str | None = None,
+) -> keras.Model:
     """Insert a layer after or before existing layers.
 
     Args:
@@ -235,7 +249,13 @@ def insert(model, layer, *, after=None, before=None, name: str | None = None) ->
     return rewrite(model, edits={t: edit for t in targets}, name=name)
 
 
-def replace(model, old, new, *, name: str | None = None) -> keras.Model:
+def replace(
+    model: keras.Model,
+    old: LayerSpec,
+    new: keras.layers.Layer | Callable[[keras.layers.Layer], keras.layers.Layer],
+    *,
+    name: str | None = None,
+) -> keras.Model:
     """Replace layers by new ones called on the same inputs.
 
     Args:
@@ -285,7 +305,7 @@ def _accepted(layer, kwargs):
     return {k: v for k, v in kwargs.items() if k in params}
 
 
-def copy(model, *, name: str | None = None) -> keras.Model:
+def copy(model: keras.Model, *, name: str | None = None) -> keras.Model:
     """A deep copy (layers and weights) of a functional or Sequential model.
 
     Example:

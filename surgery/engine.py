@@ -26,12 +26,15 @@ from keras import tree
 
 from zoo.weights import leaf_layers
 
+# A layer named by a str (name or glob), a Layer object, an int index, or a list of these.
+LayerSpec = str | int | keras.layers.Layer | Sequence["LayerSpec"]
+
 
 class SurgeryError(ValueError):
     """An edit that cannot be made; the message says why and what to do."""
 
 
-def graph_of(model) -> keras.Model:
+def graph_of(model: keras.Model) -> keras.Model:
     """The functional graph behind a Functional or Sequential model.
 
     Raises `SurgeryError` for subclassed models, whose graph Keras cannot see.
@@ -62,7 +65,7 @@ def graph_of(model) -> keras.Model:
     )
 
 
-def resolve(model, spec, *, many: bool = False) -> list:
+def resolve(model: keras.Model, spec: LayerSpec, *, many: bool = False) -> list[keras.layers.Layer]:
     """Find layers by name, glob pattern, layer object or index.
 
     Names and patterns search nested models too (their leaf layers); an
@@ -148,7 +151,7 @@ def _containers(model):
 
 
 def rewrite(
-    model,
+    model: keras.Model,
     *,
     edits: dict | None = None,
     outputs: Sequence | None = None,
@@ -438,7 +441,9 @@ def _check_unique_names(model):
         )
 
 
-def fresh_layer(layer_or_factory, index: int, count: int):
+def fresh_layer(
+    layer_or_factory: keras.layers.Layer | Callable[[], keras.layers.Layer], index: int, count: int
+) -> keras.layers.Layer:
     """The layer to use at the `index`-th of `count` edit points.
 
     A factory (callable returning a layer) is called each time; a layer is

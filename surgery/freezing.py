@@ -56,7 +56,13 @@ def _layers(model, leaf: bool):
     return leaf_layers(model) if leaf else list(model.layers)
 
 
-def freeze_until(model, until, *, leaf: bool = False, keep_bn_frozen: bool = False) -> FreezeResult:
+def freeze_until(
+    model: keras.Model,
+    until: int | str | keras.layers.Layer,
+    *,
+    leaf: bool = False,
+    keep_bn_frozen: bool = False,
+) -> FreezeResult:
     """Freeze `model.layers[:until]`, make the rest trainable.
 
     Exactly the idiom `for layer in model.layers[:-4]: layer.trainable = False`
@@ -105,7 +111,9 @@ def _match(layer, pattern, types):
     return True
 
 
-def freeze(model, pattern: str | None = None, *, types=None) -> FreezeResult:
+def freeze(
+    model: keras.Model, pattern: str | None = None, *, types: type | tuple[type, ...] | None = None
+) -> FreezeResult:
     """Freeze leaf layers matching a name glob and/or layer types (all if none given).
 
     Example:
@@ -120,7 +128,13 @@ def freeze(model, pattern: str | None = None, *, types=None) -> FreezeResult:
     return _apply(model, frozen, False)
 
 
-def unfreeze(model, pattern: str | None = None, *, types=None, keep_bn_frozen: bool = False) -> FreezeResult:
+def unfreeze(
+    model: keras.Model,
+    pattern: str | None = None,
+    *,
+    types: type | tuple[type, ...] | None = None,
+    keep_bn_frozen: bool = False,
+) -> FreezeResult:
     """Make leaf layers matching a name glob and/or types trainable (all if none).
 
     Also marks the nested models containing them trainable (Keras needs the
@@ -150,7 +164,7 @@ def _stage_boundaries(model):
     return stages, [order[s.layer] for s in stages]
 
 
-def stage_groups(model) -> dict:
+def stage_groups(model: keras.Model) -> dict[str, list[keras.layers.Layer]]:
     """Leaf layers grouped by stage, in graph order: `{stage name: [layers]}`.
 
     Everything after the last stage (pooling, the head) is grouped under
@@ -176,7 +190,7 @@ def stage_groups(model) -> dict:
     return groups
 
 
-def freeze_stages(model, n: int, *, keep_bn_frozen: bool = False) -> FreezeResult:
+def freeze_stages(model: keras.Model, n: int, *, keep_bn_frozen: bool = False) -> FreezeResult:
     """Freeze the first `n` stages (everything up to the end of stage `n`).
 
     Stages come from the zoo's metadata (`zoo.stages_of`): for zoo models the
@@ -202,7 +216,7 @@ def freeze_stages(model, n: int, *, keep_bn_frozen: bool = False) -> FreezeResul
     return _freeze_by_order(model, cut, keep_bn_frozen)
 
 
-def unfreeze_stages(model, k: int, *, keep_bn_frozen: bool = False) -> FreezeResult:
+def unfreeze_stages(model: keras.Model, k: int, *, keep_bn_frozen: bool = False) -> FreezeResult:
     """Train only the last `k` stages and the head; freeze everything before.
 
     `k=0` freezes the whole backbone; `k=len(stages)` trains everything
@@ -275,7 +289,7 @@ def _count(weights):
     return int(sum(np.prod(w.shape) for w in weights))
 
 
-def trainable_summary(model, *, by: str = "layer") -> TrainableSummary:
+def trainable_summary(model: keras.Model, *, by: str = "layer") -> TrainableSummary:
     """Trainable / non-trainable parameter counts per layer or per stage.
 
     Totals equal Keras' own (`model.trainable_weights`, `non_trainable_weights`).

@@ -18,6 +18,7 @@ import inspect
 import os
 import shutil
 import tempfile
+from typing import Any
 
 import keras
 
@@ -123,17 +124,17 @@ class HubLayer(keras.layers.Layer):
 
     def __init__(
         self,
-        handle,
+        handle: str | os.PathLike,
         *,
-        trainable=False,
-        output_key=None,
-        signature=None,
-        arguments=None,
-        input_shape=None,
-        signature_outputs_as_dict=False,
-        sha256=None,
-        **kwargs,
-    ):
+        trainable: bool = False,
+        output_key: str | None = None,
+        signature: str | None = None,
+        arguments: dict | None = None,
+        input_shape: tuple | None = None,
+        signature_outputs_as_dict: bool = False,
+        sha256: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         tf = _require_tensorflow("surgery.hub_layer")
         super().__init__(trainable=trainable, **kwargs)
         self.handle = os.fspath(handle)
@@ -187,7 +188,7 @@ class HubLayer(keras.layers.Layer):
         """The loaded SavedModel object (`tf.saved_model.load`)."""
         return self._obj
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
         tf = _require_tensorflow("surgery.hub_layer")
         if self._input_dtype is not None:
             inputs = tf.nest.map_structure(lambda t: tf.cast(t, self._input_dtype), inputs)
@@ -220,19 +221,19 @@ class HubLayer(keras.layers.Layer):
             lambda t: tf.cast(t, self.compute_dtype) if t.dtype.is_floating else t, outputs
         )
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         spec = _output_spec(self._func, self.signature, self.output_key, input_shape)
         if spec is None:  # not described by a signature: trace it instead
             return None
         return spec
 
-    def compute_output_spec(self, inputs, training=None):
+    def compute_output_spec(self, inputs: Any, training: bool | None = None) -> Any:
         shape = self.compute_output_shape(tuple(inputs.shape))
         if shape is not None:
             return keras.KerasTensor(shape, dtype=self.compute_dtype)
         return super().compute_output_spec(inputs, training=training)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {
             **super().get_config(),
             "handle": self.handle,
@@ -267,15 +268,15 @@ def _in_safe_mode():
 
 
 def hub_layer(
-    handle,
+    handle: str | os.PathLike,
     *,
     trainable: bool = False,
-    output_key=None,
-    signature=None,
-    arguments=None,
-    input_shape=None,
+    output_key: str | None = None,
+    signature: str | None = None,
+    arguments: dict | None = None,
+    input_shape: tuple | None = None,
     name: str | None = None,
-    dtype=None,
+    dtype: str | None = None,
     sha256: str | None = None,
 ) -> HubLayer:
     """Wrap a TF2 SavedModel or TF Hub model as a Keras 3 layer (TensorFlow backend).
@@ -360,7 +361,14 @@ def hub_layer(
     return layer
 
 
-def export_feature_extractor(model, path, *, input_shape=None, dtype=None, overwrite: bool = False) -> str:
+def export_feature_extractor(
+    model: keras.Model,
+    path: str | os.PathLike,
+    *,
+    input_shape: tuple | None = None,
+    dtype: str | None = None,
+    overwrite: bool = False,
+) -> str:
     """Write a Keras model as a reusable (TF Hub style) TF2 SavedModel.
 
     The SavedModel has what TF Hub's reusable-SavedModel convention asks:

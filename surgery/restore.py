@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import keras
+
 from zoo import weights as zw
 
 
@@ -48,7 +50,9 @@ class RestoreReport:
         return "\n".join(lines)
 
 
-def restore(model, source, *, match: str = "auto", strict: bool = False) -> RestoreReport:
+def restore(
+    model: keras.Model, source: keras.Model | str | os.PathLike, *, match: str = "auto", strict: bool = False
+) -> RestoreReport:
     """Load what fits from `source` into `model`, and report the rest.
 
     Validation happens before any assignment: with `strict=True`, anything
