@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 import time
 import types
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import keras_tuner as kt
@@ -115,21 +118,21 @@ class TransferHyperModel(kt.HyperModel):
 
     def __init__(
         self,
-        backbone,
+        backbone: str | Sequence[str],
         *,
         num_classes: int,
-        input_shape,
-        weights=None,
+        input_shape: Sequence[int | None],
+        weights: str | os.PathLike | None = None,
         head_space: dict | None = None,
         unfreeze_space: dict | None = None,
         cache_features: bool = True,
         phase1_fraction: float = 0.5,
         seed: int = 0,
         schedule: str = "constant",
-        augmentation=AUGMENTATIONS,
+        augmentation: Sequence[str] | keras.layers.Layer | None = AUGMENTATIONS,
         precision: str = "fp32",
         name: str | None = None,
-    ):
+    ) -> None:
         super().__init__(name=name, tunable=True)
         self.precision = precision
         self.dtype_policy = zoo.precision_policy(precision)
@@ -245,7 +248,7 @@ class TransferHyperModel(kt.HyperModel):
         s["augment"] = _choice(hp, "finetune/augment", u["augment"], False)
         return s
 
-    def template(self, backbone=None) -> keras.Model:
+    def template(self, backbone: str | None = None) -> keras.Model:
         """The built backbone (`include_top=False`) trials start from.
 
         Args:
@@ -278,7 +281,7 @@ class TransferHyperModel(kt.HyperModel):
         head.build((None,) + tuple(self.template(s["backbone"]).output.shape[1:]))
         return head
 
-    def build(self, hp):
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
         if self.distribution is not None:
             keras.distribution.set_distribution(self.distribution)
         s = self._space(hp)
@@ -340,17 +343,17 @@ class TransferHyperModel(kt.HyperModel):
     # ------------------------------------------------------------------- fit
     def fit(
         self,
-        hp,
-        model,
-        x=None,
-        y=None,
+        hp: kt.HyperParameters,
+        model: keras.Model,
+        x: Any = None,
+        y: Any = None,
         *,
-        epochs=1,
-        validation_data=None,
-        callbacks=None,
-        initial_epoch=0,
-        **kwargs,
-    ):
+        epochs: int = 1,
+        validation_data: Any = None,
+        callbacks: Sequence[keras.callbacks.Callback] | None = None,
+        initial_epoch: int = 0,
+        **kwargs: Any,
+    ) -> keras.callbacks.History:
         s = self._space(hp)
         callbacks = _keep_async_dispatch(list(callbacks or []))
         if kwargs.get("verbose") == 2:  # Keras' own verbose=2 waits for every step's logs
@@ -460,7 +463,7 @@ class TransferHyperModel(kt.HyperModel):
         return _history(history)
 
     # -------------------------------------------------------------- features
-    def features(self, x, y=None, *, backbone=None):
+    def features(self, x: Any, y: Any = None, *, backbone: str | None = None) -> Any:
         """Backbone outputs for a dataset, computed once per backbone and cached.
 
         Args:
@@ -516,7 +519,7 @@ def _set_depth(model, stages, *, keep_bn_frozen):
         layer.trainable = True
 
 
-def augmentation_layers(kinds=AUGMENTATIONS):
+def augmentation_layers(kinds: Sequence[str] = AUGMENTATIONS) -> list[keras.layers.Layer]:
     """The seeds' `ImageDataGenerator` settings as Keras preprocessing layers.
 
     Horizontal flips, rotations of up to 0.1 turn (36 degrees), 20% zoom and

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -31,8 +33,8 @@ class SparseCategoricalCrossentropyWithSmoothing(keras.losses.Loss):
         label_smoothing: float = 0.0,
         from_logits: bool = False,
         name: str = "sparse_categorical_crossentropy",
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         super().__init__(name=name, **kwargs)
         self.label_smoothing = label_smoothing
         self.from_logits = from_logits

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -40,27 +42,27 @@ class RAdam(keras.optimizers.Optimizer):
 
     def __init__(
         self,
-        learning_rate=0.001,
+        learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 0.001,
         beta_1: float = 0.9,
         beta_2: float = 0.999,
         epsilon: float = 1e-7,
         sma_threshold: float = 5.0,
         name: str = "radam",
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.beta_1 = beta_1
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.sma_threshold = sma_threshold
 
-    def build(self, var_list):
+    def build(self, var_list: list) -> None:
         if self.built:
             return
         super().build(var_list)
         self._momentums, self._velocities = self.add_optimizer_variables(var_list, ["momentum", "velocity"])
 
-    def update_step(self, gradient, variable, learning_rate):
+    def update_step(self, gradient: Any, variable: keras.Variable, learning_rate: Any) -> None:
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
@@ -83,7 +85,7 @@ class RAdam(keras.optimizers.Optimizer):
         step = ops.where(rho_t > self.sma_threshold, rect * m_hat * adaptive, m_hat)
         self.assign_sub(variable, lr * step)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {
             **super().get_config(),
             "beta_1": self.beta_1,
@@ -95,7 +97,7 @@ class RAdam(keras.optimizers.Optimizer):
 
 def warmup_cosine(
     learning_rate: float, *, total_steps: int, warmup_steps: int = 0, final_fraction: float = 0.0
-):
+) -> keras.optimizers.schedules.LearningRateSchedule:
     """Linear warm-up to `learning_rate`, then cosine decay: Keras' `CosineDecay`.
 
     Args:
@@ -140,7 +142,7 @@ class LearningRateLogger(keras.callbacks.Callback):
         [0.05, 0.0]
     """
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None or self.model is None:
             return
         optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
@@ -148,5 +150,5 @@ class LearningRateLogger(keras.callbacks.Callback):
         parts = getattr(optimizer, "optimizers", None) or [optimizer]
         logs["lr"] = max(float(keras.ops.convert_to_numpy(o.learning_rate)) for o in parts)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {}

@@ -11,6 +11,8 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import keras_tuner as kt
@@ -49,7 +51,7 @@ class SearchResult:
         return format_leaderboard(self.leaderboard)
 
 
-def format_leaderboard(rows, limit: int = 10) -> str:
+def format_leaderboard(rows: Sequence[dict], limit: int = 10) -> str:
     """The leaderboard as an aligned text table (best first).
 
     Example:
@@ -282,10 +284,10 @@ def write_leaderboard(tuner) -> list:
 
 
 def make_tuner(
-    hypermodel,
+    hypermodel: kt.HyperModel,
     *,
     tuner: str = "hyperband",
-    objective="val_accuracy",
+    objective: str | kt.Objective = "val_accuracy",
     max_trials: int = 10,
     epochs: int = 5,
     directory: str = "tuning_runs",
@@ -293,8 +295,8 @@ def make_tuner(
     overwrite: bool = False,
     seed: int = 0,
     executions_per_trial: int = 1,
-    distribution_strategy=None,
-):
+    distribution_strategy: Any = None,
+) -> kt.Tuner:
     """A KerasTuner tuner (with this package's trial hooks) for `hypermodel`.
 
     `search` uses it; call it directly to drive KerasTuner yourself
@@ -365,13 +367,13 @@ def _cover_backbones(oracle, backbones):
 
 
 def search(
-    train,
-    val=None,
+    train: Any,
+    val: Any = None,
     *,
-    backbone,
+    backbone: str | Sequence[str],
     num_classes: int | None = None,
-    input_shape=None,
-    weights=None,
+    input_shape: Sequence[int | None] | None = None,
+    weights: str | os.PathLike | None = None,
     tuner: str = "hyperband",
     max_trials: int = 10,
     epochs: int = 5,
@@ -379,8 +381,8 @@ def search(
     project_name: str = "search",
     objective: str = "val_accuracy",
     overwrite: bool = False,
-    head_space=None,
-    unfreeze_space=None,
+    head_space: dict | None = None,
+    unfreeze_space: dict | None = None,
     batch_size: int = 32,
     patience: int = 3,
     seed: int = 0,
@@ -389,11 +391,11 @@ def search(
     print_trials: bool | None = None,
     keep_checkpoints: bool = False,
     verbose: int = 1,
-    distribution=None,
+    distribution: Any = None,
     phase1_fraction: float = 0.5,
     schedule: str = "constant",
-    augmentation=AUGMENTATIONS,
-    callbacks=None,
+    augmentation: Sequence[str] | keras.layers.Layer | None = AUGMENTATIONS,
+    callbacks: Sequence[keras.callbacks.Callback] | None = None,
     precision: str = "fp32",
 ) -> SearchResult:
     """Search heads and unfreeze depth on a backbone; return the trained best model.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 from keras import layers, ops
@@ -35,7 +37,7 @@ class EnsembleCombine(layers.Layer):
         (1, 1.0)
     """
 
-    def __init__(self, mode: str = "mean", weights=None, **kwargs):
+    def __init__(self, mode: str = "mean", weights: Sequence[float] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if mode not in ENSEMBLE_MODES:
             raise ValueError(f"`mode` must be one of {ENSEMBLE_MODES}. Received: mode={mode!r}")
@@ -65,7 +67,13 @@ class EnsembleCombine(layers.Layer):
         return {**super().get_config(), "mode": self.mode, "weights": self.member_weights}
 
 
-def ensemble(models, mode: str = "mean", *, weights=None, name: str = "ensemble") -> keras.Model:
+def ensemble(
+    models: Sequence[keras.Model],
+    mode: str = "mean",
+    *,
+    weights: Sequence[float] | None = None,
+    name: str = "ensemble",
+) -> keras.Model:
     """Average several trained classifiers into one Keras model.
 
     The members run side by side on the same input; their class scores are

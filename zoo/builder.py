@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -46,7 +47,7 @@ def precision_policy(precision: str) -> str:
 
 
 @contextlib.contextmanager
-def dtype_policy_scope(dtype):
+def dtype_policy_scope(dtype: str | None) -> Iterator[None]:
     """Keras' global dtype policy set to `dtype` inside the block, restored after.
 
     `None` changes nothing. Layers created inside take the policy (how
@@ -295,7 +296,7 @@ def build(
     num_classes: int | None = None,
     classes: int | None = None,
     input_shape: Sequence[int | None] | None = None,
-    input_tensor=None,
+    input_tensor: keras.KerasTensor | None = None,
     include_top: bool = True,
     pooling: str | None = None,
     weights: str | os.PathLike | None = None,
@@ -550,7 +551,7 @@ def _weights_source(spec, path):
     return spec.state_dict_converter(zoo_weights.read_state_dict(path))
 
 
-def preprocess(images, name_or_mode: str, *, weights: str = "imagenet"):
+def preprocess(images: Any, name_or_mode: str, *, weights: str = "imagenet") -> Any:
     """Normalise raw RGB images (0-255) the way a model's weights expect.
 
     The same arithmetic as `build(..., include_preprocessing=True)`, for users

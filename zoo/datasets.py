@@ -48,7 +48,7 @@ def _inside(name, u, v, r, radius):
     raise ValueError(f"Unknown shape {name!r}; known: {CLASSES}")
 
 
-def render(label: int, rng: np.random.Generator, size: int = 64):
+def render(label: int, rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """One `(size, size, 3)` uint8 image of shape `CLASSES[label]` and its mask.
 
     The mask holds `label + 1` on the shape and 0 on the background.
@@ -83,7 +83,9 @@ def render(label: int, rng: np.random.Generator, size: int = 64):
     return np.clip(image, 0, 255).astype("uint8"), mask
 
 
-def shapes(n_per_class: int = 50, *, size: int = 64, seed: int = 0, split: str = "train"):
+def shapes(
+    n_per_class: int = 50, *, size: int = 64, seed: int = 0, split: str = "train"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The demo set in memory: `(images uint8, labels int32, masks uint8)`.
 
     Args:
@@ -111,7 +113,9 @@ def shapes(n_per_class: int = 50, *, size: int = 64, seed: int = 0, split: str =
     return np.stack(images), np.array(labels, "int32"), np.stack(masks)
 
 
-def write_shapes(directory, *, images_per_class: int = 200, size: int = 64, seed: int = 0) -> str:
+def write_shapes(
+    directory: str | os.PathLike, *, images_per_class: int = 200, size: int = 64, seed: int = 0
+) -> str:
     """Write the demo set as PNG folders (and masks); return `directory`.
 
     Splits 70/15/15 into `train/`, `val/`, `test/`, one folder per class;
@@ -149,7 +153,7 @@ def write_shapes(directory, *, images_per_class: int = 200, size: int = 64, seed
     return directory
 
 
-def read_segmentation(directory, split: str = "train"):
+def read_segmentation(directory: str | os.PathLike, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """Image/mask pairs written by `write_shapes`: `(images, masks)` arrays.
 
     Example:

@@ -41,7 +41,7 @@ VARIANTS = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
 _PASSTHROUGH = (layers.Dropout, layers.Activation, layers.ReLU, layers.BatchNormalization)
 
 
-def convolutionalize(model: keras.Model, *, input_shape=(None, None, 3)) -> keras.Model:
+def convolutionalize(model: keras.Model, *, input_shape: tuple = (None, None, 3)) -> keras.Model:
     """Turn Dense layers on a Flatten into convolutions ("convolutionalization").
 
     The first Dense after the Flatten becomes a `(h, w)` convolution over the

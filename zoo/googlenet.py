@@ -19,6 +19,7 @@ main + 0.3 * (aux1 + aux2). `strip_auxiliary` gives the inference model.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import keras
 from keras import layers
@@ -230,13 +231,13 @@ class AuxiliaryClassifierModel(keras.Model):
 
     def compile(
         self,
-        optimizer="rmsprop",
-        loss=None,
-        loss_weights=None,
-        metrics=None,
+        optimizer: str | keras.optimizers.Optimizer = "rmsprop",
+        loss: Any = None,
+        loss_weights: Any = None,
+        metrics: Any = None,
         aux_weight: float = AUX_LOSS_WEIGHT,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         keys = self._output_keys()
         if loss is not None and not isinstance(loss, dict):
             loss = {k: loss for k in keys}
@@ -254,7 +255,14 @@ class AuxiliaryClassifierModel(keras.Model):
             return {k: y for k in y_pred}
         return y
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> Any:
         return super().compute_loss(
             x=x,
             y=self._expand(y, y_pred),
@@ -263,7 +271,7 @@ class AuxiliaryClassifierModel(keras.Model):
             training=training,
         )
 
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+    def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict:
         return super().compute_metrics(
             x, self._expand(y, y_pred), y_pred, self._expand(sample_weight, y_pred)
         )

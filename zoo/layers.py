@@ -7,6 +7,9 @@ names (Keras' scheme: `conv{stage}_block{i}_{j}_{op}`, every block ends in a
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import keras
 import numpy as np
 from keras import layers, ops
@@ -45,7 +48,7 @@ class ImageNormalization(layers.Layer):
         array([1., 1., 1.], dtype=float32)
     """
 
-    def __init__(self, mode: str = "caffe", **kwargs):
+    def __init__(self, mode: str = "caffe", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         scale, offset = _scale_offset(mode)
         self.mode = mode
@@ -72,7 +75,7 @@ def classifier_head(
     num_classes: int,
     *,
     pooling: str | None = "avg",
-    hidden_units=(),
+    hidden_units: Sequence[int] = (),
     hidden_activation: str = "relu",
     batch_norm: bool = False,
     dropout: float = 0.0,
@@ -158,7 +161,7 @@ def classifier_head(
     return out
 
 
-def apply(layer_list, x):
+def apply(layer_list: Sequence[keras.layers.Layer], x: keras.KerasTensor) -> keras.KerasTensor:
     """Call `layer_list` in order on `x` (a head from `classifier_head`).
 
     Example:
@@ -173,7 +176,7 @@ def apply(layer_list, x):
 
 
 def conv_bn(
-    x,
+    x: keras.KerasTensor,
     filters: int,
     kernel_size: int,
     *,
@@ -184,7 +187,7 @@ def conv_bn(
     batch_norm: bool = True,
     bn_epsilon: float = 1e-5,
     activation: str | None = "relu",
-):
+) -> keras.KerasTensor:
     """Convolution, optional BatchNorm, optional activation.
 
     Layers are named `{name}_conv`, `{name}_bn`, `{name}_{activation}`.
@@ -220,7 +223,7 @@ def conv_bn(
     return x
 
 
-def act_name(activation) -> str:
+def act_name(activation: str | Callable | None) -> str:
     """The name an activation gives its layers (`"relu"`, `"mish"`, a function's name).
 
     Example:
@@ -233,7 +236,7 @@ def act_name(activation) -> str:
 
 
 def basic_block(
-    x,
+    x: keras.KerasTensor,
     filters: int,
     *,
     name: str,
@@ -241,7 +244,7 @@ def basic_block(
     conv_shortcut: bool = False,
     bn_epsilon: float = 1e-5,
     activation: str = "relu",
-):
+) -> keras.KerasTensor:
     """ResNet v1 basic block (two 3x3 convs), torchvision layout.
 
     Example:
@@ -288,7 +291,7 @@ def basic_block(
 
 
 def bottleneck_block(
-    x,
+    x: keras.KerasTensor,
     filters: int,
     *,
     name: str,
@@ -299,7 +302,7 @@ def bottleneck_block(
     activation: str = "relu",
     expansion: int = 4,
     stride_on: str = "1x1",
-):
+) -> keras.KerasTensor:
     """ResNet v1 bottleneck block (1x1, 3x3, 1x1).
 
     `stride_on="1x1"` (default) is keras.applications' layout (and Caffe's
@@ -349,7 +352,7 @@ def bottleneck_block(
 
 
 def preact_bottleneck_block(
-    x,
+    x: keras.KerasTensor,
     filters: int,
     *,
     name: str,
@@ -358,7 +361,7 @@ def preact_bottleneck_block(
     bn_epsilon: float = 1.001e-5,
     activation: str = "relu",
     expansion: int = 4,
-):
+) -> keras.KerasTensor:
     """ResNet v2 (pre-activation) bottleneck block, keras.applications layout.
 
     BN-ReLU come before each convolution ("Identity Mappings in Deep
@@ -395,7 +398,7 @@ def preact_bottleneck_block(
     return layers.Add(name=f"{name}_out")([shortcut, y])
 
 
-def max_pool_ceil(x, pool_size: int, strides: int, *, name: str):
+def max_pool_ceil(x: keras.KerasTensor, pool_size: int, strides: int, *, name: str) -> keras.KerasTensor:
     """Max pooling with PyTorch/Caffe `ceil_mode=True` output sizes.
 
     Pads `strides - 1` zeros at the bottom/right, then pools "valid": the
@@ -416,7 +419,7 @@ def max_pool_ceil(x, pool_size: int, strides: int, *, name: str):
 
 
 def inception_module(
-    x,
+    x: keras.KerasTensor,
     *,
     filters_1x1: int,
     filters_3x3_reduce: int,
@@ -429,7 +432,7 @@ def inception_module(
     kernel_5x5: int = 3,
     bn_epsilon: float = 1e-3,
     activation: str = "relu",
-):
+) -> keras.KerasTensor:
     """Inception v1 module (Szegedy et al. 2014, Figure 2b).
 
     Four branches, concatenated on channels: a 1x1 convolution; a 1x1
@@ -491,7 +494,9 @@ class LocalResponseNormalization(layers.Layer):
         [0.333, 0.25, 0.333]
     """
 
-    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0, **kwargs):
+    def __init__(
+        self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         if size < 1 or size % 2 == 0:
             raise ValueError(f"`size` must be a positive odd int. Received: size={size}")
@@ -575,7 +580,7 @@ class BilinearUpsamplingInitializer(keras.initializers.Initializer):
         return {"factor": self.factor}
 
 
-def bilinear_upsample(x, factor: int, *, name: str):
+def bilinear_upsample(x: keras.KerasTensor, factor: int, *, name: str) -> keras.KerasTensor:
     """A learnable, bias-free transposed convolution initialised to bilinear.
 
     Output side is `(n + 1) * factor`; `CropLike(offset=factor // 2)` aligns it
@@ -614,7 +619,7 @@ class CropLike(layers.Layer):
         (1, 5, 6, 2)
     """
 
-    def __init__(self, offset: int = 0, **kwargs):
+    def __init__(self, offset: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.offset = offset
 
@@ -651,7 +656,7 @@ class PadToMultiple(layers.Layer):
         (1, 64, 64, 3)
     """
 
-    def __init__(self, multiple: int = 32, **kwargs):
+    def __init__(self, multiple: int = 32, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.multiple = multiple
 

@@ -18,9 +18,13 @@ import dataclasses
 import difflib
 import fnmatch
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from zoo.weights import WeightSource
+
+if TYPE_CHECKING:  # annotations only: importing keras here is not needed at run time
+    import keras
 
 PREPROCESSING_MODES = ("caffe", "torch", "tf", "none")
 
@@ -91,7 +95,7 @@ def check_stage(x, stage: Stage):
     return x
 
 
-def output_dtype():
+def output_dtype() -> str | None:
     """`"float32"` under a mixed policy, else None: for classifier outputs.
 
     Softmax and the loss stay in float32 under `mixed_bfloat16` (Keras'
@@ -112,7 +116,9 @@ def output_dtype():
     return "float32" if policy.compute_dtype != policy.variable_dtype else None
 
 
-def global_pool_top(x, *, num_classes, classifier_activation):
+def global_pool_top(
+    x: keras.KerasTensor, *, num_classes: int, classifier_activation: str | None
+) -> keras.KerasTensor:
     """The default classifier: global average pooling and one Dense layer.
 
     Example:
@@ -250,7 +256,7 @@ class ModelSpec:
         """Whether this is a task model (assembled by its own builder)."""
         return self.builder is not None
 
-    def stages_for(self, **options) -> tuple:
+    def stages_for(self, **options: Any) -> tuple:
         """The stages of a model built with `options` (e.g. `activation`).
 
         Example:
@@ -317,7 +323,7 @@ def register(
     name: str | None = None,
     *,
     family: str,
-    stages=(),
+    stages: Sequence[Stage] = (),
     stage_fn: Callable | None = None,
     paper: str = "",
     top: Callable = global_pool_top,
@@ -336,7 +342,7 @@ def register(
     static_input: bool = False,
     load_fixup: Callable | None = None,
     overwrite: bool = False,
-):
+) -> Callable[[Callable], Callable]:
     """Register a backbone body so `zoo.build`, `list_models` and `info` know it.
 
     Used as a decorator on a function `x -> zoo.Body`.

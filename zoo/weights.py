@@ -23,8 +23,12 @@ import os
 import re
 import zipfile
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: importing keras here is not needed at run time
+    import keras
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +144,7 @@ class WeightFileError(ValueError):
 # --------------------------------------------------------------------------
 
 
-def read_weights(source) -> list[Entry]:
+def read_weights(source: str | os.PathLike | Mapping) -> list[Entry]:
     """Read a weight file, archive, model or dict into a list of `Entry`.
 
     Args:
@@ -354,7 +358,7 @@ def _own_vars(layer) -> list:
     return list(layer.weights)
 
 
-def leaf_layers(model) -> list:
+def leaf_layers(model: keras.Model) -> list:
     """All non-model layers of `model`, nested models flattened, in order.
 
     Example:
@@ -455,7 +459,7 @@ def _shapes(arrays):
     return [tuple(np.shape(a)) for a in arrays]
 
 
-def plan_assignment(model, entries: list[Entry], match: str = "auto") -> Plan:
+def plan_assignment(model: keras.Model, entries: list[Entry], match: str = "auto") -> Plan:
     """Match source entries to the model's layers without changing anything.
 
     Args:
@@ -536,7 +540,13 @@ def _plan(model, entries, match) -> Plan:
     return Plan(assignments, loaded, missing, unexpected, mismatched, match, targets)
 
 
-def load_weights(model, source, *, match: str = "auto", allow_unexpected: bool = True) -> Plan:
+def load_weights(
+    model: keras.Model,
+    source: str | os.PathLike | Mapping,
+    *,
+    match: str = "auto",
+    allow_unexpected: bool = True,
+) -> Plan:
     """Load weights into `model` all-or-nothing; raise if anything is missing.
 
     Every weighted layer of the model must be found with the right shapes,
