@@ -768,8 +768,11 @@ class SizeReport:
                 f"GMACs   {self.macs_before / 1e9:>14.3f} -> {self.macs_after / 1e9:>14.3f}  "
                 f"({ratio(self.macs_before, self.macs_after)})"
             )
-        for name, a, b in self.layers:
+        shown = self.layers[:12]
+        for name, a, b in shown:
             lines.append(f"  {name:<30} {a:>6} -> {b:<6}")
+        if len(self.layers) > len(shown):
+            lines.append(f"  ... and {len(self.layers) - len(shown)} more layers (`.layers` lists them all)")
         return "\n".join(lines)
 
 
