@@ -39,6 +39,54 @@ def _require_tensorflow(what):
     return tf
 
 
+def _download(handle: str) -> str:
+    """A hub handle's SavedModel, downloaded once into the hub cache and unpacked atomically.
+
+    Hub's compressed format (`?tf-hub-format=compressed`, a tar.gz), as
+    `tensorflow_hub.resolve` fetches it, without importing `tensorflow_hub`
+    (which needs `pkg_resources`, gone from current setuptools). The cache
+    is `$TFHUB_CACHE_DIR`, else `<keras home>/tfhub`, one folder per handle.
+    Hub publishes no checksums: pin one with `hub_layer(..., sha256=)`.
+    """
+    import tarfile
+    import urllib.error
+    import urllib.request
+
+    from zoo._keras import keras_home
+
+    url = handle if "://" in handle else f"https://{handle}"
+    cache = os.environ.get("TFHUB_CACHE_DIR") or os.path.join(keras_home(), "tfhub")
+    target = os.path.join(cache, hashlib.sha1(url.encode()).hexdigest())
+    if os.path.isdir(target):
+        return target
+    os.makedirs(cache, exist_ok=True)
+    work = tempfile.mkdtemp(dir=cache, prefix=".download-")
+    try:
+        archive = os.path.join(work, "model.tar.gz")
+        query = "&" if "?" in url else "?"
+        try:
+            urllib.request.urlretrieve(f"{url}{query}tf-hub-format=compressed", archive)
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise ConnectionError(
+                f"Could not download the hub model {handle!r} ({reason}). It is fetched once, "
+                f"then read from {cache}; check the network (or a proxy), or download it where "
+                "you have one and pass the local SavedModel directory instead."
+            ) from None
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(os.path.join(work, "model"), filter="data")
+        except (tarfile.TarError, OSError) as e:
+            raise ValueError(
+                f"{url} did not send a SavedModel archive ({e}); check the handle (a TF2 "
+                "SavedModel on tfhub.dev or Kaggle)."
+            ) from None
+        os.replace(os.path.join(work, "model"), target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
 def _resolve(handle):
     """A local SavedModel directory for `handle` (a path, hub handle or URL)."""
     path = os.fspath(handle)
@@ -49,12 +97,7 @@ def _resolve(handle):
             f"{path!r} is a file, not a SavedModel directory (one holding saved_model.pb and variables/)."
         )
     elif "://" in path or path.startswith(("tfhub.dev/", "www.kaggle.com/", "kaggle.com/")):
-        # tensorflow_hub's own resolver: downloads once, unpacks atomically,
-        # caches under $TFHUB_CACHE_DIR; honours TFHUB_MODEL_LOAD_FORMAT.
-        # Hub publishes no checksums: pin one with `sha256=` (see below).
-        import tensorflow_hub as hub
-
-        local = hub.resolve(path)
+        local = _download(path)
     else:
         raise FileNotFoundError(
             f"No SavedModel at {path!r}: give an existing directory, a "
@@ -287,8 +330,9 @@ def hub_layer(
     works verbatim with `surgery.hub_layer`.
 
     - `handle`: a local SavedModel directory, a `https://` URL or a
-      `tfhub.dev/...` handle (downloaded once and cached by
-      `tensorflow_hub`'s own resolver; set `TFHUB_CACHE_DIR` to choose where).
+      `tfhub.dev/...` handle (downloaded once in hub's compressed format
+      and cached under `TFHUB_CACHE_DIR`, else `~/.keras/tfhub`; offline,
+      a `ConnectionError` says what to do).
       Hub publishes no checksums: pass `sha256=` (from
       `surgery.hub.saved_model_sha256` on a copy you trust) to refuse a
       corrupt or changed download; loading a saved model checks it again.

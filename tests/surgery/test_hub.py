@@ -1,5 +1,7 @@
 """surgery.hub_layer / export_feature_extractor: SavedModels as Keras 3 layers, offline."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -188,3 +190,36 @@ def test_other_backends_get_a_clear_error(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     with pytest.raises(RuntimeError, match="KERAS_BACKEND=tensorflow"):
         surgery.export_feature_extractor(model, str(tmp_path / "x"))
+
+
+@tf_only
+def test_a_hub_url_downloads_once_and_offline_says_so(exported, tmp_path, monkeypatch):
+    """Hub's compressed format from a local HTTP server; a dead URL names the network failure."""
+    import functools
+    import http.server
+    import tarfile
+    import threading
+
+    base, path = exported
+    served = tmp_path / "served"
+    served.mkdir()
+    with tarfile.open(served / "model.tar.gz", "w:gz") as tar:
+        for item in os.listdir(path):
+            tar.add(os.path.join(path, item), arcname=item)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "cache"))
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/model.tar.gz"
+        layer = surgery.hub_layer(url, sha256=surgery.hub.saved_model_sha256(path))
+        x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+        _close(np_(layer(x)), np_(base(x)))
+        cached = os.listdir(tmp_path / "cache")
+        assert len(cached) == 1  # unpacked into one folder per handle, no partial downloads left
+        server.shutdown()
+        surgery.hub_layer(url)  # the second time comes from the cache, server or not
+    finally:
+        server.server_close()
+    with pytest.raises(ConnectionError, match=r"Could not download the hub model .* local SavedModel directory"):
+        surgery.hub_layer(f"http://127.0.0.1:{server.server_port}/gone")
