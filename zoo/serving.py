@@ -135,7 +135,13 @@ def export(
     # without it (a tuned model's RandomFlip/RandomRotation would otherwise
     # transform every served image).
     served = keras.Model(images, model(x, training=False), name=f"{model.name}_served")
-    served.export(path, format=FORMATS[format], verbose=verbose)
+    options = {}
+    if format == "onnx":
+        # Keras' ONNX export reads the signature off a model that has been
+        # called; `served` never has, so it is given explicitly.
+        spec = keras.InputSpec(shape=tuple(images.shape), dtype=input_dtype, name="images")
+        options["input_signature"] = [spec]
+    served.export(path, format=FORMATS[format], verbose=verbose, **options)
     if class_names is not None:
         with open(_class_names_path(path), "w") as f:
             json.dump(list(class_names), f)
