@@ -221,5 +221,7 @@ def test_a_hub_url_downloads_once_and_offline_says_so(exported, tmp_path, monkey
         surgery.hub_layer(url)  # the second time comes from the cache, server or not
     finally:
         server.server_close()
-    with pytest.raises(ConnectionError, match=r"Could not download the hub model .* local SavedModel directory"):
+    with pytest.raises(
+        ConnectionError, match=r"Could not download the hub model .* local SavedModel directory"
+    ):
         surgery.hub_layer(f"http://127.0.0.1:{server.server_port}/gone")
