@@ -312,9 +312,12 @@ def _plan(graph: _Graph, deletions: Mapping) -> dict[int, _Change]:
                     "delete the same channels on every branch (`surgery.prune` does this for residual paths)."
                 )
             out = full[0] if full else None
-            if any(m is not None for m in ins):
+            # Only layers with per-channel weights (or a shape) change; a
+            # weightless layer takes any width, even when it is shared.
+            reshaped = isinstance(node.op, L.Reshape)
+            if any(m is not None for m in ins) and (getattr(node.op, "weights", None) or reshaped):
                 record_in(node, full[0])
-                if isinstance(node.op, L.Reshape):
+                if reshaped:
                     change(node.op).config["target_shape"] = tuple(node.op.target_shape[:-1]) + (
                         int(out.sum()),
                     )

@@ -13,6 +13,8 @@ import hashlib
 import math
 import os
 import re
+import sys
+import threading
 import time
 import types
 import warnings
@@ -358,7 +360,7 @@ class TransferHyperModel(kt.HyperModel):
         callbacks = _keep_async_dispatch(list(callbacks or []))
         if kwargs.get("verbose") == 2:  # Keras' own verbose=2 waits for every step's logs
             kwargs["verbose"] = 0
-            callbacks.append(EpochLogger())
+            callbacks.append(EpochProgress() if EpochProgress.wanted() else EpochLogger())
         total = max(1, epochs - initial_epoch)
         # phase1_fraction=0 with stages > 0 trains everything from the first
         # epoch (a random-init backbone has nothing to protect).
@@ -637,6 +639,9 @@ def _keep_async_dispatch(callbacks):
 class EpochLogger(keras.callbacks.Callback):
     """One line per epoch (`fit(verbose=2)`'s), without waiting on every step.
 
+    Args:
+        stream: file. Where the lines go. Defaults to `sys.stdout`.
+
     Example:
 
         >>> import keras, numpy as np, tuning.hypermodel as hm
@@ -647,13 +652,91 @@ class EpochLogger(keras.callbacks.Callback):
         epoch 1/1 - ...s - loss: 0.0000
     """
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def _out(self):
+        return self.stream if self.stream is not None else sys.stdout
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._start = time.perf_counter()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         seconds = time.perf_counter() - getattr(self, "_start", time.perf_counter())
         values = " - ".join(f"{k}: {v:.4f}" for k, v in (logs or {}).items() if isinstance(v, (int, float)))
-        print(f"epoch {epoch + 1}/{self.params.get('epochs', '?')} - {seconds:.0f}s - {values}", flush=True)
+        print(
+            f"epoch {epoch + 1}/{self.params.get('epochs', '?')} - {seconds:.0f}s - {values}",
+            file=self._out(),
+            flush=True,
+        )
+
+
+class EpochProgress(EpochLogger):
+    """`EpochLogger` with a progress bar inside each epoch, for a terminal.
+
+    The bar reads only the step number, never the step's logs, and is
+    `async_safe`: on JAX and PyTorch, Keras keeps dispatching the next
+    steps while the bar is drawn (a plain `verbose=1` waits for every
+    step's loss). Redrawn at most 5 times a second, then replaced by the
+    epoch's line.
+
+    Example:
+
+        >>> import io, keras, numpy as np, tuning.hypermodel as hm
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> model.compile("sgd", "mse")
+        >>> out = io.StringIO()
+        >>> _ = model.fit(np.zeros((8, 2)), np.zeros(8), batch_size=2, epochs=1,
+        ...               verbose=0, callbacks=[hm.EpochProgress(out, every=0)])
+        >>> bar, line = out.getvalue().rsplit("\\033[K", 1)
+        >>> "] 4/4 " in bar, line.startswith("epoch 1/1 - ")
+        (True, True)
+    """
+
+    async_safe = True
+
+    def __init__(self, stream: Any = None, *, every: float = 0.2) -> None:
+        super().__init__(stream)
+        self.every = every
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def wanted() -> bool:
+        """Whether standard output is a terminal (a bar in a log file is noise)."""
+        return sys.stdout.isatty()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_begin(epoch, logs)
+        self._epoch, self._shown, self._drawn_at = epoch, -1, 0.0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        steps = self.params.get("steps") or 0
+        now = time.perf_counter()
+        with self._lock:  # hooks may run in Keras' worker threads, out of order
+            if batch <= self._shown or (now - self._drawn_at < self.every and batch + 1 != steps):
+                return
+            self._shown, self._drawn_at = batch, now
+            done = batch + 1
+            bar = ""
+            if steps:
+                filled = int(24 * done / steps)
+                bar = f"[{'=' * filled}{'.' * (24 - filled)}] {done}/{steps}"
+            else:
+                bar = f"step {done}"
+            seconds = now - self._start
+            print(
+                f"\repoch {self._epoch + 1}/{self.params.get('epochs', '?')} {bar} {seconds:.0f}s",
+                end="",
+                file=self._out(),
+                flush=True,
+            )
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        with self._lock:
+            print("\r\033[K", end="", file=self._out())  # clear the bar's line
+            self._shown = float("inf")
+        super().on_epoch_end(epoch, logs)
 
 
 class _Redirect(keras.callbacks.Callback):

@@ -162,9 +162,10 @@ class _RecordRSS(keras.callbacks.Callback):
 
 @pytest.mark.tf_only  # where the leaks were (JAX grew 12 MB over the same search)
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RSS from /proc (Linux)")
-def test_twenty_trials_do_not_grow_memory(tmp_path):
+def test_ten_trials_do_not_grow_memory(tmp_path):
     # Small trials, frozen (cached features) and unfrozen (full model) mixed:
     # each builds, compiles and trains a fresh model in this one process.
+    # (20 full-model resnet18 trials: scripts/bench_memory.py.)
     inputs = keras.Input((16, 16, 3))
     h = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="s1")(inputs)
     h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="s2")(h)
@@ -178,7 +179,7 @@ def test_twenty_trials_do_not_grow_memory(tmp_path):
         (x, y),
         backbone=backbone,
         tuner="random",
-        max_trials=20,
+        max_trials=10,
         epochs=2,
         directory=str(tmp_path),
         project_name="mem",
@@ -186,10 +187,10 @@ def test_twenty_trials_do_not_grow_memory(tmp_path):
         unfreeze_space={"stages": [0, 1, 2], "augment": [False]},
         callbacks=[_RecordRSS()],
     )
-    assert len(_RSS_MB) >= 20  # phase 1 and phase 2 each end a fit
+    assert len(_RSS_MB) >= 10  # phase 1 and phase 2 each end a fit
     growth = _RSS_MB[-1] - _RSS_MB[2]
     print(f"RSS after the 3rd fit {_RSS_MB[2]:.0f} MB, after the last {_RSS_MB[-1]:.0f} MB")
-    assert growth < 200, f"RSS grew {growth:.0f} MB over {len(_RSS_MB)} fits: {_RSS_MB}"
+    assert growth < 120, f"RSS grew {growth:.0f} MB over {len(_RSS_MB)} fits: {_RSS_MB}"
 
 
 DATA_PARALLEL = """

@@ -61,6 +61,7 @@ def test_saves_and_loads_like_any_model(members, x, tmp_path):
         )
 
 
+@pytest.mark.one_backend  # argument checks; the GoogLeNet build alone took 18 s on JAX
 def test_bad_members_are_refused_clearly(members):
     with pytest.raises(ValueError, match="at least two"):
         zoo.ensemble(members[:1])
