@@ -373,3 +373,18 @@ def test_help_imports_neither_keras_nor_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.one_backend  # the same trials as the cached-features tests; here: the report
+def test_bench_compares_both_paths_over_seeds_on_a_trained_backbone(capsys):
+    assert main(["bench", "--seeds", "0"]) == 2
+    assert "--seeds must be at least 1" in capsys.readouterr().err
+    args = ["bench", "--backbone", "resnet18", "--image-size", "32", "--per-class", "4"]
+    args += ["--epochs", "1", "--trials", "1", "--seeds", "2", "--pretrain-epochs", "1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "trained 1 epochs on the demo training split" in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith(("naive ", "cached "))}
+    assert set(rows) == {"naive", "cached"}
+    assert all("+-" in row for row in rows.values())  # a spread over the two seeds
+    assert "per later trial" in out and "largest val-accuracy gap" in out
