@@ -43,13 +43,13 @@ def images_per_second(model, x, *, batch=64, repeats=3):
     return len(x) / best
 
 
-def measure(model, x_test, y_test):
+def measure(model, x_test, y_test, *, repeats=3):
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     _, accuracy = model.evaluate(x_test, y_test, batch_size=64, verbose=0)
     return {
         "params": model.count_params(),
         "gmacs": zoo.count_macs(model) / 1e9,
-        "img/s": images_per_second(model, x_test),
+        "img/s": images_per_second(model, x_test, repeats=repeats),
         "test acc": accuracy,
     }
 
@@ -92,7 +92,8 @@ def main(argv=None):
         "resnet18", num_classes=classes, input_shape=(args.size,) * 2 + (3,), include_preprocessing=True
     )
     train(model, x, y, xv, yv, epochs=args.epochs, learning_rate=1e-3)
-    rows = {"trained": measure(model, xt, yt)}
+    repeats = 1 if args.quick else 3
+    rows = {"trained": measure(model, xt, yt, repeats=repeats)}
 
     start = time.perf_counter()
     data = x[: 16 * classes] if args.criterion == "apoz" else None
@@ -105,10 +106,10 @@ def main(argv=None):
     print(f"{'stage':<8}{'trainable before':>18}{'after':>12}")
     for (stage, _, a, _), (_, _, b, _) in zip(before.rows, after.rows):
         print(f"{stage:<8}{a:>18,}{b:>12,}")
-    rows["pruned"] = measure(pruned, xt, yt)
+    rows["pruned"] = measure(pruned, xt, yt, repeats=repeats)
 
     train(pruned, x, y, xv, yv, epochs=args.finetune_epochs, learning_rate=2e-4)
-    rows["fine-tuned"] = measure(pruned, xt, yt)
+    rows["fine-tuned"] = measure(pruned, xt, yt, repeats=repeats)
 
     print(
         f"\nresnet18, demo data {args.size}px, prune {args.amount} of {args.layers} ({args.criterion}), "

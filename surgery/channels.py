@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from keras import tree
 
-from surgery.engine import LayerSpec, SurgeryError, graph_of, resolve, rewrite
+from surgery.engine import LayerSpec, SurgeryError, _graph_nodes, _producer, graph_of, resolve, rewrite
 from zoo.weights import leaf_layers
 
 L = keras.layers
@@ -179,22 +179,21 @@ class _Graph:
         self.tensors: dict[int, Any] = {}
         self.outputs = {id(t) for t in graph.outputs}
         self.inputs = {id(t) for t in graph.inputs}
-        for depth in sorted(graph._nodes_by_depth, reverse=True):
-            for node in graph._nodes_by_depth[depth]:
-                if isinstance(node.operation, L.InputLayer):
-                    continue
-                inputs = [t for t in tree.flatten(node.arguments.args) if isinstance(t, keras.KerasTensor)]
-                outputs = list(node.outputs)
-                kind, why = _classify(node.operation, inputs, outputs)
-                n = _Node(node.operation, inputs, outputs, kind, why)
-                self.nodes.append(n)
-                self.node_of_op.setdefault(id(n.op), []).append(n)
-                for t in inputs:
-                    self.consumers.setdefault(id(t), []).append(n)
-                    self.tensors[id(t)] = t
-                for t in outputs:
-                    self.producer[id(t)] = n
-                    self.tensors[id(t)] = t
+        for node in _graph_nodes(graph):
+            if isinstance(node.operation, L.InputLayer):
+                continue
+            inputs = [t for t in tree.flatten(node.arguments.args) if isinstance(t, keras.KerasTensor)]
+            outputs = list(node.outputs)
+            kind, why = _classify(node.operation, inputs, outputs)
+            n = _Node(node.operation, inputs, outputs, kind, why)
+            self.nodes.append(n)
+            self.node_of_op.setdefault(id(n.op), []).append(n)
+            for t in inputs:
+                self.consumers.setdefault(id(t), []).append(n)
+                self.tensors[id(t)] = t
+            for t in outputs:
+                self.producer[id(t)] = n
+                self.tensors[id(t)] = t
         self._parent = {}
         for n in self.nodes:
             if n.kind == "same":
@@ -221,7 +220,7 @@ class _Graph:
         for t in self.group(tensor):
             if id(t) in self.inputs:
                 raise SurgeryError(
-                    f"These channels come from the model input {t._keras_history[0].name!r} "
+                    f"These channels come from the model input {_producer(t).name!r} "
                     "(through a residual connection); they cannot be deleted."
                 )
             node = self.producer[id(t)]
@@ -587,13 +586,13 @@ def channel_groups(model: keras.Model, layers: LayerSpec | None = None) -> list[
         names = tuple(s.op.name for s in sources)
         if wanted is not None and not wanted & set(names):
             continue
-        acts = tuple(t._keras_history[0].name for t in members if _is_relu_output(t))
+        acts = tuple(_producer(t).name for t in members if _is_relu_output(t))
         groups.append(ChannelGroup(names, int(width), acts))
     return groups
 
 
 def _is_relu_output(t) -> bool:
-    op = t._keras_history[0]
+    op = _producer(t)
     if isinstance(op, L.ReLU):
         return True
     act = getattr(op, "activation", None)

@@ -465,3 +465,61 @@ def fresh_layer(
     if callable(layer_or_factory):
         return layer_or_factory()
     raise TypeError(f"Expected a keras Layer or a function returning one. Received: {layer_or_factory!r}")
+
+
+# --- Keras internals the rest of `surgery` needs, fenced here with the reason for each.
+
+
+def _graph_nodes(model: keras.Model) -> list:
+    """The call sites (`Node`s) of a functional graph, inputs first.
+
+    Keras keeps them only in `Functional._nodes_by_depth` (outputs at depth
+    0); channel deletion follows channels through the graph in call order.
+    """
+    graph = graph_of(model)
+    return [
+        node for depth in sorted(graph._nodes_by_depth, reverse=True) for node in graph._nodes_by_depth[depth]
+    ]
+
+
+def _producer(tensor: keras.KerasTensor):
+    """The operation whose call produced a symbolic tensor (`_keras_history`; no public accessor)."""
+    return tensor._keras_history[0]
+
+
+def _mark_container_trainable(model: keras.Model, trainable: bool) -> None:
+    """Set a nested model's own `trainable` flag without touching its layers.
+
+    The public setter also sets every child's flag, which would undo a
+    per-layer freeze; Keras reads the container's flag (`_trainable`) for
+    `model.trainable`.
+    """
+    model._trainable = trainable
+
+
+def _in_safe_mode() -> bool:
+    """Whether `keras.saving.load_model(..., safe_mode=True)` is running.
+
+    Keras exposes the flag only in `keras.src.saving.serialization_lib`
+    (TFSMLayer reads it the same way); a Keras that moved it keeps refusing.
+    """
+    try:
+        from keras.src.saving import serialization_lib
+    except ImportError:
+        return True
+    return serialization_lib.in_safe_mode() is True
+
+
+def _declare_input_shape(layer: keras.layers.Layer, input_shape: tuple) -> None:
+    """Let a `Sequential` start with `layer` (what `input_shape=` on a Keras layer records).
+
+    Sequential reads `_input_shape_arg`/`_batch_input_shape` to create its
+    Input; a custom layer has no public way to declare them.
+    """
+    layer._input_shape_arg = tuple(input_shape)
+    layer._batch_input_shape = (None,) + tuple(input_shape)
+
+
+def _all_sublayers(model: keras.Model) -> list:
+    """Every layer inside `model`, wrappers' inner layers included (`_flatten_layers`)."""
+    return list(model._flatten_layers(include_self=False))

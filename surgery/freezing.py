@@ -11,7 +11,7 @@ import warnings
 import keras
 import numpy as np
 
-from surgery.engine import SurgeryError, resolve
+from surgery.engine import SurgeryError, _mark_container_trainable, resolve
 from zoo.features import stages_of
 from zoo.weights import leaf_layers
 
@@ -264,7 +264,7 @@ def _apply_flags(model, frozen_ids):
     # Keras: a container's `trainable=False` overrides its children, so only
     # mark it when everything inside is frozen (setting the attribute on the
     # container would reset every child).
-    model._trainable = any_trainable
+    _mark_container_trainable(model, any_trainable)
     return any_trainable
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import keras
 
+from surgery.engine import _all_sublayers, _declare_input_shape, _in_safe_mode
+
 __all__ = ["HubLayer", "export_feature_extractor", "hub_layer", "saved_model_sha256"]
 TF_ONLY = True  # the test suite skips this module's doctests on JAX and PyTorch
 
@@ -75,7 +77,14 @@ def _download(handle: str) -> str:
             ) from None
         try:
             with tarfile.open(archive) as tar:
-                tar.extractall(os.path.join(work, "model"), filter="data")
+                if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4: refuses unsafe members
+                    tar.extractall(os.path.join(work, "model"), filter="data")
+                else:
+                    for member in tar.getmembers():
+                        inside = os.path.normpath(member.name)
+                        if inside.startswith(("..", "/")) or member.issym() or member.islnk():
+                            raise tarfile.TarError(f"unsafe member {member.name!r}")
+                    tar.extractall(os.path.join(work, "model"))
         except (tarfile.TarError, OSError) as e:
             raise ValueError(
                 f"{url} did not send a SavedModel archive ({e}); check the handle (a TF2 "
@@ -301,15 +310,6 @@ class HubLayer(keras.layers.Layer):
         return cls(**config)
 
 
-def _in_safe_mode():
-    """Whether `keras.saving.load_model(..., safe_mode=True)` is running (as for TFSMLayer)."""
-    try:
-        from keras.src.saving import serialization_lib
-    except ImportError:  # a future Keras that moved it: keep refusing by default
-        return True
-    return serialization_lib.in_safe_mode() is True
-
-
 def hub_layer(
     handle: str | os.PathLike,
     *,
@@ -400,8 +400,7 @@ def hub_layer(
     )
     if input_shape is not None:
         # What Sequential reads to create its Input, as for hub.KerasLayer.
-        layer._input_shape_arg = tuple(input_shape)
-        layer._batch_input_shape = (None,) + tuple(input_shape)
+        _declare_input_shape(layer, input_shape)
     return layer
 
 
@@ -486,7 +485,7 @@ def export_feature_extractor(
 def _regularizers(model):
     """Zero-argument functions computing each weight regularization penalty."""
     fns = []
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _all_sublayers(model):
         for attr, weight_attr in (
             ("kernel_regularizer", "kernel"),
             ("bias_regularizer", "bias"),

@@ -615,21 +615,21 @@ def _keep_async_dispatch(callbacks):
     `update_freq="batch"` and a graph only of a TensorFlow function). Their
     hooks are reset to `Callback`'s no-ops; anything else is left alone.
     """
-    from keras_tuner.src.engine import tuner_utils
+    from tuning._keras import is_tuner_callback, tensorboard_traces
 
     def idle(cb, *hooks):
         for hook in hooks:
             setattr(cb, hook, types.MethodType(getattr(keras.callbacks.Callback, hook), cb))
 
     for cb in callbacks:
-        if isinstance(cb, tuner_utils.TunerCallback):
+        if is_tuner_callback(cb):
             hooks = ("on_batch_begin", "on_batch_end")
             if all(getattr(type(cb.tuner), h) is getattr(kt.Tuner, h) for h in hooks):
                 idle(cb, *hooks)
         elif (
             type(cb) is keras.callbacks.TensorBoard
             and cb.update_freq == "epoch"
-            and not getattr(cb, "_should_trace", True)
+            and not tensorboard_traces(cb)
             and keras.backend.backend() != "tensorflow"
         ):
             idle(cb, "on_train_batch_end")
