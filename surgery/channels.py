@@ -85,7 +85,7 @@ _PRODUCERS = (L.Dense, L.Embedding) + _CONVS + _TRANSPOSED + _SEPARABLE + tuple(
 
 
 def _rnn_gates(layer):
-    return next((g for cls, g in _RNNS.items() if type(layer) is cls or isinstance(layer, cls)), None)
+    return next((g for cls, g in _RNNS.items() if isinstance(layer, cls)), None)
 
 
 @dataclasses.dataclass(eq=False)  # nodes are keys by identity
@@ -300,8 +300,11 @@ def _plan(graph: _Graph, deletions: Mapping) -> dict[int, _Change]:
         produced = keep_out.get(id(node.op))
         if produced is None and all(m is None for m in ins):
             continue
-        if node.kind in ("opaque",) or (node.kind == "consume" and produced is not None):
-            raise SurgeryError(f"Cannot delete these channels: {node.why}.")
+        if node.kind == "opaque" or (node.kind == "consume" and produced is not None):
+            raise SurgeryError(
+                f"Cannot delete these channels: {node.why}. Delete channels of a layer whose "
+                "channels end before it (at a Dense or convolution), or `surgery.replace` it first."
+            )
         full = [m if m is not None else np.ones(t.shape[-1], bool) for m, t in zip(ins, node.inputs)]
         out = None
         if node.kind == "same":
@@ -513,7 +516,9 @@ def delete_channels(
             )
         if len(nodes) > 1:
             raise SurgeryError(
-                f"Layer {target.name!r} is called {len(nodes)} times; its channels cannot be deleted."
+                f"Layer {target.name!r} is called {len(nodes)} times (a shared layer), so deleting its "
+                "channels would change every call; rebuild the model with one layer per call, or delete "
+                "channels of a layer that is called once."
             )
         deletions[nodes[0]] = _as_keep(target, chans, nodes[0].outputs[0].shape[-1])
     changes = _plan(graph, deletions)
