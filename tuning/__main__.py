@@ -836,6 +836,7 @@ def bench(args):
 
     import tuning
     import zoo
+    from tuning._keras import custom_gradient_names, release_custom_gradients
 
     for flag, value, low in (
         ("--image-size", args.image_size, 32),
@@ -878,12 +879,15 @@ def bench(args):
                 for k, v in space.items():
                     hp.Fixed(k, v)
                 keras.utils.set_random_seed(seed)
+                gradients = custom_gradient_names()
                 model = hm.build(hp)
                 start = time.perf_counter()
                 h = hm.fit(
                     hp, model, x, y, epochs=args.epochs, validation_data=(xv, yv), verbose=0, batch_size=32
                 )
                 (first if seed == 0 and trial == 0 else later).append(time.perf_counter() - start)
+                del model
+                release_custom_gradients(gradients)  # each trial's model is freed (TensorFlow)
                 if trial == args.trials - 1:
                     scores.append(h.history["val_accuracy"][-1])
         rows.append(("cached" if cached else "naive", first, later, scores))

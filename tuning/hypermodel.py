@@ -54,6 +54,8 @@ def _choice(hp, name, values, default=None):
     values = list(values)
     if len(values) == 1:
         return hp.Fixed(name, values[0])
+    if all(isinstance(v, bool) for v in values):  # KerasTuner's Choice would store 0 and 1
+        return hp.Boolean(name, default=bool(default if default in values else values[0]))
     return hp.Choice(name, values, default=default if default in values else values[0])
 
 

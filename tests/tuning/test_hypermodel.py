@@ -30,6 +30,10 @@ def test_space_is_prefixed_and_stage_aware():
     assert all(n.startswith(("head/", "finetune/")) for n in hp.values)
     stages = hp._hps["finetune/stages"][0]
     assert list(stages.values) == list(range(len(zoo.stages_of(hm._template)) + 1))
+    # Yes/no choices stay booleans (KerasTuner's Choice would make them 0/1,
+    # shown as such in every trial line, leaderboard and figure).
+    assert isinstance(hp.values["head/batch_norm"], bool)
+    assert isinstance(hp.values["finetune/augment"], bool)
 
 
 def test_two_phases_train_only_the_sampled_depth(data):
