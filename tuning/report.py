@@ -322,7 +322,7 @@ def write_report(out_dir, *, args, classes, counts, result, evaluation, timings,
         "| hyperparameter | value |",
         "|---|---|",
     ]
-    lines += [f"| {k} | {v} |" for k, v in result.hyperparameters.items()]
+    lines += [f"| {k} | {_label(v)} |" for k, v in result.hyperparameters.items()]
     if evaluation.get("split", "test") == "test":
         title = f"## Test set: accuracy {evaluation['accuracy']:.4f}"
         where = "Measured on images that no trial saw"

@@ -204,7 +204,7 @@ class _TrialHooks:
             release_custom_gradients(before)
 
     def _trial_line(self, trial, score, seconds, values):
-        """`[trial 3/20 id 02] val_accuracy=0.8125 (12.3 s) best 0.8750 ~4 min left {...}`.
+        """`[trial 3/20 id 02] val_accuracy=0.8125 (12.3 s) best 0.8750 ~4 min left head/units=64 ...`.
 
         Numbered from 1 in the order trials finish, as KerasTuner's own
         "Trial 3 Complete"; the id is KerasTuner's (trial_02/, the
@@ -222,9 +222,10 @@ class _TrialHooks:
             eta = sum(self._durations) / len(self._durations) * (limit - done)
             left = f" ~{eta / 60:.0f} min left" if eta >= 90 else f" ~{eta:.0f} s left"
         shown = "n/a" if score is None else f"{score:.4f}"
+        chosen = " ".join(f"{k}={_cell(v)}" for k, v in values.items())
         return (
             f"[trial {count} id {trial.trial_id}] {self.oracle.objective.name}={shown} "
-            f"({seconds or 0:.1f} s){best_text}{left} {values}"
+            f"({seconds or 0:.1f} s){best_text}{left} {chosen}"
         )
 
     def _prune_checkpoints(self, keep_best: bool = True):

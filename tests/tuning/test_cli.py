@@ -1,6 +1,7 @@
 """python -m tuning run/predict: the main job with tiny settings, and bad input."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -32,6 +33,7 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
         assert Image.open(os.path.join(out, "plots", p)).size[0] > 200
     report = open(os.path.join(out, "report.md")).read()
     assert "Test set: accuracy" in report and "| circle |" in report
+    assert re.search(r"\| finetune/train_bn \| (true|false) \|", report)  # booleans as true/false
     capsys.readouterr()
     test_dir = os.path.join(out, "data", "test", "star")
     assert main(["predict", "--model", os.path.join(out, "best.keras"), test_dir]) == 0

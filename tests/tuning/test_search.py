@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ def test_search_writes_leaderboard_and_best_model(tmp_path, capsys):
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("[trial ")]
     assert [l.split()[1] for l in lines] == ["1/3", "2/3", "3/3"]
     assert " best " in lines[-1] and "left" in lines[0] and "left" not in lines[-1]
+    assert re.search(r" head/batch_norm=(true|false) ", lines[0]), lines[0]  # key=value, true/false
     project = tmp_path / "p"
     # Only the best trial's checkpoint would be read again; none is kept at the end.
     assert not list(project.glob("trial_*/checkpoint*"))
