@@ -1,4 +1,4 @@
-"""Image folders in, checked `uint8` datasets out (Keras' own loader)."""
+"""Image folders in, checked `uint8` datasets out (Keras' own loader; Pillow where TensorFlow is not installed)."""
 
 from __future__ import annotations
 
@@ -74,6 +74,62 @@ def check_folder(directory: str) -> list[str]:
     return classes
 
 
+class ImageBatches(keras.utils.PyDataset):
+    """Batches of `uint8` images read into memory: the loader where TensorFlow is not installed.
+
+    Keras' folder loader is built on `tf.data`; on JAX or PyTorch without
+    TensorFlow, `load_splits` reads the images with Pillow instead (RGB,
+    bilinear resize to `image_size`), once, and serves `(images, labels)`
+    batches, reshuffled every epoch when `shuffle` is set. Memory: the
+    images at their resized size (1,000 images at 224 px are 150 MB).
+
+    Example:
+
+        >>> import os, tempfile, numpy as np
+        >>> from PIL import Image
+        >>> from tuning.data import ImageBatches
+        >>> d = tempfile.mkdtemp()
+        >>> paths = [os.path.join(d, f"{i}.png") for i in range(5)]
+        >>> for p in paths:
+        ...     Image.fromarray(np.zeros((40, 30, 3), "uint8")).save(p)
+        >>> batches = ImageBatches(paths, [0, 1, 0, 1, 0], image_size=32, batch_size=2)
+        >>> len(batches), batches[0][0].shape, batches[0][0].dtype, batches[2][1].tolist()
+        (3, (2, 32, 32, 3), dtype('uint8'), [0])
+    """
+
+    def __init__(
+        self, paths, labels, *, image_size: int, batch_size: int = 32, shuffle: bool = False, seed: int = 0
+    ):
+        import numpy as np
+        from PIL import Image
+
+        super().__init__()
+        images = np.empty((len(paths), image_size, image_size, 3), "uint8")
+        for i, path in enumerate(paths):
+            with Image.open(path) as img:
+                images[i] = np.asarray(img.convert("RGB").resize((image_size, image_size), Image.BILINEAR))
+        self.images, self.labels = images, np.asarray(labels, "int32")
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self._rng = np.random.default_rng(seed)
+        self._order = self._rng.permutation(len(paths)) if shuffle else np.arange(len(paths))
+
+    def __len__(self):
+        return -(-len(self.images) // self.batch_size)
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        return self.images[idx], self.labels[idx]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self._order = self._rng.permutation(len(self.images))
+
+
 def _class_files(directory, classes):
     """`(paths, labels)` of every image, in Keras' order (classes, then names)."""
     paths, labels = [], []
@@ -140,7 +196,9 @@ def load_splits(
 ):
     """`(train, val, test, class_names, info)`: `uint8` image datasets and how they were made.
 
-    Honours explicit `train/`, `val/`, `test/` sub-folders. Whatever is not
+    Honours explicit `train/`, `val/`, `test/` sub-folders. The datasets are
+    `tf.data` pipelines where TensorFlow is installed (Keras' own loader, on
+    every backend), otherwise `ImageBatches` read into memory. Whatever is not
     given as a folder is held out of the training images by a stratified,
     seeded split: validation (`validation_fraction`, what the search selects
     on) and test (`test_fraction`, seen by no trial). `test_fraction=0` uses
@@ -151,9 +209,14 @@ def load_splits(
     `"15% of train/, stratified, seed 0"`) and its image count: what the
     report and `run.json` record.
     """
-    import tensorflow as tf  # tf.data underlies image_dataset_from_directory on every backend
+    try:
+        import tensorflow as tf  # tf.data underlies image_dataset_from_directory on every backend
+    except ImportError:  # JAX or PyTorch without TensorFlow: the images are read into memory
+        tf = None
 
     def load(path, shuffle):
+        if tf is None:
+            return from_files(*_class_files(path, classes), shuffle)
         return keras.utils.image_dataset_from_directory(
             path,
             labels="inferred",
@@ -167,6 +230,11 @@ def load_splits(
         )
 
     def from_files(paths, labels, shuffle):
+        if tf is None:
+            return ImageBatches(
+                paths, labels, image_size=image_size, batch_size=batch_size, shuffle=shuffle, seed=seed
+            )
+
         # Keras' own loader steps (read, decode to RGB, bilinear resize) on a file list.
         def read(path, label):
             img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
@@ -178,6 +246,8 @@ def load_splits(
         return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
 
     def finish(ds):
+        if tf is None:
+            return ds
         return ds.map(lambda x, y: (tf.cast(x, tf.uint8), y)).prefetch(tf.data.AUTOTUNE)
 
     for name, fraction in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):

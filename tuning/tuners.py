@@ -247,6 +247,14 @@ class _TrialHooks:
                     os.remove(path)
 
 
+def _tensorflow_installed() -> bool:
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _load_times(project_dir):
     path = os.path.join(project_dir, "trial_times.json")
     if os.path.exists(path):
@@ -478,7 +486,7 @@ def search(
         ...                        max_trials=2, epochs=1, directory=tempfile.mkdtemp(),
         ...                        unfreeze_space={"stages": [0], "augment": [False]})
         ... # doctest: +ELLIPSIS
-        [trial 1/2 id 0] val_accuracy=... best ... left {...}
+        [trial 1/2 id 0] val_accuracy=... best ... left head/pooling=...
         [trial 2/2 id 1] val_accuracy=... best ...
         >>> len(result.leaderboard), result.model.output_shape
         (2, (None, 6))
@@ -534,7 +542,12 @@ def search(
             monitor=objective, mode=t.oracle.objective.direction, patience=patience, restore_best_weights=True
         )
     ]
-    if tensorboard:
+    if tensorboard and not _tensorflow_installed():
+        logger.warning(
+            "TensorBoard logs skipped: Keras writes them with TensorFlow, which is not installed "
+            "(pip install tensorflow, or pass tensorboard=False to silence this)."
+        )
+    elif tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(t.project_dir, "logs")))
     callbacks += user_callbacks
     # KerasTuner clears the Keras session (and with it the distribution)

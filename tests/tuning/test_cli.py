@@ -1,5 +1,6 @@
 """python -m tuning run/predict: the main job with tiny settings, and bad input."""
 
+import json
 import os
 import re
 import subprocess
@@ -183,6 +184,55 @@ def test_held_out_splits_are_disjoint_stratified_and_seeded(tmp_path):
     Image.fromarray(np.zeros((4, 4, 3), "uint8")).save(os.path.join(root, "d", "0.png"))
     with pytest.raises(DataError, match=r"fewer than 3 images.*'d': 1"):
         load_splits(root, image_size=4)
+
+
+NO_TENSORFLOW = """
+import importlib.abc, json, sys
+class Block(importlib.abc.MetaPathFinder):  # as on a machine without TensorFlow
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "tensorboard"):
+            raise ModuleNotFoundError(name)
+sys.meta_path.insert(0, Block())
+from tuning.data import ImageBatches, load_splits
+out = {}
+for root in sys.argv[1:]:
+    *parts, classes, info = load_splits(root, image_size=4, batch_size=8, seed=3)
+    assert all(isinstance(p, ImageBatches) for p in parts), parts
+    out[root] = {"info": info, "ids": [[int(x[0, 0, 0]) for xb, _ in p for x in xb] for p in parts],
+                 "labels": [[int(v) for _, yb in p for v in yb] for p in parts]}
+assert "tensorflow" not in sys.modules
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.tf_only  # compared with the tf.data path in this process
+def test_without_tensorflow_the_same_splits_load_into_memory(tmp_path):
+    from tuning.data import load_splits
+
+    held_out, folders = str(tmp_path / "held_out"), str(tmp_path / "folders")
+    for c, cls in enumerate(("a", "b", "c")):
+        for i in range(10):  # every image unique: its pixel values name it
+            image = Image.fromarray(np.full((4, 4, 3), [c * 20 + i, c, 7], "uint8"))
+            for folder in (
+                os.path.join(held_out, cls),
+                os.path.join(folders, "val" if i > 6 else "train", cls),
+            ):
+                os.makedirs(folder, exist_ok=True)
+                image.save(os.path.join(folder, f"{i}.png"))
+    env = {**_env(), "KERAS_BACKEND": "jax"}
+    run = subprocess.run(
+        [sys.executable, "-c", NO_TENSORFLOW, held_out, folders], capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    for root in (held_out, folders):
+        *parts, classes, info = load_splits(root, image_size=4, batch_size=8, seed=3)
+        ids = [[int(x[0, 0, 0]) for xb, _ in p for x in xb.numpy()] for p in parts if p is not None]
+        assert got[root]["info"] == json.loads(json.dumps(info))
+        assert sorted(got[root]["ids"][0]) == sorted(ids[0])  # train: the same images, shuffled
+        assert got[root]["ids"][1 : len(ids)] == ids[1:]  # evaluation splits: the same order
+        # Labels follow their images (image c * 20 + i is class c).
+        assert all(i // 20 == l for p, q in zip(got[root]["ids"], got[root]["labels"]) for i, l in zip(p, q))
 
 
 @pytest.mark.tf_only
