@@ -248,9 +248,53 @@ def segmentation_metrics(num_classes: int) -> list:
         0.5833
     """
     return [
-        keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, name="mean_iou"),
+        MeanIoU(num_classes, sparse_y_pred=False, name="mean_iou"),
         keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy"),
     ]
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class MeanIoU(keras.metrics.MeanIoU):
+    """`keras.metrics.MeanIoU` with its confusion matrix counted in int32.
+
+    Keras 3.15 builds the matrix by scattering at `int64` indices, which JAX
+    (without `jax_enable_x64`) truncates with a warning on every training
+    step. This sums the weights of each `label * num_classes + prediction`
+    cell with `keras.ops.segment_sum` instead: the same matrix (out-of-range labels and
+    predictions, `ignore_class` and sample weights are left out as Keras
+    does), no warning on any backend.
+
+    Example:
+
+        >>> import numpy as np, zoo
+        >>> m = zoo.fcn.MeanIoU(2)
+        >>> _ = m.update_state(np.array([0, 1, 0, 1]), np.array([0, 1, 1, 1]))
+        >>> round(float(m.result()), 4)
+        0.5833
+    """
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        ops = keras.ops
+        if not self.sparse_y_true:
+            y_true = ops.argmax(y_true, axis=self.axis)
+        if not self.sparse_y_pred:
+            y_pred = ops.argmax(y_pred, axis=self.axis)
+        y_true = ops.reshape(ops.cast(y_true, "int32"), [-1])
+        y_pred = ops.reshape(ops.cast(y_pred, "int32"), [-1])
+        n = self.num_classes
+        valid = ops.logical_and(
+            ops.logical_and(ops.greater_equal(y_true, 0), ops.less(y_true, n)),
+            ops.logical_and(ops.greater_equal(y_pred, 0), ops.less(y_pred, n)),
+        )
+        if self.ignore_class is not None:
+            valid = ops.logical_and(valid, ops.not_equal(y_true, self.ignore_class))
+        dtype = self.total_cm.dtype  # int64; int32 on JAX without x64 (what Keras gets there too)
+        weights = ops.ones_like(y_true, dtype) if sample_weight is None else sample_weight
+        weights = ops.broadcast_to(ops.reshape(ops.cast(weights, dtype), [-1]), ops.shape(y_true))
+        weights = ops.where(valid, weights, ops.zeros_like(weights))
+        cells = ops.where(valid, y_true * n + y_pred, ops.zeros_like(y_true))
+        counts = ops.segment_sum(weights, cells, num_segments=n * n)
+        return self.total_cm.assign(self.total_cm + ops.reshape(counts, (n, n)))
 
 
 def _stage_outputs(model, stages, backbone):

@@ -1,5 +1,7 @@
 """FCN: exact size, any input size, bilinear upsampling, convolutionalize, weights."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -125,6 +127,29 @@ def test_segmentation_metrics_and_training_step():
     y = np.random.default_rng(1).integers(0, 3, (2, 64, 64)).astype("int32")  # JAX has no int64 by default
     logs = model.fit(x, y, epochs=1, verbose=0).history
     assert 0.0 <= logs["mean_iou"][0] <= 1.0 and 0.0 <= logs["pixel_accuracy"][0] <= 1.0
+
+
+def test_mean_iou_equals_keras_and_does_not_warn():
+    # zoo.fcn.MeanIoU counts the confusion matrix in int32 (Keras' int64
+    # indices warn on JAX every step): the same result as Keras' own, with
+    # out-of-range labels, an ignored class and sample weights.
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(-1, 5, (2, 8, 8)).astype("int32")  # -1 and 4: out of range for 4 classes
+    scores = rng.uniform(0, 1, (2, 8, 8, 4)).astype("float32")
+    weights = rng.uniform(0, 2, (2, 8, 8)).astype("float32")
+    for kwargs, sw in (({}, None), ({"ignore_class": 2}, weights)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ours = zoo.fcn.MeanIoU(4, sparse_y_pred=False, **kwargs)
+            ours.update_state(y_true, scores, sample_weight=sw)
+        with warnings.catch_warnings():  # Keras' own warns on JAX (int64) and for float weights
+            warnings.simplefilter("ignore")
+            theirs = keras.metrics.MeanIoU(4, sparse_y_pred=False, **kwargs)
+            theirs.update_state(y_true, scores, sample_weight=sw)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(ours.total_cm), keras.ops.convert_to_numpy(theirs.total_cm), rtol=1e-5
+        )
+        assert abs(float(ours.result()) - float(theirs.result())) < 1e-6
 
 
 def test_fcn_card_and_errors():
