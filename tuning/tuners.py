@@ -248,11 +248,9 @@ class _TrialHooks:
 
 
 def _tensorflow_installed() -> bool:
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow") is not None  # without importing it
 
 
 def _load_times(project_dir):
