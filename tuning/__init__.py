@@ -1,4 +1,7 @@
-"""tuning: KerasTuner searches over transfer-learning heads and unfreeze depth.
+"""tuning: KerasTuner searches over transfer-learning heads and unfreeze depth, and the main job.
+
+`tuning.run(data, out, tuning.SearchConfig(...))` is what `python -m tuning
+run` does; `tuning.recipes` names its two recipes.
 
 Composes `zoo` (backbones, stage metadata) and `surgery` (graft, freeze)
 with KerasTuner; adds RAdam, a warm-up cosine schedule, a learning-rate
@@ -24,7 +27,18 @@ except PackageNotFoundError:  # a source tree that was never installed
 
 # Public name -> the submodule that defines it.
 _EXPORTS = {
+    "analysis": None,
+    "callbacks": None,
     "losses": None,
+    "metrics": None,
+    "recipes": None,
+    "tta": None,
+    "ConfigError": "config",
+    "SearchConfig": "config",
+    "RunInterrupted": "job",
+    "RunResult": "job",
+    "load_result": "job",
+    "run": "job",
     "TransferHyperModel": "hypermodel",
     "augmentation_layers": "hypermodel",
     "LearningRateLogger": "optimizers",

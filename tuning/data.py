@@ -185,6 +185,122 @@ def stratified_split(labels, fractions, *, seed: int = 0) -> list:
     return [sorted(p) for p in parts]
 
 
+def split_files(
+    directory: str,
+    *,
+    seed: int = 0,
+    validation_fraction: float = 0.2,
+    test_fraction: float = 0.15,
+) -> tuple[dict, list, dict]:
+    """`(files, class_names, info)`: which image files make each split, checked.
+
+    `files` maps "train", "val" and (unless `test_fraction=0` and no test/
+    folder) "test" to `(paths, labels)`, each in Keras' folder order
+    (classes, then file names). Explicit `train/`, `val/`, `test/`
+    sub-folders are honoured; whatever is not given as a folder is held out
+    of the training images by a stratified, seeded split. `info` maps each
+    split to where its images come from and how many there are (what the
+    report and `run.json` record), and "class_counts" to the training
+    images per class.
+
+    Example:
+
+        >>> import os, tempfile, numpy as np
+        >>> from PIL import Image
+        >>> import tuning.data
+        >>> d = tempfile.mkdtemp()
+        >>> for c in ("cat", "dog"):
+        ...     os.makedirs(os.path.join(d, c))
+        ...     for i in range(10):
+        ...         Image.fromarray(np.zeros((8, 8, 3), "uint8")).save(os.path.join(d, c, f"{i}.png"))
+        >>> files, classes, info = tuning.data.split_files(d)
+        >>> classes, [len(files[s][0]) for s in ("train", "val", "test")], info["class_counts"]
+        (['cat', 'dog'], [12, 4, 4], [6, 6])
+    """
+    for name, fraction in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= fraction < 1:
+            raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={fraction}")
+    explicit = os.path.isdir(os.path.join(directory, "train"))
+    train_dir = os.path.join(directory, "train") if explicit else directory
+    classes = check_folder(train_dir)
+    files, info = {}, {"seed": seed}
+    for name in ("val", "test"):
+        path = os.path.join(directory, name)
+        if explicit and os.path.isdir(path):
+            if check_folder(path) != classes:
+                raise DataError(f"The classes of {path!r} differ from those of {train_dir!r}: {classes}.")
+            files[name] = _class_files(path, classes)
+            info[name] = {"source": f"folder {name}/", "images": len(files[name][0])}
+    fractions = {"val": validation_fraction, "test": test_fraction}
+    if "val" not in files and validation_fraction == 0:
+        raise DataError(
+            "The search needs validation images: add a val/ folder or use a validation fraction above 0."
+        )
+    held_out = [n for n in ("val", "test") if n not in files and fractions[n] > 0]
+    where = "train/" if explicit else os.path.basename(os.path.normpath(directory)) + "/"
+    paths, labels = _class_files(train_dir, classes)
+    if held_out:
+        need = 1 + len(held_out)
+        few = {c: labels.count(i) for i, c in enumerate(classes) if labels.count(i) < need}
+        if few:
+            raise DataError(
+                f"Classes with fewer than {need} images in {train_dir!r}: {few}. Each class needs "
+                f"one training image and one for each held-out split ({', '.join(held_out)}). "
+                "Add images, or give val/ and test/ folders."
+            )
+        parts = stratified_split(labels, [fractions[n] for n in held_out], seed=seed)
+        pick = lambda idx: ([paths[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
+        files["train"] = pick(parts[0])
+        info["train"] = {"source": f"the rest of {where}", "images": len(parts[0])}
+        for name, idx in zip(held_out, parts[1:]):
+            files[name] = pick(idx)
+            info[name] = {
+                "source": f"{fractions[name]:.0%} of {where}, stratified, seed {seed}",
+                "images": len(idx),
+            }
+    else:
+        files["train"] = (paths, labels)
+        info["train"] = {"source": f"folder {where}", "images": len(paths)}
+    if "test" not in files:
+        info["test"] = {"source": "none (test_fraction=0): no image was kept from the search", "images": 0}
+    info["class_counts"] = [files["train"][1].count(i) for i in range(len(classes))]
+    info["explicit_train"] = explicit
+    return {k: files[k] for k in ("train", "val", "test") if k in files}, classes, info
+
+
+def file_dataset(
+    paths, labels, *, image_size: int, batch_size: int = 32, shuffle: bool = False, seed: int = 0
+):
+    """Batches of `(uint8 images, int labels)` read from `paths`, in order unless `shuffle`.
+
+    A prefetched `tf.data` pipeline with Keras' own loader steps (read,
+    decode to RGB, bilinear resize) where TensorFlow is installed, otherwise
+    `ImageBatches`.
+    """
+    tf = _tensorflow()
+    if tf is None:
+        return ImageBatches(
+            paths, labels, image_size=image_size, batch_size=batch_size, shuffle=shuffle, seed=seed
+        )
+
+    def read(path, label):
+        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        return tf.cast(tf.image.resize(img, (image_size, image_size), method="bilinear"), tf.uint8), label
+
+    ds = tf.data.Dataset.from_tensor_slices((list(paths), list(labels)))
+    if shuffle:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _tensorflow():
+    try:
+        import tensorflow as tf  # tf.data underlies Keras' image loading on every backend
+    except ImportError:  # JAX or PyTorch without TensorFlow
+        return None
+    return tf
+
+
 def load_splits(
     directory: str,
     *,
@@ -196,28 +312,28 @@ def load_splits(
 ):
     """`(train, val, test, class_names, info)`: `uint8` image datasets and how they were made.
 
-    Honours explicit `train/`, `val/`, `test/` sub-folders. The datasets are
-    `tf.data` pipelines where TensorFlow is installed (Keras' own loader, on
-    every backend), otherwise `ImageBatches` read into memory. Whatever is not
-    given as a folder is held out of the training images by a stratified,
-    seeded split: validation (`validation_fraction`, what the search selects
-    on) and test (`test_fraction`, seen by no trial). `test_fraction=0` uses
-    no test split; the test dataset is then `None` and `info["test"]` says
-    so. Mixed greyscale/RGB images all load as RGB. Batches are prefetched.
-
-    `info` maps each split to where its images come from (`"folder val/"`,
-    `"15% of train/, stratified, seed 0"`) and its image count: what the
-    report and `run.json` record.
+    The splits of `split_files`, as datasets: `tf.data` pipelines where
+    TensorFlow is installed (Keras' own loader, on every backend), otherwise
+    `ImageBatches` read into memory. A split given as a folder loads with
+    `keras.utils.image_dataset_from_directory`; a held-out one from its file
+    list with the same steps. `test_fraction=0` uses no test split; the test
+    dataset is then `None` and `info["test"]` says so. Mixed greyscale/RGB
+    images all load as RGB. Batches are prefetched. `info["files"]` holds
+    the `(paths, labels)` of each split.
     """
-    try:
-        import tensorflow as tf  # tf.data underlies image_dataset_from_directory on every backend
-    except ImportError:  # JAX or PyTorch without TensorFlow: the images are read into memory
-        tf = None
+    files, classes, info = split_files(
+        directory, seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction
+    )
+    tf = _tensorflow()
 
-    def load(path, shuffle):
-        if tf is None:
-            return from_files(*_class_files(path, classes), shuffle)
-        return keras.utils.image_dataset_from_directory(
+    def dataset(name):
+        folder = info[name]["source"].startswith("folder ")
+        if tf is None or not folder:
+            return file_dataset(
+                *files[name], image_size=image_size, batch_size=batch_size, shuffle=name == "train", seed=seed
+            )
+        path = directory if name == "train" and not info["explicit_train"] else os.path.join(directory, name)
+        ds = keras.utils.image_dataset_from_directory(
             path,
             labels="inferred",
             label_mode="int",
@@ -226,81 +342,10 @@ def load_splits(
             image_size=(image_size, image_size),
             seed=seed,
             verbose=False,
-            shuffle=shuffle,
+            shuffle=name == "train",
         )
-
-    def from_files(paths, labels, shuffle):
-        if tf is None:
-            return ImageBatches(
-                paths, labels, image_size=image_size, batch_size=batch_size, shuffle=shuffle, seed=seed
-            )
-
-        # Keras' own loader steps (read, decode to RGB, bilinear resize) on a file list.
-        def read(path, label):
-            img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-            return tf.image.resize(img, (image_size, image_size), method="bilinear"), label
-
-        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-        if shuffle:
-            ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-        return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
-
-    def finish(ds):
-        if tf is None:
-            return ds
         return ds.map(lambda x, y: (tf.cast(x, tf.uint8), y)).prefetch(tf.data.AUTOTUNE)
 
-    for name, fraction in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
-        if not 0 <= fraction < 1:
-            raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={fraction}")
-    explicit = os.path.isdir(os.path.join(directory, "train"))
-    train_dir = os.path.join(directory, "train") if explicit else directory
-    classes = check_folder(train_dir)
-    folders = {}
-    for name in ("val", "test"):
-        path = os.path.join(directory, name)
-        if explicit and os.path.isdir(path):
-            if check_folder(path) != classes:
-                raise DataError(f"The classes of {path!r} differ from those of {train_dir!r}: {classes}.")
-            folders[name] = path
-    held_out = [n for n in ("val", "test") if n not in folders]
-    fractions = {"val": validation_fraction, "test": test_fraction}
-    if "val" in held_out and validation_fraction == 0:
-        raise DataError(
-            "The search needs validation images: add a val/ folder or use a validation fraction above 0."
-        )
-    held_out = [n for n in held_out if fractions[n] > 0]
-    where = "train/" if explicit else os.path.basename(os.path.normpath(directory)) + "/"
-    info = {"seed": seed}
-    if held_out:
-        paths, labels = _class_files(train_dir, classes)
-        need = 1 + len(held_out)
-        few = {c: labels.count(i) for i, c in enumerate(classes) if labels.count(i) < need}
-        if few:
-            raise DataError(
-                f"Classes with fewer than {need} images in {train_dir!r}: {few}. Each class needs "
-                f"one training image and one for each held-out split ({', '.join(held_out)}). "
-                "Add images, or give val/ and test/ folders."
-            )
-        parts = stratified_split(labels, [fractions[n] for n in held_out], seed=seed)
-        pick = lambda idx: ([paths[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
-        train = from_files(*pick(parts[0]), shuffle=True)
-        info["train"] = {"source": f"the rest of {where}", "images": len(parts[0])}
-        made = {}
-        for name, idx in zip(held_out, parts[1:]):
-            made[name] = from_files(*pick(idx), shuffle=False)
-            info[name] = {
-                "source": f"{fractions[name]:.0%} of {where}, stratified, seed {seed}",
-                "images": len(idx),
-            }
-    else:
-        train = load(train_dir, shuffle=True)
-        info["train"] = {"source": f"folder {where}", "images": len(_class_files(train_dir, classes)[0])}
-        made = {}
-    for name, path in folders.items():
-        made[name] = load(path, shuffle=False)
-        info[name] = {"source": f"folder {name}/", "images": len(_class_files(path, classes)[0])}
-    if "test" not in made:
-        info["test"] = {"source": "none (test_fraction=0): no image was kept from the search", "images": 0}
-    test = finish(made["test"]) if "test" in made else None
-    return finish(train), finish(made["val"]), test, classes, info
+    made = {name: dataset(name) for name in files}
+    info = {**info, "files": files}
+    return made["train"], made["val"], made.get("test"), classes, info

@@ -13,10 +13,6 @@ import hashlib
 import math
 import os
 import re
-import sys
-import threading
-import time
-import types
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +23,9 @@ import numpy as np
 
 import surgery
 import zoo
+from tuning.callbacks import EpochLogger, EpochProgress, Redirect, keep_async_dispatch
 from tuning.losses import SparseCategoricalCrossentropyWithSmoothing
+from tuning.metrics import balanced_class_weight, compiled_metrics
 from tuning.optimizers import RAdam, warmup_cosine
 
 DEFAULT_HEAD_SPACE = {
@@ -110,6 +108,18 @@ class TransferHyperModel(kt.HyperModel):
             with AMX). Every trial's model is built under it (KerasTuner
             resets Keras' global dtype policy before each trial, so setting
             that policy yourself is not enough). Defaults to "fp32".
+        class_weight: str. None (every image counts once), "balanced" (each
+            class's images weigh `n / (k * n_class)` in the loss, as
+            scikit-learn's "balanced"), or "search" (`finetune/class_weight`
+            chooses between "none" and "balanced"). Defaults to None.
+        class_counts: list of int. Training images per class, for the
+            weights; read from the labels of arrays (or a dataset with a
+            `labels` attribute) when not given.
+        distribution: a `keras.distribution` (e.g. `DataParallel`) every
+            trial's model is built under (JAX). Defaults to None.
+
+    After each `fit`, `take_last_fit()` hands over the trained model, its
+    per-epoch history and the phase of each epoch (what a tuner keeps).
 
     Example:
 
@@ -135,6 +145,9 @@ class TransferHyperModel(kt.HyperModel):
         schedule: str = "constant",
         augmentation: Sequence[str] | keras.layers.Layer | None = AUGMENTATIONS,
         precision: str = "fp32",
+        class_weight: str | None = None,
+        class_counts: Sequence[int] | None = None,
+        distribution: Any = None,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name, tunable=True)
@@ -154,6 +167,13 @@ class TransferHyperModel(kt.HyperModel):
                 f"Unknown search-space keys {sorted(unknown)}. Head keys: "
                 f"{sorted(DEFAULT_HEAD_SPACE)}; unfreeze keys: {sorted(DEFAULT_UNFREEZE_SPACE)}."
             )
+        if class_weight not in (None, "balanced", "search"):
+            raise ValueError(
+                "`class_weight` must be None, 'balanced' or 'search'. Received: "
+                f"class_weight={class_weight!r}"
+            )
+        self.class_weight = class_weight
+        self.class_counts = None if class_counts is None else [int(c) for c in class_counts]
         if schedule not in ("constant", "cosine"):
             raise ValueError(f"`schedule` must be 'constant' or 'cosine'. Received: {schedule!r}")
         self.cache_features = cache_features
@@ -183,13 +203,10 @@ class TransferHyperModel(kt.HyperModel):
         self._stages = {n: zoo.stages_of(t) for n, t in self._templates.items()}
         self.stages = self._stages[self.backbone_name]
         self._feature_cache: dict = {}
-        # Set by `tuning.search`: called with (model, score, hyperparameters)
-        # after each trial, to keep the best model on disk.
-        self.on_trial_trained = None
-        self.objective_name, self.objective_direction = "val_accuracy", "max"
         # A `keras.distribution` (e.g. DataParallel) for every trial's model;
         # set per build because KerasTuner clears the session before each.
-        self.distribution = None
+        self.distribution = distribution
+        self._last_fit = None
 
     def _build_template(self, name):
         keras.utils.set_random_seed(self.seed)
@@ -250,6 +267,10 @@ class TransferHyperModel(kt.HyperModel):
         s["stage_lr_decay"] = _choice(hp, "finetune/stage_lr_decay", u["stage_lr_decay"])
         s["train_bn"] = _choice(hp, "finetune/train_bn", u["train_bn"])
         s["augment"] = _choice(hp, "finetune/augment", u["augment"], False)
+        if self.class_weight == "search":
+            s["class_weight"] = hp.Choice("finetune/class_weight", ["none", "balanced"], default="none")
+        else:
+            s["class_weight"] = self.class_weight or "none"
         return s
 
     def template(self, backbone: str | None = None) -> keras.Model:
@@ -339,7 +360,7 @@ class TransferHyperModel(kt.HyperModel):
         model.compile(
             optimizer=optimizer,
             loss=SparseCategoricalCrossentropyWithSmoothing(s["label_smoothing"]),
-            metrics=["accuracy"],
+            metrics=compiled_metrics(self.num_classes),
         )
         if for_fit:  # `build`'s compile is replaced by `fit`'s: no state to build for it
             _build_training_state(model)
@@ -359,7 +380,7 @@ class TransferHyperModel(kt.HyperModel):
         **kwargs: Any,
     ) -> keras.callbacks.History:
         s = self._space(hp)
-        callbacks = _keep_async_dispatch(list(callbacks or []))
+        callbacks = keep_async_dispatch(list(callbacks or []))
         if kwargs.get("verbose") == 2:  # Keras' own verbose=2 waits for every step's logs
             kwargs["verbose"] = 0
             callbacks.append(EpochProgress() if EpochProgress.wanted() else EpochLogger())
@@ -379,6 +400,8 @@ class TransferHyperModel(kt.HyperModel):
 
         head = model.get_layer("head")
         steps = _steps_per_epoch(x, kwargs.get("batch_size"))
+        if s["class_weight"] == "balanced":
+            kwargs["class_weight"] = self._balanced_weights(x, y)
         full_kwargs = dict(kwargs)
         if y is None:  # a dataset shuffles itself; Keras warns about `shuffle=True` every fit
             full_kwargs.setdefault("shuffle", False)
@@ -395,7 +418,7 @@ class TransferHyperModel(kt.HyperModel):
                 epochs=phase1,
                 steps_per_epoch=_steps_per_epoch(fx, kwargs.get("batch_size")),
             )
-            redirected = [_Redirect(cb, model) for cb in callbacks]
+            redirected = [Redirect(cb, model) for cb in callbacks]
             record(
                 head.fit(
                     fx,
@@ -456,15 +479,25 @@ class TransferHyperModel(kt.HyperModel):
         return self._finish(hp, model, history, phases)
 
     def _finish(self, hp, model, history, phases=()):
-        """Offer the trained model to `on_trial_trained` (search keeps the best)."""
-        if self.on_trial_trained is not None and history:
-            key = self.objective_name if self.objective_name in history else next(iter(history))
-            values = [v for v in history[key] if v is not None]
-            if values:
-                score = max(values) if self.objective_direction == "max" else min(values)
-                values_hp = {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
-                self.on_trial_trained(model, float(score), values_hp, {**history, "phase": list(phases)})
+        self._last_fit = {"model": model, "history": history, "phases": list(phases)}
         return _history(history)
+
+    def take_last_fit(self) -> dict | None:
+        """The last `fit`'s `{"model", "history", "phases"}`, handed over once (then None)."""
+        last, self._last_fit = self._last_fit, None
+        return last
+
+    def _balanced_weights(self, x, y) -> dict:
+        counts = self.class_counts
+        if counts is None:
+            labels = y if y is not None else getattr(x, "labels", None)
+            if labels is None:
+                raise ValueError(
+                    "class_weight='balanced' needs the training images per class: pass "
+                    "`class_counts` (a dataset of unknown labels cannot be counted cheaply)."
+                )
+            counts = np.bincount(np.asarray(labels).astype("int64").ravel(), minlength=self.num_classes)
+        return balanced_class_weight(counts)
 
     # -------------------------------------------------------------- features
     def features(self, x: Any, y: Any = None, *, backbone: str | None = None) -> Any:
@@ -589,200 +622,3 @@ def _history(merged):
     h = keras.callbacks.History()
     h.history = merged
     return h
-
-
-_BATCH_END_HOOKS = ("on_batch_end", "on_train_batch_end", "on_test_batch_end", "on_predict_batch_end")
-
-
-def _no_batch_end_hooks(callback) -> bool:
-    """Whether a callback leaves every batch-end hook as `Callback`'s no-op."""
-    return all(
-        getattr(getattr(callback, h), "__func__", None) is getattr(keras.callbacks.Callback, h)
-        for h in _BATCH_END_HOOKS
-    )
-
-
-def _keep_async_dispatch(callbacks):
-    """Drop batch-end hooks that do nothing but make `fit` wait on every step.
-
-    Keras (JAX, PyTorch) overlaps a step with the next one's dispatch and
-    input only when no callback has a batch-end hook (or says `async_safe`);
-    otherwise it waits for each step's logs, and on JAX a hook that reads
-    `self.model` also copies the whole training state back into the model
-    every step. Two callbacks of every trial have such hooks without using
-    them: KerasTuner's `TunerCallback`, whose `on_batch_end` hands
-    `self.model` to `Tuner.on_batch_end` (a no-op unless a tuner subclass
-    overrides it), and Keras' `TensorBoard` writing per epoch without
-    profiling (its batch-end hook writes batch scalars only for
-    `update_freq="batch"` and a graph only of a TensorFlow function). Their
-    hooks are reset to `Callback`'s no-ops; anything else is left alone.
-    """
-    from tuning._keras import is_tuner_callback, tensorboard_traces
-
-    def idle(cb, *hooks):
-        for hook in hooks:
-            setattr(cb, hook, types.MethodType(getattr(keras.callbacks.Callback, hook), cb))
-
-    for cb in callbacks:
-        if is_tuner_callback(cb):
-            hooks = ("on_batch_begin", "on_batch_end")
-            if all(getattr(type(cb.tuner), h) is getattr(kt.Tuner, h) for h in hooks):
-                idle(cb, *hooks)
-        elif (
-            type(cb) is keras.callbacks.TensorBoard
-            and cb.update_freq == "epoch"
-            and not tensorboard_traces(cb)
-            and keras.backend.backend() != "tensorflow"
-        ):
-            idle(cb, "on_train_batch_end")
-    return callbacks
-
-
-class EpochLogger(keras.callbacks.Callback):
-    """One line per epoch (`fit(verbose=2)`'s), without waiting on every step.
-
-    Args:
-        stream: file. Where the lines go. Defaults to `sys.stdout`.
-
-    Example:
-
-        >>> import keras, numpy as np, tuning.hypermodel as hm
-        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-        >>> model.compile("sgd", "mse")
-        >>> _ = model.fit(np.zeros((4, 2)), np.zeros(4), epochs=1, verbose=0,
-        ...               callbacks=[hm.EpochLogger()])  # doctest: +ELLIPSIS
-        epoch 1/1 - ...s - loss: 0.0000
-    """
-
-    def __init__(self, stream: Any = None) -> None:
-        super().__init__()
-        self.stream = stream
-
-    def _out(self):
-        return self.stream if self.stream is not None else sys.stdout
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        seconds = time.perf_counter() - getattr(self, "_start", time.perf_counter())
-        values = " - ".join(f"{k}: {v:.4f}" for k, v in (logs or {}).items() if isinstance(v, (int, float)))
-        print(
-            f"epoch {epoch + 1}/{self.params.get('epochs', '?')} - {seconds:.0f}s - {values}",
-            file=self._out(),
-            flush=True,
-        )
-
-
-class EpochProgress(EpochLogger):
-    """`EpochLogger` with a progress bar inside each epoch, for a terminal.
-
-    The bar reads only the step number, never the step's logs, and is
-    `async_safe`: on JAX and PyTorch, Keras keeps dispatching the next
-    steps while the bar is drawn (a plain `verbose=1` waits for every
-    step's loss). Redrawn at most 5 times a second, then replaced by the
-    epoch's line.
-
-    Example:
-
-        >>> import io, keras, numpy as np, tuning.hypermodel as hm
-        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-        >>> model.compile("sgd", "mse")
-        >>> out = io.StringIO()
-        >>> _ = model.fit(np.zeros((8, 2)), np.zeros(8), batch_size=2, epochs=1,
-        ...               verbose=0, callbacks=[hm.EpochProgress(out, every=0)])
-        >>> bar, line = out.getvalue().rsplit("\\033[K", 1)
-        >>> "] 4/4 " in bar, line.startswith("epoch 1/1 - ")
-        (True, True)
-    """
-
-    async_safe = True
-
-    def __init__(self, stream: Any = None, *, every: float = 0.2) -> None:
-        super().__init__(stream)
-        self.every = every
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def wanted() -> bool:
-        """Whether standard output is a terminal (a bar in a log file is noise)."""
-        return sys.stdout.isatty()
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        super().on_epoch_begin(epoch, logs)
-        self._epoch, self._shown, self._drawn_at = epoch, -1, 0.0
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        steps = self.params.get("steps") or 0
-        now = time.perf_counter()
-        with self._lock:  # hooks may run in Keras' worker threads, out of order
-            if batch <= self._shown or (now - self._drawn_at < self.every and batch + 1 != steps):
-                return
-            self._shown, self._drawn_at = batch, now
-            done = batch + 1
-            bar = ""
-            if steps:
-                filled = int(24 * done / steps)
-                bar = f"[{'=' * filled}{'.' * (24 - filled)}] {done}/{steps}"
-            else:
-                bar = f"step {done}"
-            seconds = now - self._start
-            print(
-                f"\repoch {self._epoch + 1}/{self.params.get('epochs', '?')} {bar} {seconds:.0f}s",
-                end="",
-                file=self._out(),
-                flush=True,
-            )
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        with self._lock:
-            print("\r\033[K", end="", file=self._out())  # clear the bar's line
-            self._shown = float("inf")
-        super().on_epoch_end(epoch, logs)
-
-
-class _Redirect(keras.callbacks.Callback):
-    """Runs a callback against the full model while a part of it trains.
-
-    Cached-feature trials fit the head alone; KerasTuner's checkpoint,
-    EarlyStopping and TensorBoard must still see (and save) the full model,
-    which shares the head's weights.
-    """
-
-    def __init__(self, inner, model):
-        super().__init__()
-        self.inner = inner
-        self.full = model
-        inner.set_model(model)
-        self._fit_model = None
-        # Async-safe when the wrapped callback is (its batch hooks are no-ops
-        # or it says so): `_sync_stop` only reads and sets a flag.
-        self.async_safe = getattr(inner, "async_safe", False) or _no_batch_end_hooks(inner)
-
-    def set_model(self, model):
-        self._fit_model = model
-
-    def set_params(self, params):
-        self.inner.set_params(params)
-
-    def _sync_stop(self):
-        if self.full.stop_training and self._fit_model is not None:
-            self._fit_model.stop_training = True
-
-    def on_train_begin(self, logs=None):
-        self.full.stop_training = False
-        self.inner.on_train_begin(logs)
-
-    def on_train_end(self, logs=None):
-        self.inner.on_train_end(logs)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.inner.on_epoch_begin(epoch, logs)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.inner.on_epoch_end(epoch, logs)
-        self._sync_stop()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.inner.on_train_batch_end(batch, logs)
-        self._sync_stop()

@@ -9,10 +9,15 @@ import numpy as np
 
 import surgery
 import zoo
+from tuning.metrics import from_confusion
 
 
 def evaluate(model, dataset, class_names):
-    """Accuracy, per-class precision/recall/F1 (Keras metrics) and the confusion matrix."""
+    """Accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix.
+
+    Also the class probabilities and true labels of every image, in the
+    dataset's order (what the error analysis reads).
+    """
     n = len(class_names)
     ys, ps = [], []
     examples = {}  # class -> its first test image, for the plots
@@ -45,8 +50,13 @@ def evaluate(model, dataset, class_names):
         )
     confusion = np.zeros((n, n), "int64")
     np.add.at(confusion, (y_true, y_pred), 1)
+    figures = from_confusion(confusion)
     return {
         "accuracy": float((y_pred == y_true).mean()),
+        "balanced_accuracy": figures["balanced_accuracy"],
+        "macro_f1": figures["macro_f1"],
+        "probabilities": probs,
+        "true": y_true,
         "per_class": rows,
         "confusion": confusion,
         # One image per class (class order), with its true and predicted labels.
@@ -178,8 +188,12 @@ def trials_figure(rows):
     return fig
 
 
-def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names, backbone):
-    """PNG plots: learning curves, confusion matrix, trials, Grad-CAM, feature maps."""
+def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names, backbone, top_losses=()):
+    """PNG plots: learning curves, confusion matrix, trials, Grad-CAM, feature maps, top losses.
+
+    `top_losses`: dicts `path`, `true`, `predicted`, `probability` (see
+    `tuning.analysis`), drawn as a gallery at the model's input size.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -244,6 +258,21 @@ def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names
         fig = trials_figure(scored)
         save(fig, "trials.png")
 
+    if top_losses:
+        from tuning.analysis import top_losses_figure
+
+        size = tuple(model.input_shape[1:3])
+        images = [
+            keras.utils.img_to_array(keras.utils.load_img(r["path"], target_size=size)) for r in top_losses
+        ]
+        fig = top_losses_figure(
+            images,
+            [r["true"] for r in top_losses],
+            [r["predicted"] for r in top_losses],
+            [r["probability"] for r in top_losses],
+        )
+        save(fig, "top_losses.png")
+
     stages = zoo.stages_of(model)
     # One test image per class (at most 8 classes shown).
     picks = list(range(min(8, len(evaluation["images"]))))
@@ -290,39 +319,90 @@ def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names
     return written
 
 
-def write_report(out_dir, *, args, classes, counts, result, evaluation, timings, plots, splits=None):
-    """`report.md`: data and splits, the best trial, the held-out figure, timings, plots."""
-    if splits:
-        images = [
-            f"- {name}: {info['images']} images, {info['source']}"
-            for name, info in splits.items()
-            if isinstance(info, dict)
-        ]
-    else:
-        images = [f"- images: {counts}"]
-    lines = [
-        "# Transfer-learning run",
-        "",
+def write_report(
+    out_dir, *, config, classes, result, objective, evaluation, analysis, cv, timings, plots, splits
+):
+    """`report.md`: data and splits, the best trial, the held-out figures, errors, timings, plots."""
+    lines = ["# Transfer-learning run", ""]
+    lines += _data_section(config, classes, result, splits)
+    lines += _best_trial_section(result, objective)
+    lines += _budget_section(config, result.budget)
+    lines += _held_out_section(evaluation, cv)
+    lines += _errors_section(analysis)
+    lines += ["", "## Timings", ""] + [f"- {k}: {v:.1f} s" for k, v in timings.items()]
+    lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}](plots/{os.path.basename(p)})" for p in plots]
+    path = os.path.join(out_dir, "report.md")
+    from tuning.files import write_text
+
+    write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _data_section(config, classes, result, splits):
+    images = [
+        f"- {name}: {splits[name]['images']} images, {splits[name]['source']}"
+        for name in ("train", "val", "test")
+    ]
+    counts = splits.get("class_counts")
+    searched = ",".join(config.backbone)
+    return [
         "## Data",
         "",
         f"- classes ({len(classes)}): {', '.join(classes)}",
         *images,
-        f"- image size {args.image_size}x{args.image_size}, "
+        *([f"- training images per class: {dict(zip(classes, counts))}"] if counts else []),
+        f"- image size {config.image_size}x{config.image_size}, "
         + (
-            f"backbones searched `{args.backbone}` (best: `{result.hyperparameters['backbone']}`), "
+            f"backbones searched `{searched}` (best: `{result.hyperparameters['backbone']}`), "
             if "backbone" in result.hyperparameters
-            else f"backbone `{args.backbone}`, "
+            else f"backbone `{searched}`, "
         )
-        + f"weights `{args.weights}`, precision {getattr(args, 'precision', 'fp32')}",
+        + f"weights `{config.weights}`, recipe `{config.recipe}`, precision {config.precision}, "
+        f"class weight `{config.class_weight}`",
         "",
+    ]
+
+
+def _best_trial_section(result, objective):
+    lines = [
         "## Best trial",
         "",
-        f"- objective val_accuracy: {result.score:.4f} (on the validation split, which chose it)",
+        f"- objective {objective}: {result.score:.4f} (on the validation split, which chose it)",
         "",
         "| hyperparameter | value |",
         "|---|---|",
     ]
-    lines += [f"| {k} | {_label(v)} |" for k, v in result.hyperparameters.items()]
+    return lines + [f"| {k} | {_label(v)} |" for k, v in result.hyperparameters.items()]
+
+
+def _budget_section(config, budget):
+    if not config.time_budget or not budget:
+        return []
+    stopped = budget.get("trials_stopped") or {}
+    refused = budget.get("stopped_search")
+    lines = [
+        "",
+        "## Time budget",
+        "",
+        f"- budget {config.time_budget:.0f} s for the search; the search took {budget['search_seconds']:.0f} s "
+        f"and finished {budget['trials_finished']} trials"
+        + (f" of the {budget['trials_asked']} asked" if budget.get("trials_asked") else ""),
+    ]
+    if refused:
+        lines.append(
+            f"- cut: no further trial started with {refused['seconds_left']:.0f} s left "
+            f"(a trial took {refused['trial_estimate']:.0f} s on average)"
+        )
+    for trial_id, stop in stopped.items():
+        lines.append(
+            f"- cut: trial {trial_id} stopped at the budget in epoch {stop['epoch']} (its best epoch kept)"
+        )
+    if not refused and not stopped:
+        lines.append("- nothing was cut")
+    return lines
+
+
+def _held_out_section(evaluation, cv):
     if evaluation.get("split", "test") == "test":
         title = f"## Test set: accuracy {evaluation['accuracy']:.4f}"
         where = "Measured on images that no trial saw"
@@ -333,22 +413,59 @@ def write_report(out_dir, *, args, classes, counts, result, evaluation, timings,
             "split that chose the best trial, an optimistic figure"
         )
     source = f" ({evaluation['source']})" if evaluation.get("source") else ""
-    lines += [
-        "",
-        title,
-        "",
-        f"{where}{source}.",
-        "",
-        "| class | precision | recall | F1 | support |",
-        "|---|---|---|---|---|",
-    ]
+    lines = ["", title, "", f"{where}{source}.", "", "| figure | plain |"]
+    tta = evaluation.get("tta")
+    if tta:
+        lines[-1] += f" {'+'.join(tta['views'])} TTA |"
+    lines[-1] += " CV mean +- sd |" if cv else ""
+    lines.append("|---" * (2 + bool(tta) + bool(cv)) + "|")
+    for key, name in (
+        ("accuracy", "accuracy"),
+        ("balanced_accuracy", "balanced accuracy"),
+        ("macro_f1", "macro-F1"),
+    ):
+        row = f"| {name} | {evaluation[key]:.4f} |"
+        if tta:
+            row += f" {tta[key]:.4f} |"
+        if cv:
+            row += f" {cv[key]['mean']:.4f} +- {cv[key]['sd']:.4f} ({cv['folds']} folds of train+val) |"
+        lines.append(row)
+    lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     lines += [
         f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
         for r in evaluation["per_class"]
     ]
-    lines += ["", "## Timings", ""] + [f"- {k}: {v:.1f} s" for k, v in timings.items()]
-    lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}](plots/{os.path.basename(p)})" for p in plots]
-    path = os.path.join(out_dir, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return path
+    return lines
+
+
+def _errors_section(analysis):
+    lines = ["", "## Errors", ""]
+    if analysis["confused"]:
+        lines += ["Most confused (true -> predicted, images):", ""]
+        lines += [f"- {t} -> {p}: {n}" for t, p, n in analysis["confused"]]
+    else:
+        lines.append("No image of the held-out split was misclassified.")
+    if analysis["top_losses"]:
+        lines += ["", "Most confidently wrong (plots/top_losses.png):", ""]
+        lines += [
+            f"- `{r['path']}`: {r['true']} predicted as {r['predicted']} ({r['probability']:.2f})"
+            for r in analysis["top_losses"]
+        ]
+    lines += [
+        "",
+        "Suspect labels: the training and validation images whose given label the best model "
+        "rates lowest (all of them ranked in suspects.csv; check the first ones by eye):",
+        "",
+    ]
+    lines += [
+        f"- `{r['path']}` ({r['split']}): labelled {r['label']} ({r['p_label']:.2f}), "
+        f"looks like {r['predicted']} ({r['p_predicted']:.2f})"
+        for r in analysis["suspects"]
+    ]
+    dups = analysis["duplicates"]
+    lines += ["", f"Leakage: {len(dups)} image pairs appear in two splits" + (":" if dups else "."), ""]
+    lines += [
+        f"- {d['kind']} ({d['similarity']:.3f}): `{d['path_a']}` ({d['split_a']}) = `{d['path_b']}` ({d['split_b']})"
+        for d in dups[:20]
+    ]
+    return lines

@@ -1,15 +1,22 @@
 """`tuning.search` and `tuning.load_best`: KerasTuner runs with a best model,
-a leaderboard and resume, on KerasTuner's own engine."""
+a leaderboard, a time budget and resume, on KerasTuner's own engine.
+
+The job's trial logic sits at KerasTuner's extension points: a tuner mixin
+(`JobTuner`) overrides `run_trial` and the trial hooks (budget, best-model
+keeping, timing, trial lines, leaderboard, checkpoint pruning), an oracle
+mixin (`JobOracle`) overrides `populate_space` (every backbone tried once
+first; no trial started that the budget cannot fit). Both take their
+settings in `__init__`.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
-import json
+import glob
 import logging
 import os
-import tempfile
+import statistics
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,15 +24,26 @@ from typing import Any
 import keras
 import keras_tuner as kt
 import numpy as np
+from keras_tuner.engine.trial import TrialStatus
 
 from tuning._keras import custom_gradient_names, release_custom_gradients
+from tuning.callbacks import TimeBudget
+from tuning.files import atomic_write, file_lock, is_worker, read_json, write_json
 from tuning.hypermodel import AUGMENTATIONS, TransferHyperModel
 
 logger = logging.getLogger(__name__)
 TUNERS = {"hyperband": kt.Hyperband, "random": kt.RandomSearch, "bayesian": kt.BayesianOptimization}
+ORACLES = {
+    "hyperband": kt.oracles.HyperbandOracle,
+    "random": kt.oracles.RandomSearchOracle,
+    "bayesian": kt.oracles.BayesianOptimizationOracle,
+}
 BEST_MODEL = "best.keras"
 BEST_INFO = "best.json"
 LEADERBOARD = "leaderboard"
+BUDGET = "budget.json"
+# Validation figures of each trial's best epoch shown beside its score.
+BOARD_METRICS = ("val_accuracy", "val_balanced_accuracy", "val_macro_f1")
 
 
 @dataclasses.dataclass
@@ -37,9 +55,10 @@ class SearchResult:
         hyperparameters: dict. Its hyperparameter values.
         score: float. Its objective value.
         leaderboard: list of dicts, best first (`trial_id`, `score`,
-            `status`, `seconds`, and every hyperparameter).
+            `status`, `seconds`, the validation figures, and every hyperparameter).
         directory: str. The project directory (best.keras, leaderboard.csv/json,
             TensorBoard logs under `logs/`).
+        budget: dict. What a time budget cut (`budget.json`), or None.
     """
 
     model: keras.Model
@@ -47,6 +66,7 @@ class SearchResult:
     score: float
     leaderboard: list
     directory: str
+    budget: dict | None = None
 
     def __str__(self):
         return format_leaderboard(self.leaderboard)
@@ -79,41 +99,6 @@ def _cell(v):
     return "" if v is None else str(v)
 
 
-def _atomic_write(path, write):
-    """Write through a temporary file in the same folder, then rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    suffix = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp creates 0600; give the file the mode a plain open() would
-        # (the umask decides), so others and serving accounts can read it.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # reading the umask means setting it; put it back at once
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def _file_lock(directory, name):
-    """An exclusive lock shared by every process (chief, workers) writing `directory`."""
-    import fcntl
-
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, name), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 class BestModelKeeper:
     """Saves a trial's model as `best.keras` when it beats every earlier trial.
 
@@ -126,16 +111,12 @@ class BestModelKeeper:
         self.objective = objective
 
     def best(self):
-        path = os.path.join(self.directory, BEST_INFO)
-        if not os.path.exists(path):
-            return None
-        with open(path) as f:
-            return json.load(f)
+        return read_json(os.path.join(self.directory, BEST_INFO))
 
     def offer(self, model, score: float, hyperparameters: dict, history: dict | None = None):
         if score is None or not np.isfinite(score):
             return False
-        with _file_lock(self.directory, ".best.lock"):
+        with file_lock(self.directory, ".best.lock"):
             current = self.best()
             better = current is None or (
                 score > current["score"] if self.objective.direction == "max" else score < current["score"]
@@ -148,60 +129,165 @@ class BestModelKeeper:
                 # optimizer never ran. Built, its saved state matches what
                 # Keras builds on load (no "Skipping variable loading" warning).
                 optimizer.build(model.trainable_variables)
-            _atomic_write(os.path.join(self.directory, BEST_MODEL), model.save)
+            atomic_write(os.path.join(self.directory, BEST_MODEL), model.save)
             info = {
                 "score": float(score),
                 "objective": self.objective.name,
                 "hyperparameters": hyperparameters,
                 "history": {k: [float(v) for v in vals] for k, vals in (history or {}).items()},
             }
-            _atomic_write(
-                os.path.join(self.directory, BEST_INFO),
-                lambda p: open(p, "w").write(json.dumps(info, indent=2)),
-            )
+            write_json(os.path.join(self.directory, BEST_INFO), info)
             return True
 
 
-class _TrialHooks:
-    """Mixed into KerasTuner's tuners: timing, one line per trial, leaderboard on disk."""
+class JobOracle:
+    """Mixed into a KerasTuner oracle: backbone coverage and the time budget.
+
+    `populate_space` (KerasTuner's extension point for oracles) first lets
+    the wrapped oracle sample, then:
+
+    - with several backbones, a new trial takes the first backbone no trial
+      has used yet (a random draw of 2 trials over 3 backbones would leave
+      one untried; whether an architecture suits the data cannot be known
+      in advance). Not for Hyperband's continuations (`tuner/trial_id`),
+      which resume a trained model whose backbone is fixed;
+    - with a `deadline`, no trial starts once the time left is shorter than
+      the mean duration of the trials so far (the first always starts
+      while any time is left). `budget_stop` then says why.
+
+    Args:
+        backbones: tuple of str. The searched backbones. Defaults to ().
+        deadline: float. A `time.time()` after which no trial starts.
+            Defaults to None.
+    """
+
+    def __init__(self, *args: Any, backbones: Sequence[str] = (), deadline: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.backbones = tuple(backbones)
+        self.deadline = deadline
+        self.budget_stop: dict | None = None
+        self._began: dict = {}
+        self._durations: list = []
+
+    def populate_space(self, trial_id):
+        if self.deadline is not None:
+            left = self.deadline - time.time()
+            estimate = statistics.mean(self._durations) if self._durations else 0.0
+            if left <= 0 or left < estimate:
+                self.budget_stop = {
+                    "seconds_left": round(max(left, 0.0), 1),
+                    "trial_estimate": round(estimate, 1),
+                }
+                return {"status": TrialStatus.STOPPED, "values": None}
+        result = super().populate_space(trial_id)
+        values = result.get("values") if isinstance(result, dict) else None
+        if values and len(self.backbones) > 1 and "backbone" in values and "tuner/trial_id" not in values:
+            used = {
+                t.hyperparameters.values.get("backbone") for tid, t in self.trials.items() if tid != trial_id
+            }
+            untried = [b for b in self.backbones if b not in used]
+            if untried:
+                values["backbone"] = untried[0]
+        self._began[trial_id] = time.time()
+        return result
+
+    def end_trial(self, trial):
+        began = self._began.pop(trial.trial_id, None)
+        if began is not None:
+            self._durations.append(time.time() - began)
+        return super().end_trial(trial)
+
+
+class JobTuner:
+    """Mixed into a KerasTuner tuner: what the main job does around each trial.
+
+    `run_trial` adds the time budget to the trial's callbacks and, after
+    the trial, offers its model to the best-model keeper (its score: the
+    objective's best epoch). The trial hooks time each trial, print one line
+    per trial, write the leaderboard and prune checkpoints, and release what
+    TensorFlow would keep of the trial's model.
+
+    Args:
+        oracle: a KerasTuner oracle (a `JobOracle` for coverage and budget).
+        hypermodel: the `kt.HyperModel`. A `TransferHyperModel` hands its
+            trained model over through `take_last_fit()`; others are
+            searched as KerasTuner does, without a kept `best.keras`.
+        budget: `TimeBudget`. Stops a running trial at the deadline.
+            Defaults to None.
+        print_trials: bool. One line per finished trial. Defaults to False.
+        keep_checkpoints: bool. Keep every trial's checkpoint. Defaults to True.
+        keep_best: bool. Keep the best model as `best.keras`. Defaults to True.
+        **kwargs: KerasTuner's `Tuner` arguments (directory, project_name, ...).
+    """
+
+    def __init__(
+        self,
+        oracle: kt.Oracle,
+        hypermodel: kt.HyperModel,
+        *,
+        budget: TimeBudget | None = None,
+        print_trials: bool = False,
+        keep_checkpoints: bool = True,
+        keep_best: bool = True,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # KerasTuner's RandomSearch/BayesianOptimization/Hyperband constructors
+        # only build their oracle; ours is given, so `Tuner`'s is called.
+        self.seed = seed
+        kt.Tuner.__init__(self, oracle, hypermodel, **kwargs)
+        self.budget = budget
+        self.print_trials = print_trials
+        self.keep_checkpoints = keep_checkpoints
+        self.keeper = BestModelKeeper(self.project_dir, self.oracle.objective) if keep_best else None
+        self._began: dict = {}
+        self._durations: list = []
+        self._finished = 0
+
+    def run_trial(self, trial, *args, **kwargs):
+        if self.budget is not None:
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), self.budget]
+            stops = len(self.budget.stops)
+        results = super().run_trial(trial, *args, **kwargs)
+        take = getattr(self.hypermodel, "take_last_fit", None)
+        last = take() if take is not None else None
+        if self.keeper is not None and last is not None and last["history"]:
+            objective = self.oracle.objective
+            values = [v for v in last["history"].get(objective.name, []) if v is not None]
+            if values:
+                score = max(values) if objective.direction == "max" else min(values)
+                hps = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+                self.keeper.offer(
+                    last["model"], float(score), hps, {**last["history"], "phase": last["phases"]}
+                )
+        if self.budget is not None and len(self.budget.stops) > stops:
+            _record_budget_stop(self.project_dir, trial.trial_id, self.budget.stops[-1])
+        return results
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
-        self._trial_started = getattr(self, "_trial_started", {})
-        self._trial_started[trial.trial_id] = time.time()
+        self._began[trial.trial_id] = time.time()
         self._gradients_before = custom_gradient_names()
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
-        started = getattr(self, "_trial_started", {}).get(trial.trial_id)
-        seconds = time.time() - started if started else None
+        began = self._began.pop(trial.trial_id, None)
+        seconds = time.time() - began if began else None
         if seconds is not None:
-            with _file_lock(self.project_dir, ".times.lock"):  # workers finish concurrently
+            with file_lock(self.project_dir, ".times.lock"):  # workers finish concurrently
                 times = _load_times(self.project_dir)
                 times[trial.trial_id] = seconds
-                _atomic_write(
-                    os.path.join(self.project_dir, "trial_times.json"),
-                    lambda p: open(p, "w").write(json.dumps(times)),
-                )
+                write_json(os.path.join(self.project_dir, "trial_times.json"), times)
         values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
-        score = trial.score
-        logger.info(
-            "trial %s  score %s  %.1fs  %s",
-            trial.trial_id,
-            "n/a" if score is None else f"{score:.4f}",
-            seconds or 0,
-            values,
-        )
-        if getattr(self, "_print_trials", False):
-            print(self._trial_line(trial, score, seconds, values), flush=True)
-        if not _is_worker():  # a worker's oracle is a client; the chief writes it at the end
+        logger.info("trial %s  score %s  %.1fs  %s", trial.trial_id, trial.score, seconds or 0, values)
+        if self.print_trials:
+            print(self._trial_line(trial, trial.score, seconds, values), flush=True)
+        if not is_worker():  # a worker's oracle is a client; the chief writes it at the end
             write_leaderboard(self)
-        if not getattr(self, "_keep_checkpoints", True) and not _is_worker():
-            self._prune_checkpoints()
+            if not self.keep_checkpoints:
+                self.prune_checkpoints()
         # TensorFlow would keep every trial's model and optimizer in memory.
-        before = getattr(self, "_gradients_before", None)
-        if before is not None:
-            release_custom_gradients(before)
+        release_custom_gradients(self._gradients_before)
 
     def _trial_line(self, trial, score, seconds, values):
         """`[trial 3/20 id 02] val_accuracy=0.8125 (12.3 s) best 0.8750 ~4 min left head/units=64 ...`.
@@ -209,17 +295,21 @@ class _TrialHooks:
         Numbered from 1 in the order trials finish, as KerasTuner's own
         "Trial 3 Complete"; the id is KerasTuner's (trial_02/, the
         leaderboard's trial_id). The time left is the mean trial time so far
-        times the trials still to run (random and Bayesian search).
+        times the trials still to run (random and Bayesian search), or the
+        budget's time left, whichever is shorter.
         """
-        done = self._finished = getattr(self, "_finished", 0) + 1
-        self._durations = getattr(self, "_durations", []) + [seconds or 0.0]
+        self._finished += 1
+        done = self._finished
+        self._durations.append(seconds or 0.0)
         limit = getattr(self.oracle, "max_trials", None)
         count = f"{done}/{limit}" if limit else f"{done}"
-        best = self.oracle.get_best_trials(1) if not _is_worker() else []
+        best = self.oracle.get_best_trials(1) if not is_worker() else []
         best_text = f" best {best[0].score:.4f}" if best and best[0].score is not None else ""
         left = ""
         if limit and limit > done:
-            eta = sum(self._durations) / len(self._durations) * (limit - done)
+            eta = statistics.mean(self._durations) * (limit - done)
+            if self.budget is not None:
+                eta = min(eta, max(0.0, self.budget.remaining()))
             left = f" ~{eta / 60:.0f} min left" if eta >= 90 else f" ~{eta:.0f} s left"
         shown = "n/a" if score is None else f"{score:.4f}"
         chosen = " ".join(f"{k}={_cell(v)}" for k, v in values.items())
@@ -228,7 +318,7 @@ class _TrialHooks:
             f"({seconds or 0:.1f} s){best_text}{left} {chosen}"
         )
 
-    def _prune_checkpoints(self, keep_best: bool = True):
+    def prune_checkpoints(self, keep_best: bool = True) -> None:
         """Delete every trial's checkpoint but the best one's (disk grows per trial otherwise).
 
         Hyperband continues trials from earlier ones' checkpoints, so it keeps
@@ -238,13 +328,19 @@ class _TrialHooks:
         """
         if isinstance(self, kt.Hyperband):
             return
-        import glob
-
         best = {t.trial_id for t in self.oracle.get_best_trials(1)} if keep_best else set()
         for trial_id in self.oracle.trials:
             if trial_id not in best:
                 for path in glob.glob(os.path.join(self.get_trial_dir(trial_id), "checkpoint*")):
                     os.remove(path)
+
+
+def _record_budget_stop(project_dir, trial_id, stop):
+    with file_lock(project_dir, ".budget.lock"):
+        path = os.path.join(project_dir, BUDGET)
+        info = read_json(path, {})
+        info.setdefault("trials_stopped", {})[trial_id] = stop
+        write_json(path, info)
 
 
 def _tensorflow_installed() -> bool:
@@ -254,11 +350,7 @@ def _tensorflow_installed() -> bool:
 
 
 def _load_times(project_dir):
-    path = os.path.join(project_dir, "trial_times.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
+    return read_json(os.path.join(project_dir, "trial_times.json"), {})
 
 
 def leaderboard(tuner) -> list:
@@ -273,12 +365,16 @@ def leaderboard(tuner) -> list:
             "status": str(t.status),
             "seconds": round(times[t.trial_id], 2) if t.trial_id in times else None,
         }
+        for name in BOARD_METRICS:
+            if t.metrics.exists(name):
+                row[name] = round(float(t.metrics.get_last_value(name)), 4)
         row.update({k: v for k, v in t.hyperparameters.values.items() if not k.startswith("tuner/")})
         rows.append(row)
     return rows
 
 
 def write_leaderboard(tuner) -> list:
+    """`leaderboard.csv` and `.json` in the tuner's project folder; returns the rows."""
     rows = leaderboard(tuner)
     base = os.path.join(tuner.project_dir, LEADERBOARD)
     keys = []
@@ -291,8 +387,8 @@ def write_leaderboard(tuner) -> list:
             writer.writeheader()
             writer.writerows(rows)
 
-    _atomic_write(base + ".csv", write_csv)
-    _atomic_write(base + ".json", lambda p: open(p, "w").write(json.dumps(rows, indent=2, default=str)))
+    atomic_write(base + ".csv", write_csv)
+    write_json(base + ".json", rows)
     return rows
 
 
@@ -309,19 +405,39 @@ def make_tuner(
     seed: int = 0,
     executions_per_trial: int = 1,
     distribution_strategy: Any = None,
+    time_budget: float | None = None,
+    print_trials: bool = False,
+    keep_checkpoints: bool = True,
+    keep_best: bool = True,
 ) -> kt.Tuner:
-    """A KerasTuner tuner (with this package's trial hooks) for `hypermodel`.
+    """A KerasTuner tuner (with the job's trial logic) for `hypermodel`.
 
     `search` uses it; call it directly to drive KerasTuner yourself
-    (`tuner.search(...)`, `tuner.results_summary()`).
+    (`tuner.search(...)`, `tuner.results_summary()`). The tuner is
+    KerasTuner's own class with `JobTuner` mixed in, its oracle KerasTuner's
+    with `JobOracle` mixed in.
+
+    Args:
+        hypermodel: `kt.HyperModel`. Several `backbones` of a
+            `TransferHyperModel` are each tried once first.
+        tuner: str. "hyperband", "random" or "bayesian". Defaults to "hyperband".
+        objective: str or `kt.Objective`. Defaults to "val_accuracy".
+        max_trials: int. Trials of random/Bayesian search. Defaults to 10.
+        epochs: int. Hyperband's `max_epochs`. Defaults to 5.
+        time_budget: float. Seconds from now: no trial starts that the time
+            left cannot fit, a running trial stops at the deadline.
+            Defaults to None (no limit).
+        print_trials, keep_checkpoints, keep_best: see `JobTuner`.
+        directory, project_name, overwrite, seed, executions_per_trial,
+            distribution_strategy: KerasTuner's.
 
     Example:
 
         >>> import tempfile, tuning
         >>> hm = tuning.TransferHyperModel("resnet18", num_classes=3, input_shape=(32, 32, 3))
         >>> t = tuning.make_tuner(hm, tuner="random", max_trials=2, directory=tempfile.mkdtemp())
-        >>> type(t).__name__
-        'TransferRandomSearch'
+        >>> type(t).__name__, type(t.oracle).__name__
+        ('TransferRandomSearch', 'JobRandomSearchOracle')
     """
     if tuner not in TUNERS:
         raise ValueError(f"`tuner` must be one of {tuple(TUNERS)}. Received: tuner={tuner!r}")
@@ -329,61 +445,47 @@ def make_tuner(
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             # KerasTuner reads max_trials=0 (or None) as "no limit".
             raise ValueError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")
-    base = TUNERS[tuner]
-    cls = type(f"Transfer{base.__name__}", (_TrialHooks, base), {})
-    common = dict(
+    if time_budget is not None and not time_budget > 0:
+        raise ValueError(
+            f"`time_budget` must be a number of seconds above 0. Received: time_budget={time_budget!r}"
+        )
+    if isinstance(objective, str) and objective.removeprefix("val_") in ("balanced_accuracy", "macro_f1"):
+        objective = kt.Objective(objective, "max")  # KerasTuner infers directions of its known metrics only
+    deadline = None if time_budget is None else time.time() + time_budget
+    oracle_base = ORACLES[tuner]
+    oracle_cls = type(f"Job{oracle_base.__name__}", (JobOracle, oracle_base), {})
+    extent = dict(max_epochs=epochs, factor=3) if tuner == "hyperband" else dict(max_trials=max_trials)
+    oracle = oracle_cls(
         objective=objective,
+        seed=seed,
+        backbones=getattr(hypermodel, "backbones", ()),
+        deadline=deadline,
+        **extent,
+    )
+    base = TUNERS[tuner]
+    cls = type(f"Transfer{base.__name__}", (JobTuner, base), {})
+    return cls(
+        oracle,
+        hypermodel,
+        budget=None if deadline is None else TimeBudget(deadline),
+        print_trials=print_trials,
+        keep_checkpoints=keep_checkpoints,
+        keep_best=keep_best,
+        seed=seed,
         directory=directory,
         project_name=project_name,
         overwrite=overwrite,
-        seed=seed,
         executions_per_trial=executions_per_trial,
         distribution_strategy=distribution_strategy,
     )
-    if tuner == "hyperband":
-        t = cls(hypermodel, max_epochs=epochs, factor=3, **common)
-    else:
-        t = cls(hypermodel, max_trials=max_trials, **common)
-    backbones = getattr(hypermodel, "backbones", ())
-    if len(backbones) > 1:
-        _cover_backbones(t.oracle, backbones)
-    return t
-
-
-def _cover_backbones(oracle, backbones):
-    """Make the first trials try every backbone once, then sample as usual.
-
-    Whether an architecture suits the data cannot be known in advance; a
-    random draw of 2 trials over 3 backbones would leave one untried. Wraps
-    the oracle's `populate_space` (KerasTuner's extension point for custom
-    oracles): a new trial takes the first backbone no trial has used yet.
-    """
-    populate = oracle.populate_space
-
-    def populate_space(trial_id):
-        result = populate(trial_id)
-        values = result.get("values") if isinstance(result, dict) else None
-        # Not for Hyperband's continuations (`tuner/trial_id`): they resume
-        # a trained model, whose backbone is fixed.
-        if values and "backbone" in values and "tuner/trial_id" not in values:
-            used = {
-                t.hyperparameters.values.get("backbone")
-                for tid, t in oracle.trials.items()
-                if tid != trial_id
-            }
-            untried = [b for b in backbones if b not in used]
-            if untried:
-                values["backbone"] = untried[0]
-        return result
-
-    oracle.populate_space = populate_space
 
 
 def search(
     train: Any,
     val: Any = None,
     *,
-    backbone: str | Sequence[str],
+    backbone: str | Sequence[str] | None = None,
+    hypermodel: kt.HyperModel | None = None,
     num_classes: int | None = None,
     input_shape: Sequence[int | None] | None = None,
     weights: str | os.PathLike | None = None,
@@ -410,6 +512,9 @@ def search(
     augmentation: Sequence[str] | keras.layers.Layer | None = AUGMENTATIONS,
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     precision: str = "fp32",
+    class_weight: str | None = None,
+    class_counts: Sequence[int] | None = None,
+    time_budget: float | None = None,
 ) -> SearchResult:
     """Search heads and unfreeze depth on a backbone; return the trained best model.
 
@@ -472,6 +577,14 @@ def search(
             trial outside the callback object (a module-level list, a file).
         precision: str. "fp32" or "bf16" (`mixed_bfloat16` for every
             trial's model). Defaults to "fp32".
+        class_weight, class_counts: see `TransferHyperModel`.
+        hypermodel: a `TransferHyperModel` (or any `kt.HyperModel`) built
+            already, instead of `backbone` and the model arguments above.
+        time_budget: float. Seconds for the search: no trial starts that the
+            time left cannot fit (estimated from the trials so far), a
+            running trial stops at the deadline and keeps its best epoch.
+            What it cut is in `result.budget` and `budget.json`. Defaults to
+            None (no limit).
 
     Returns:
         A `SearchResult`.
@@ -489,34 +602,43 @@ def search(
         >>> len(result.leaderboard), result.model.output_shape
         (2, (None, 6))
     """
+
     if isinstance(train, (tuple, list)):
         x, y = train
         num_classes = num_classes or int(np.max(y)) + 1
         input_shape = input_shape or tuple(np.shape(x)[1:])
         fit_args = dict(x=x, y=y, batch_size=batch_size)
     else:
-        if num_classes is None or input_shape is None:
+        if hypermodel is None and (num_classes is None or input_shape is None):
             raise ValueError("With a dataset, give `num_classes` and `input_shape`.")
         fit_args = dict(x=train)
     if val is None and objective.startswith("val_"):
         raise ValueError(
             f"objective={objective!r} needs validation data; pass `val` or an objective such as 'accuracy'."
         )
+    if (backbone is None) == (hypermodel is None):
+        raise ValueError(
+            "Give either `backbone` (and the model arguments) or a built `hypermodel`, not both."
+        )
     validation = tuple(val) if isinstance(val, (tuple, list)) else val
-    hypermodel = TransferHyperModel(
-        backbone,
-        num_classes=num_classes,
-        input_shape=input_shape,
-        weights=weights,
-        head_space=head_space,
-        unfreeze_space=unfreeze_space,
-        cache_features=cache_features,
-        seed=seed,
-        phase1_fraction=phase1_fraction,
-        schedule=schedule,
-        augmentation=augmentation,
-        precision=precision,
-    )
+    if hypermodel is None:
+        hypermodel = TransferHyperModel(
+            backbone,
+            num_classes=num_classes,
+            input_shape=input_shape,
+            weights=weights,
+            head_space=head_space,
+            unfreeze_space=unfreeze_space,
+            cache_features=cache_features,
+            seed=seed,
+            phase1_fraction=phase1_fraction,
+            schedule=schedule,
+            augmentation=augmentation,
+            precision=precision,
+            class_weight=class_weight,
+            class_counts=class_counts,
+            distribution=distribution,
+        )
     t = make_tuner(
         hypermodel,
         tuner=tuner,
@@ -527,30 +649,19 @@ def search(
         project_name=project_name,
         overwrite=overwrite,
         seed=seed,
+        time_budget=time_budget,
+        print_trials=verbose >= 1 if print_trials is None else print_trials,
+        keep_checkpoints=keep_checkpoints,
     )
-    t._print_trials = verbose >= 1 if print_trials is None else print_trials
-    t._keep_checkpoints = keep_checkpoints
-    keeper = BestModelKeeper(t.project_dir, t.oracle.objective)
-    hypermodel.on_trial_trained = keeper.offer
-    hypermodel.objective_name = t.oracle.objective.name
-    hypermodel.objective_direction = t.oracle.objective.direction
-    user_callbacks = list(callbacks or [])
+    direction = t.oracle.objective.direction
     callbacks = [
         keras.callbacks.EarlyStopping(
-            monitor=objective, mode=t.oracle.objective.direction, patience=patience, restore_best_weights=True
-        )
+            monitor=objective, mode=direction, patience=patience or epochs, restore_best_weights=True
+        ),
+        *_tensorboard(t.project_dir, tensorboard),
+        *(callbacks or []),
     ]
-    if tensorboard and not _tensorflow_installed():
-        logger.warning(
-            "TensorBoard logs skipped: Keras writes them with TensorFlow, which is not installed "
-            "(pip install tensorflow, or pass tensorboard=False to silence this)."
-        )
-    elif tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(t.project_dir, "logs")))
-    callbacks += user_callbacks
-    # KerasTuner clears the Keras session (and with it the distribution)
-    # before building each trial's model: the hypermodel sets it again there.
-    hypermodel.distribution = distribution
+    started = time.time()
     try:
         t.search(
             **fit_args,
@@ -560,24 +671,53 @@ def search(
             verbose=0 if verbose < 2 else verbose,
         )
     finally:
-        if getattr(t, "oracle", None) is not None and not _is_worker():
+        if getattr(t, "oracle", None) is not None and not is_worker():
             write_leaderboard(t)
             if not keep_checkpoints:  # best.keras is the kept model: no checkpoint is read again
-                t._prune_checkpoints(keep_best=False)
-        if distribution is not None:
+                t.prune_checkpoints(keep_best=False)
+        if getattr(hypermodel, "distribution", None) is not None:
             keras.distribution.set_distribution(None)
-    if _is_worker():
+    if is_worker():
         return None
+    budget = _write_budget(t, time_budget, time.time() - started, max_trials) if time_budget else None
     if not os.path.exists(os.path.join(t.project_dir, BEST_MODEL)):
         raise RuntimeError(
             f"No trial of the search in {t.project_dir!r} finished training (see the "
             "errors above, e.g. out of memory or a bad search space). Nothing was saved."
         )
-    return load_best(directory, project_name)
+    result = load_best(directory, project_name)
+    result.budget = budget
+    return result
 
 
-def _is_worker() -> bool:
-    return os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief"
+def _tensorboard(project_dir, wanted):
+    if wanted and not _tensorflow_installed():
+        logger.warning(
+            "TensorBoard logs skipped: Keras writes them with TensorFlow, which is not installed "
+            "(pip install tensorflow, or pass tensorboard=False to silence this)."
+        )
+        return []
+    return [keras.callbacks.TensorBoard(log_dir=os.path.join(project_dir, "logs"))] if wanted else []
+
+
+def _write_budget(t, seconds, used, max_trials):
+    """`budget.json`: the budget, the time the search took, what it cut."""
+    path = os.path.join(t.project_dir, BUDGET)
+    with file_lock(t.project_dir, ".budget.lock"):
+        info = read_json(path, {})
+        finished = sum(1 for tr in t.oracle.trials.values() if tr.status == TrialStatus.COMPLETED)
+        info.update(
+            {
+                "seconds": seconds,
+                "search_seconds": round(used, 1),
+                "trials_finished": finished,
+                "trials_asked": max_trials if not isinstance(t, kt.Hyperband) else None,
+                "stopped_search": getattr(t.oracle, "budget_stop", None),
+            }
+        )
+        info.setdefault("trials_stopped", {})
+        write_json(path, info)
+    return info
 
 
 def load_best(directory: str, project_name: str = "search") -> SearchResult:
@@ -598,13 +738,8 @@ def load_best(directory: str, project_name: str = "search") -> SearchResult:
             f"No finished search in {project!r} (no {BEST_MODEL}). Run "
             "`tuning.search(...)` with this directory and project_name first."
         )
-    with open(os.path.join(project, BEST_INFO)) as f:
-        info = json.load(f)
-    rows = []
-    board = os.path.join(project, LEADERBOARD + ".json")
-    if os.path.exists(board):
-        with open(board) as f:
-            rows = json.load(f)
+    info = read_json(os.path.join(project, BEST_INFO))
+    rows = read_json(os.path.join(project, LEADERBOARD + ".json"), [])
     return SearchResult(
         model=keras.saving.load_model(path),
         hyperparameters=info["hyperparameters"],

@@ -20,7 +20,7 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert main(["run", "--out", out, *TINY]) == 0
     names = set(os.listdir(out))
-    assert {"best.keras", "leaderboard.csv", "report.md", "plots", "classes.json"} <= names
+    assert {"best.keras", "leaderboard.csv", "report.md", "plots", "classes.json", "suspects.csv"} <= names
     plots = set(os.listdir(os.path.join(out, "plots")))
     assert {
         "learning_curves.png",
@@ -29,6 +29,7 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
         "grad_cam.png",
         "feature_maps_early.png",
         "feature_maps_late.png",
+        "top_losses.png",
     } <= plots
     for p in plots:  # real, non-trivial images
         assert Image.open(os.path.join(out, "plots", p)).size[0] > 200
@@ -74,6 +75,20 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
     probs = next(iter(signature(images=tf.constant(batch)).values())).numpy()
     served_top1 = [names[i] for i in probs.argmax(-1)]
     assert served_top1 == [line.split(": ")[1].split()[0] for line in lines]
+    # The flip TTA served graph: the same input and output keys, the in-Keras TTA average.
+    import keras
+
+    import tuning
+
+    served_tta = str(tmp_path / "served_tta")
+    assert main(["export", "--model", os.path.join(out, "best.keras"), "--tta", "--out", served_tta]) == 0
+    tta_signature = tf.saved_model.load(served_tta).signatures["serving_default"]
+    tta_out = tta_signature(images=tf.constant(batch))
+    assert set(tta_out) == set(signature(images=tf.constant(batch)))
+    want = tuning.tta.tta_model(keras.saving.load_model(os.path.join(out, "best.keras")))(batch)
+    assert np.abs(next(iter(tta_out.values())).numpy() - keras.ops.convert_to_numpy(want)).max() < 1e-5
+    run_json = json.load(open(os.path.join(out, "run.json")))
+    assert set(run_json["evaluation"]) >= {"accuracy", "balanced_accuracy", "macro_f1", "tta"}
     # The same command again resumes instead of clobbering.
     assert main(["run", "--out", out, *TINY]) == 0
     assert "resuming" in capsys.readouterr().out
@@ -81,9 +96,9 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
     before = os.path.getmtime(os.path.join(out, "best.keras"))
     assert main(["run", "--out", out, *TINY, "--backbone", "resnet34"]) == 2
     err = capsys.readouterr().err
-    assert "--backbone 'resnet18' -> 'resnet34'" in err and "--overwrite" in err
+    assert "backbone ['resnet18'] -> ['resnet34']" in err and "--overwrite" in err
     assert main(["run", "--out", out, *TINY, "--precision", "bf16"]) == 2
-    assert "--precision 'fp32' -> 'bf16'" in capsys.readouterr().err
+    assert "precision 'fp32' -> 'bf16'" in capsys.readouterr().err
     assert os.path.getmtime(os.path.join(out, "best.keras")) == before
 
 
@@ -317,10 +332,19 @@ def test_workers_run_every_trial_exactly_once(tmp_path):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--max-trials", "0"], "--max-trials must be at least 1 (KerasTuner reads 0 as 'no limit')"),
-        (["--epochs", "0"], "--epochs must be at least 1"),
-        (["--batch-size", "-1"], "--batch-size must be at least 1"),
-        (["--test-fraction", "0.9"], "--test-fraction must be in [0, 0.5]"),
+        (
+            ["--max-trials", "0"],
+            "`max_trials` must be an int of at least 1 (KerasTuner reads 0 as 'no limit')",
+        ),
+        (["--epochs", "0"], "`epochs` must be an int of at least 1"),
+        (["--batch-size", "-1"], "`batch_size` must be an int of at least 1"),
+        (["--test-fraction", "0.9"], "`test_fraction` must be in [0, 0.5]"),
+        (["--time-budget", "ten minutes"], "Cannot read the duration 'ten minutes'"),
+        (["--time-budget", "0s"], "A time budget must be above 0 seconds"),
+        (["--objective", "f1"], "`objective` must be one of"),
+        (["--cv", "1"], "`cv` must be 0 (no cross-validation) or at least 2 folds"),
+        (["--tuner", "grid"], "`tuner` must be one of"),
+        (["--config", "FILE"], "is not valid JSON"),
         (
             ["--backbone", "googlenet_paper", "--weights", "imagenet"],
             "'googlenet_paper' has no pretrained weights. Backbones with ImageNet weights:",
@@ -330,7 +354,7 @@ def test_workers_run_every_trial_exactly_once(tmp_path):
             "'googlenet_paper' has no pretrained weights. Backbones with ImageNet weights:",
         ),
         (["--backbone", "resnet18,resnet19"], "Did you mean"),
-        (["--backbone", " , "], "--backbone needs at least one zoo model name"),
+        (["--backbone", " , "], "`backbone` needs at least one zoo model name"),
         (["--weights", "nowhere.h5"], "neither 'imagenet' nor an existing file"),
         (["--backbone", "fcn8s"], "is a segmentation model"),
         (["--backbone", "resnet19"], "Did you mean"),
@@ -396,11 +420,11 @@ def test_predict_bad_inputs_get_one_line_errors(tmp_path, capsys):
 
 
 def test_outputs_respect_the_umask(tmp_path):
-    from tuning.tuners import _atomic_write
+    from tuning.files import atomic_write
 
     old = os.umask(0o022)
     try:
-        _atomic_write(str(tmp_path / "f.json"), lambda p: open(p, "w").write("{}"))
+        atomic_write(str(tmp_path / "f.json"), lambda p: open(p, "w").write("{}"))
     finally:
         os.umask(old)
     assert oct(os.stat(tmp_path / "f.json").st_mode & 0o777) == "0o644"

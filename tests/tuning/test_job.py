@@ -1,0 +1,161 @@
+"""tuning.run in-process: the config, recipes, budget, imbalance, error analysis, CV and bad input."""
+
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tuning
+from tuning.__main__ import main
+from tuning.config import ConfigError, SearchConfig
+
+# Head-only trials on cached features of a frozen random-init backbone: seconds per run.
+FAST = dict(
+    backbone="resnet18",
+    image_size=32,
+    recipe="pretrained",
+    tuner="random",
+    head_space={
+        "pooling": ["avg"],
+        "dense_layers": [0, 0],
+        "learning_rate": [3e-2, 3e-2],
+        "optimizer": ["adam"],
+    },
+    unfreeze_space={"stages": [0], "augment": [False]},
+    patience=0,
+    tta=("flip",),
+)
+COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+
+
+def _colour_folders(root, counts, *, mislabelled=0, seed=0):
+    """train/val/test folders of noisy solid-colour images; `mislabelled` red ones filed under green."""
+    rng = np.random.default_rng(seed)
+
+    def save(folder, name, colour):
+        os.makedirs(folder, exist_ok=True)
+        pixels = np.clip(np.array(colour) + rng.normal(0, 25, (16, 16, 3)), 0, 255).astype("uint8")
+        Image.fromarray(pixels).save(os.path.join(folder, name))
+
+    for split, share in (("train", 1.0), ("val", 0.5), ("test", 0.5)):
+        for cls, n in counts.items():
+            for i in range(max(2, int(n * share))):
+                save(os.path.join(root, split, cls), f"{cls}_{i:03d}.png", COLOURS[cls])
+    planted = []
+    for i in range(mislabelled):
+        planted.append(os.path.join(root, "train", "green", f"planted_{i}.png"))
+        save(os.path.dirname(planted[-1]), os.path.basename(planted[-1]), COLOURS["red"])
+    return planted
+
+
+@pytest.mark.one_backend  # plain Python
+def test_config_round_trip_diff_and_bad_settings(tmp_path):
+    config = tuning.recipes.from_scratch(
+        backbone="resnet18,resnet34", time_budget="20m", class_weight="balanced"
+    )
+    assert config.backbone == ("resnet18", "resnet34") and config.time_budget == 1200.0
+    assert SearchConfig.from_json(config.to_json()) == config
+    assert config.resume_conflicts(config.replace(max_trials=9, time_budget=60, cv=3)) == {}
+    assert config.replace(seed=1).resume_conflicts(config) == {"seed": (0, 1)}  # earlier -> now
+    pretrained = tuning.recipes.pretrained()
+    assert pretrained.weights == "imagenet" and pretrained.patience == 3 and pretrained.phase1_fraction == 0.5
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"epoch": 3, "backbone": "resnet18"}))
+    with pytest.raises(ConfigError, match=r"Unknown settings 'epoch' \(did you mean epochs"):
+        SearchConfig.load(str(path))
+    path.write_text("{epochs: 3}")
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        SearchConfig.load(str(path))
+    for bad, message in (
+        (dict(cv=1), "`cv` must be 0"),
+        (dict(objective="f1"), "`objective` must be one of"),
+        (dict(time_budget="-5m"), "Cannot read the duration"),
+        (dict(time_budget=0), "`time_budget` must be a duration above 0"),
+        (dict(class_weight="auto"), "`class_weight` must be one of"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            SearchConfig(**bad)
+
+
+@pytest.mark.one_backend  # the job's logic; the model code runs on every backend elsewhere
+def test_imbalanced_run_with_mislabels_duplicates_tta_and_cv(tmp_path, capsys):
+    data = str(tmp_path / "data")
+    planted = _colour_folders(data, {"red": 36, "green": 12, "blue": 4}, mislabelled=2)
+    leaked = os.path.join(data, "test", "red", "leak.png")
+    shutil.copyfile(os.path.join(data, "train", "red", "red_005.png"), leaked)
+    out = str(tmp_path / "run")
+    config = SearchConfig(**FAST, max_trials=1, epochs=12, class_weight="balanced", cv=2)
+    result = tuning.run(data, out, config, verbose=1)
+    printed = capsys.readouterr().out
+    # 36 red against 4 blue: the objective becomes balanced accuracy, and it says so.
+    assert result.objective == "val_balanced_accuracy" and "objective: val_balanced_accuracy" in printed
+    assert result.evaluation["accuracy"] > 0.9 and result.evaluation["balanced_accuracy"] > 0.9
+    best = result.leaderboard[0]
+    assert {"val_accuracy", "val_balanced_accuracy", "val_macro_f1"} <= set(best)
+    assert {"test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_tta_accuracy"} <= set(best)
+    report = open(os.path.join(out, "report.md")).read()
+    for figure in ("| accuracy |", "| balanced accuracy |", "| macro-F1 |", "flip TTA", "CV mean +- sd"):
+        assert figure in report
+    record = json.load(open(os.path.join(out, "run.json")))
+    assert record["objective"] == "val_balanced_accuracy" and record["config"]["class_weight"] == "balanced"
+    assert record["cv"]["folds"] == 2 and len(record["cv"]["accuracy"]["values"]) == 2
+    assert 0 <= record["cv"]["accuracy"]["sd"] <= 1 and "cv_accuracy" in best
+    # The planted mislabels head suspects.csv; the leaked test image is reported with its twin.
+    with open(os.path.join(out, "suspects.csv")) as f:
+        suspects = [row["path"] for row in csv.DictReader(f)]
+    assert sorted(suspects[:2]) == sorted(planted)
+    assert "Leakage:" in report and "leak.png" in report and "red_005.png" in report
+    assert "exact" in report
+    assert os.path.exists(os.path.join(out, "plots", "top_losses.png")) or "was misclassified" in report
+
+
+@pytest.mark.one_backend
+def test_time_budget_stops_the_search_and_the_report_says_what_it_cut(tmp_path):
+    data = str(tmp_path / "data")
+    _colour_folders(data, {"red": 8, "green": 8})
+    out = str(tmp_path / "run")
+    # Full-model trials (no cache): each epoch costs real time, ten trials cannot fit.
+    config = SearchConfig(
+        **{**FAST, "unfreeze_space": {"stages": [1], "augment": [False]}, "tta": ()},
+        phase1_fraction=0.0,
+        max_trials=10,
+        epochs=50,
+        time_budget=6,
+    )
+    result = tuning.run(data, out, config, verbose=0)
+    budget = result.budget
+    assert budget["trials_finished"] < 10 and budget["trials_asked"] == 10
+    # Within the budget plus one epoch (and a trial's start-up and end): generous on a busy CI machine.
+    assert budget["search_seconds"] < 6 + 30
+    assert budget["trials_stopped"] or budget["stopped_search"]
+    report = open(os.path.join(out, "report.md")).read()
+    assert "## Time budget" in report and "cut:" in report
+
+
+@pytest.mark.one_backend  # argument handling; nothing is trained
+def test_bad_job_input_fails_in_one_line_before_writing(tmp_path, capsys):
+    import keras
+
+    data = str(tmp_path / "data")
+    _colour_folders(data, {"red": 4, "green": 4})
+    out = tmp_path / "run"
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"max_trails": 3}))
+    plain = tmp_path / "plain.keras"
+    keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)]).save(plain)
+    for args, message in (
+        (["run", "--data", data, "--out", str(out), "--cv", "9"], "cv=9 folds need at least 9"),
+        (["run", "--data", data, "--out", str(out), "--config", str(settings)], "did you mean max_trials"),
+        (
+            ["export", "--model", str(plain), "--tta", "--out", str(tmp_path / "x")],
+            "none of the toolkit's layers",
+        ),
+    ):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and err.startswith("error:") and len(err.splitlines()) == 1, err
+    assert not out.exists() and not (tmp_path / "x").exists()

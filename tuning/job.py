@@ -1,0 +1,693 @@
+"""`tuning.run`: the main job as a library call, exactly what `python -m tuning run` does.
+
+validate -> split -> search -> evaluate (plain and test-time augmented) ->
+error analysis -> cross-validation -> report -> publish. Every setting is
+one `SearchConfig`; the CLI only parses arguments into one.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+from tuning import recipes
+from tuning.config import ConfigError, SearchConfig
+from tuning.files import atomic_write, publish, read_json, write_json
+
+RUN_FILE = "run.json"
+DEFAULT_OUT = os.path.join("runs", "demo")
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says what was kept and how to resume."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What `tuning.run` leaves.
+
+    Attributes:
+        model: keras.Model. The best trial's trained model.
+        config: SearchConfig. The resolved settings (recipe filled in).
+        classes: list of str. Class names, in label order.
+        objective: str. The validation metric that chose the best trial.
+        leaderboard: list of dicts, best first.
+        evaluation: dict. The held-out figures (`accuracy`,
+            `balanced_accuracy`, `macro_f1`, `split`, `tta`).
+        cv: dict. `mean`/`sd`/`folds` per figure, or None.
+        budget: dict. What the time budget cut, or None.
+        paths: dict. Name -> path of every file the run wrote.
+    """
+
+    model: keras.Model
+    config: SearchConfig
+    classes: list
+    objective: str
+    leaderboard: list
+    evaluation: dict
+    cv: dict | None = None
+    budget: dict | None = None
+    paths: dict = dataclasses.field(default_factory=dict)
+
+
+def run(
+    data: str | None = None,
+    out: str = DEFAULT_OUT,
+    config: SearchConfig | None = None,
+    *,
+    overwrite: bool = False,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int = 1,
+) -> RunResult | None:
+    """Search, evaluate, analyse and report on an image folder; what `python -m tuning run` does.
+
+    Everything is checked before anything is written or deleted (bad
+    settings raise `ConfigError`, bad data `tuning.data.DataError`, both
+    `ValueError`s with one-line messages). Running again with the same `out`
+    resumes the search; a changed setting that would mix two searches is
+    refused, naming it.
+
+    Args:
+        data: str. A class-per-folder image directory (train/, val/, test/
+            sub-folders honoured). Defaults to None: the embedded demo set
+            is written to `out/data`.
+        out: str. The output folder. Defaults to "runs/demo".
+        config: SearchConfig. Defaults to `SearchConfig()`; its recipe
+            settings left as None come from `tuning.recipes`.
+        overwrite: bool. Start afresh in an `out` holding an earlier run.
+        callbacks: Keras callbacks added to every trial's `fit`.
+        verbose: int. 0: silent; 1: progress lines; 2: also epochs.
+
+    Returns:
+        A `RunResult`; None in a KerasTuner worker process.
+
+    Example:
+
+        >>> import tempfile, tuning
+        >>> config = tuning.SearchConfig(max_trials=1, epochs=1, image_size=32,
+        ...                              demo_images_per_class=4, tta=(), workers=0)
+        >>> result = tuning.run(out=tempfile.mkdtemp(), config=config, verbose=0)  # doctest: +SKIP
+        >>> sorted(result.evaluation)[:3], result.objective  # doctest: +SKIP
+        (['accuracy', 'balanced_accuracy', 'macro_f1'], 'val_accuracy')
+    """
+    t0 = time.time()
+    config = recipes.resolve(config or SearchConfig())
+    config = check(config, out)
+    out = os.path.abspath(out)
+    loaded = _load(data, config) if data else None  # the data is checked before any write
+    if loaded:
+        _check_cv(config, loaded[0])
+    launched = "KERASTUNER_TUNER_ID" in os.environ  # a chief/worker: the launcher checked
+    if not launched:
+        _resume_or_refuse(out, config, overwrite, verbose)
+    if data is None:
+        import zoo
+
+        data = zoo.datasets.write_shapes(
+            os.path.join(out, "data"),
+            images_per_class=config.demo_images_per_class,
+            size=config.image_size,
+            seed=config.seed,
+        )
+        _say(verbose, f"demo data: {data} (six shape classes, train/val/test)")
+        loaded = _load(data, config)
+    splits, classes, info = loaded
+    _check_cv(config, splits)
+    objective = _objective(config, info["class_counts"], classes, verbose)
+    if not launched:  # what the next run must match to resume, and the splits
+        write_json(os.path.join(out, RUN_FILE), _record(config, data, objective, info))
+    if config.workers and not launched:
+        return _launch(config, data, out)
+    _say(verbose, "images: " + "; ".join(f"{n} {info[n]['images']} ({info[n]['source']})" for n in _SPLITS))
+    keras.utils.set_random_seed(config.seed)
+    hypermodel = _hypermodel(config, classes, info["class_counts"])
+    t_search = time.time()
+    result = _search(config, hypermodel, splits, out, objective, callbacks, verbose)
+    if result is None:  # a worker: the chief evaluates and reports
+        _say(verbose, f"worker {os.environ['KERASTUNER_TUNER_ID']} finished its trials")
+        return None
+    timings = {"search": time.time() - t_search}
+    return _finish(
+        config, data, out, hypermodel, result, splits, classes, info, objective, timings, t0, verbose
+    )
+
+
+_SPLITS = ("train", "val", "test")
+
+
+def _say(verbose, text):
+    if verbose:
+        print(text, flush=True)
+
+
+def _load(data, config):
+    from tuning.data import load_splits
+
+    train, val, test, classes, info = load_splits(
+        data,
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        validation_fraction=config.validation_fraction,
+        test_fraction=config.test_fraction,
+    )
+    files = info.pop("files")
+    splits = {"train": train, "val": val, "test": test, "files": files}
+    return splits, classes, info
+
+
+# ------------------------------------------------------------------ checks
+def check(config: SearchConfig, out: str) -> SearchConfig:
+    """`config` with canonical backbone names, every setting checked against the zoo; `out` writable."""
+    import zoo
+
+    names = []
+    for name in config.backbone:
+        try:
+            spec = zoo.get_spec(name)
+        except ValueError as e:
+            raise ConfigError(f"backbone: {e}") from None
+        if spec.is_task:
+            raise ConfigError(
+                f"backbone {name!r} is a {spec.task} model; pick a classification "
+                "backbone from `python -m zoo list`."
+            )
+        if config.image_size < spec.min_size:
+            raise ConfigError(
+                f"image_size {config.image_size} is too small for {name!r} (minimum {spec.min_size})."
+            )
+        _check_weights(config.weights, spec)
+        names.append(spec.name)
+    if config.weights is not None and not os.path.isfile(config.weights):
+        for name in names:  # fetched now (or found in the cache): offline, the error names the file to place
+            zoo.weights.fetch(zoo.builder.resolve_source(zoo.get_spec(name), config.weights, include_top=False))
+    _check_writable(os.path.abspath(out))
+    return config.replace(backbone=tuple(dict.fromkeys(names)))
+
+
+def _check_weights(weights, spec):
+    import zoo
+
+    if weights is None or os.path.isfile(weights):
+        return
+    if weights != "imagenet" and weights not in spec.weights:
+        raise ConfigError(f"weights {weights!r} is neither 'imagenet' nor an existing file.")
+    if not spec.weights:
+        raise ConfigError(
+            f"{spec.name!r} has no pretrained weights. Backbones with ImageNet weights: "
+            f"{', '.join(zoo.registry.models_with_weights())}. Leave out weights to train "
+            "from scratch, or pass a weight file."
+        )
+
+
+def _check_writable(out):
+    """Refuse an `out` that cannot be created or written (a probe file, removed at once)."""
+    import tempfile
+
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"out {out!r} is a file, not a folder. Choose another output folder.")
+    existing = out
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(
+            f"out {out!r} lies under {existing!r}, which is a file. Choose another output folder."
+        )
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"cannot write to out {out!r}: {existing!r} is not writable ({e.strerror}). "
+            "Choose a folder you can write to."
+        ) from None
+
+
+def _check_cv(config, splits):
+    if not config.cv:
+        return
+    labels = list(splits["files"]["train"][1]) + list(splits["files"]["val"][1])
+    smallest = int(np.bincount(labels).min())
+    if config.cv > smallest:
+        raise ConfigError(
+            f"cv={config.cv} folds need at least {config.cv} train+val images in every class; "
+            f"the smallest class has {smallest}. Use fewer folds."
+        )
+
+
+def _resume_or_refuse(out, config, overwrite, verbose):
+    project = os.path.join(out, "search")
+    if not os.path.exists(project):
+        return
+    if overwrite:
+        shutil.rmtree(project)
+        _say(verbose, f"overwrite: removed the earlier search in {project}")
+        return
+    path = os.path.join(out, RUN_FILE)
+    try:
+        earlier = SearchConfig.from_dict(read_json(path, {}).get("config", {}))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} is unreadable ({e}); pass overwrite to start afresh.") from None
+    changed = config.resume_conflicts(earlier)
+    if changed:
+        text = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise ConfigError(
+            f"{out} holds an earlier run with other settings ({text}); resuming it would mix the "
+            "two. Pass --overwrite (overwrite=True) to replace it, or choose another output folder."
+        )
+    _say(verbose, f"resuming the earlier run in {out} (pass --overwrite to start afresh)")
+
+
+def _objective(config, counts, classes, verbose):
+    from tuning.metrics import imbalance_ratio
+
+    if config.objective != "auto":
+        return f"val_{config.objective}"
+    ratio = imbalance_ratio(counts)
+    if ratio >= 3:
+        big, small = classes[int(np.argmax(counts))], classes[int(np.argmin(counts))]
+        _say(
+            verbose,
+            f"objective: val_balanced_accuracy (the largest class {big!r} has {ratio:.1f}x the "
+            f"training images of the smallest, {small!r}; objective accuracy overrides)",
+        )
+        return "val_balanced_accuracy"
+    return "val_accuracy"
+
+
+def _record(config, data, objective, info):
+    return {"config": config.to_dict(), "data": os.path.abspath(data), "objective": objective, "splits": info}
+
+
+# ------------------------------------------------------------------ search
+def _hypermodel(config, classes, counts):
+    from tuning.hypermodel import TransferHyperModel
+
+    return TransferHyperModel(
+        list(config.backbone) if len(config.backbone) > 1 else config.backbone[0],
+        num_classes=len(classes),
+        input_shape=(config.image_size, config.image_size, 3),
+        weights=config.weights,
+        head_space=config.head_space,
+        unfreeze_space=config.unfreeze_space,
+        seed=config.seed,
+        phase1_fraction=config.phase1_fraction,
+        schedule=config.schedule,
+        augmentation=config.augmentation,
+        precision=config.precision,
+        class_weight=config.class_weight,
+        class_counts=counts,
+    )
+
+
+def _search(config, hypermodel, splits, out, objective, callbacks, verbose):
+    import tuning
+
+    project = os.path.join(out, "search")
+    try:
+        return tuning.search(
+            splits["train"],
+            splits["val"],
+            hypermodel=hypermodel,
+            tuner=config.tuner,
+            max_trials=config.max_trials,
+            epochs=config.epochs,
+            directory=out,
+            project_name="search",
+            objective=objective,
+            seed=config.seed,
+            print_trials=verbose >= 1,
+            verbose=2 if verbose >= 2 else 0,
+            patience=config.patience,
+            callbacks=list(callbacks),
+            keep_checkpoints=config.keep_checkpoints,
+            time_budget=config.time_budget,
+        )
+    except KeyboardInterrupt:
+        kept = os.path.join(project, "best.keras")
+        if os.path.exists(kept):
+            publish(kept, os.path.join(out, "best.keras"))
+            board = os.path.join(project, "leaderboard.csv")
+            if os.path.exists(board):
+                shutil.copyfile(board, os.path.join(out, "leaderboard.csv"))
+            where = f"the best model so far is {out}/best.keras, the leaderboard {out}/leaderboard.csv"
+        else:
+            where = "no trial had finished"
+        raise RunInterrupted(f"interrupted: {where}. Run the same command again to resume.") from None
+
+
+def _launch(config, data, out):
+    """KerasTuner's chief and `config.workers` workers on loopback, each `python -m tuning run`."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = [sys.executable, "-m", "tuning", "run", "--config", os.path.join(out, RUN_FILE)]
+    argv += ["--data", data, "--out", out]
+    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+    logs = os.path.join(out, "workers")
+    os.makedirs(logs, exist_ok=True)
+    print(f"chief on 127.0.0.1:{port}, {config.workers} workers (logs in {logs})", flush=True)
+    chief = subprocess.Popen(argv, env={**env, "KERASTUNER_TUNER_ID": "chief"})
+    workers, files = [], []
+    try:
+        for i in range(config.workers):
+            files.append(open(os.path.join(logs, f"tuner{i}.log"), "w"))
+            workers.append(
+                subprocess.Popen(
+                    argv,
+                    env={**env, "KERASTUNER_TUNER_ID": f"tuner{i}"},
+                    stdout=files[-1],
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        chief.wait()
+        if chief.returncode != 0:  # the workers would wait for it forever
+            for p in workers:
+                if p.poll() is None:
+                    p.terminate()
+        codes = [p.wait() for p in workers]
+    except KeyboardInterrupt:
+        for p in [chief, *workers]:
+            p.terminate()
+        raise RunInterrupted(f"interrupted: rerun the same command to resume from {out}.") from None
+    finally:
+        for f in files:
+            f.close()
+    failed = [f"tuner{i}" for i, c in enumerate(codes) if c != 0]
+    if chief.returncode != 0 or failed:
+        raise RuntimeError(f"the chief (exit {chief.returncode}) or workers {failed} failed; see {logs}/")
+    return load_result(out)
+
+
+def load_result(out: str) -> RunResult:
+    """The `RunResult` of a finished run, read back from its folder."""
+    from tuning.tuners import load_best
+
+    record = read_json(os.path.join(out, RUN_FILE))
+    if not record or "evaluation" not in record:
+        raise FileNotFoundError(f"No finished run in {out!r} (no evaluation in {RUN_FILE}).")
+    best = load_best(out, "search")
+    return RunResult(
+        model=best.model,
+        config=SearchConfig.from_dict(record["config"]),
+        classes=read_json(os.path.join(out, "classes.json")),
+        objective=record["objective"],
+        leaderboard=read_json(os.path.join(out, "leaderboard.json"), best.leaderboard),
+        evaluation=record["evaluation"],
+        cv=record.get("cv"),
+        budget=record.get("budget"),
+        paths=record.get("paths", {}),
+    )
+
+
+# ------------------------------------------------------------- after search
+def _finish(config, data, out, hypermodel, result, splits, classes, info, objective, timings, t0, verbose):
+    from tuning import report
+
+    _say(verbose, "\nleaderboard (best first):\n" + str(result))
+    write_json(os.path.join(out, "classes.json"), classes)
+    publish(os.path.join(result.directory, "best.keras"), os.path.join(out, "best.keras"))
+    measured_on = "test" if splits["test"] is not None else "val"
+    evaluation = report.evaluate(result.model, splits[measured_on], classes)
+    evaluation.update(split=measured_on, source=info[measured_on]["source"])
+    if config.tta:
+        from tuning.tta import tta_model
+
+        tta = report.evaluate(tta_model(result.model, config.tta), splits[measured_on], classes)
+        evaluation["tta"] = {k: tta[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+        evaluation["tta"]["views"] = list(config.tta)
+    analysis = _analyse(result.model, splits, classes, evaluation, config, out)
+    cv = _cross_validate(config, hypermodel, result, splits, objective, verbose) if config.cv else None
+    history = read_json(os.path.join(result.directory, "best.json"), {}).get("history", {})
+    plots = report.write_plots(
+        out,
+        model=result.model,
+        history=history,
+        leaderboard=result.leaderboard,
+        evaluation=evaluation,
+        class_names=classes,
+        backbone=result.hyperparameters.get("backbone", config.backbone[0]),
+        top_losses=analysis["top_losses"],
+    )
+    figures = {k: evaluation[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+    board = _leaderboard_with(result.leaderboard, measured_on, figures, evaluation.get("tta"), cv)
+    _write_board(out, board)
+    timings["total"] = time.time() - t0
+    path = report.write_report(
+        out,
+        config=config,
+        classes=classes,
+        result=result,
+        objective=objective,
+        evaluation=evaluation,
+        analysis=analysis,
+        cv=cv,
+        timings=timings,
+        plots=plots,
+        splits=info,
+    )
+    paths = {
+        "model": os.path.join(out, "best.keras"),
+        "leaderboard": os.path.join(out, "leaderboard.csv"),
+        "report": path,
+        "suspects": analysis["suspects_path"],
+        "plots": plots,
+    }
+    summary = {**figures, "split": measured_on, "source": evaluation["source"], "tta": evaluation.get("tta")}
+    record = {**_record(config, data, objective, info), "evaluation": summary, "cv": cv}
+    record.update(budget=result.budget, paths=paths, timings=timings, duplicates=len(analysis["duplicates"]))
+    write_json(os.path.join(out, RUN_FILE), record)
+    _say(verbose, _summary_line(evaluation, info, measured_on, cv, out, plots, timings))
+    return RunResult(
+        model=result.model,
+        config=config,
+        classes=classes,
+        objective=objective,
+        leaderboard=board,
+        evaluation=summary,
+        cv=cv,
+        budget=result.budget,
+        paths=paths,
+    )
+
+
+def _summary_line(evaluation, info, measured_on, cv, out, plots, timings):
+    figure = "test" if measured_on == "test" else "validation (used for selection; no test split)"
+    tta = evaluation.get("tta")
+    text = (
+        f"\n{figure} accuracy {evaluation['accuracy']:.4f}, balanced accuracy "
+        f"{evaluation['balanced_accuracy']:.4f}, macro-F1 {evaluation['macro_f1']:.4f} on "
+        f"{info[measured_on]['images']} images ({evaluation['source']})"
+    )
+    if tta:
+        text += f"; with {'+'.join(tta['views'])} TTA accuracy {tta['accuracy']:.4f}"
+    if cv:
+        text += f"; {cv['folds']}-fold CV accuracy {cv['accuracy']['mean']:.4f} +- {cv['accuracy']['sd']:.4f}"
+    return text + (
+        f"; wrote {out}/best.keras, leaderboard.csv, report.md, suspects.csv, plots/ "
+        f"({len(plots)} PNGs) in {timings['total']:.0f} s"
+    )
+
+
+def _leaderboard_with(rows, split, figures, tta, cv):
+    """The search's rows, the best one with the held-out, TTA and CV figures beside its own."""
+    rows = [dict(r) for r in rows]
+    if rows:
+        rows[0].update({f"{split}_{k}": round(v, 4) for k, v in figures.items()})
+        if tta:
+            rows[0][f"{split}_tta_accuracy"] = round(tta["accuracy"], 4)
+        if cv:
+            for k in ("accuracy", "balanced_accuracy", "macro_f1"):
+                rows[0][f"cv_{k}"] = f"{cv[k]['mean']:.4f} +- {cv[k]['sd']:.4f}"
+    return rows
+
+
+def _write_board(out, rows):
+    keys = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+
+    def write_csv(path):
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(os.path.join(out, "leaderboard.csv"), write_csv)
+    write_json(os.path.join(out, "leaderboard.json"), rows)
+
+
+def _analyse(model, splits, classes, evaluation, config, out):
+    """Top losses (test), suspects (train+val), duplicates across splits; writes suspects.csv."""
+    import zoo
+    from tuning import analysis
+    from tuning.data import file_dataset
+
+    files = splits["files"]
+    measured = evaluation["split"]
+    paths, names, labels = [], [], []
+    for split in _SPLITS:
+        if split in files:
+            paths += list(files[split][0])
+            labels += list(files[split][1])
+            names += [split] * len(files[split][0])
+    last = zoo.stages_of(model)[-1].layer
+    both = keras.Model(model.inputs, [model.outputs[0], model.get_layer(last).output])
+    ds = file_dataset(paths, labels, image_size=config.image_size, batch_size=config.batch_size)
+    probs, embeds = [], []
+    for x, _ in ds:
+        p, f = both(x, training=False)
+        probs.append(keras.ops.convert_to_numpy(p))
+        f = keras.ops.convert_to_numpy(f).astype("float32")
+        embeds.append(f.reshape(len(f), -1, f.shape[-1]).mean(1))
+    probs, embeds, labels = np.concatenate(probs), np.concatenate(embeds), np.asarray(labels)
+    searched = np.array([n != "test" for n in names])
+    idx = np.flatnonzero(searched)
+    rows = analysis.suspects(
+        probs[idx], labels[idx], [paths[i] for i in idx], [names[i] for i in idx], classes
+    )
+
+    def write_csv(path):
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path"])
+            writer.writeheader()
+            writer.writerows(rows)
+
+    suspects_path = os.path.join(out, "suspects.csv")
+    atomic_write(suspects_path, write_csv)
+    held = files[measured]
+    top = analysis.top_losses(evaluation["probabilities"], evaluation["true"], k=12)
+    return {
+        "suspects": rows[:10],
+        "suspects_path": suspects_path,
+        "top_losses": [
+            {
+                "path": held[0][i],
+                "true": classes[int(evaluation["true"][i])],
+                "predicted": classes[int(evaluation["probabilities"][i].argmax())],
+                "probability": float(evaluation["probabilities"][i].max()),
+            }
+            for i in top
+        ],
+        "confused": analysis.most_confused(evaluation["confusion"], classes),
+        "duplicates": analysis.duplicates(paths, names, embeds),
+    }
+
+
+def _cross_validate(config, hypermodel, result, splits, objective, verbose) -> dict:
+    """The best configuration retrained on K stratified folds of train+val: mean and sd per figure."""
+    import keras_tuner as kt
+
+    from tuning import report
+    from tuning.data import file_dataset
+
+    files = splits["files"]
+    paths = list(files["train"][0]) + list(files["val"][0])
+    labels = list(files["train"][1]) + list(files["val"][1])
+    hp = kt.HyperParameters()
+    for k, v in result.hyperparameters.items():
+        hp.Fixed(k, v)
+    folds = _folds(labels, config.cv, config.seed)
+    scores = {k: [] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+    make = lambda idx, shuffle: file_dataset(  # noqa: E731
+        [paths[i] for i in idx],
+        [labels[i] for i in idx],
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        shuffle=shuffle,
+        seed=config.seed,
+    )
+    alive = []  # the hypermodel caches features by dataset object: none may be freed and reused
+    for k, held in enumerate(folds):
+        keep = sorted(set(range(len(paths))) - set(held))
+        keras.utils.set_random_seed(config.seed + k)
+        model = hypermodel.build(hp)
+        stop = keras.callbacks.EarlyStopping(
+            monitor=objective,
+            mode="max",
+            patience=config.patience or config.epochs,
+            restore_best_weights=True,
+        )
+        val, train = make(held, False), make(keep, True)
+        alive += [val, train]
+        hypermodel.fit(
+            hp, model, train, epochs=config.epochs, validation_data=val, callbacks=[stop], verbose=0
+        )
+        hypermodel.take_last_fit()
+        figures = report.evaluate(model, val, [str(c) for c in range(hypermodel.num_classes)])
+        for name in scores:
+            scores[name].append(figures[name])
+        _say(verbose, f"cv fold {k + 1}/{config.cv}: accuracy {figures['accuracy']:.4f}")
+    out = {"folds": config.cv}
+    for name, values in scores.items():
+        out[name] = {
+            "mean": float(np.mean(values)),
+            "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "values": [round(float(v), 4) for v in values],
+        }
+    return out
+
+
+def _folds(labels, k, seed) -> list:
+    """K disjoint, stratified folds of the item indices (each class dealt round-robin)."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    folds = [[] for _ in range(k)]
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        for i, m in enumerate(members):
+            folds[(i + int(c)) % k].append(int(m))
+    return [sorted(f) for f in folds]
+
+
+def load_model(path: str) -> keras.Model:
+    """The Keras model in a `best.keras` that `tuning.run` wrote, or a one-line error saying what the file is.
+
+    Example:
+
+        >>> import tuning.job
+        >>> tuning.job.load_model("missing.keras")
+        Traceback (most recent call last):
+        ...
+        tuning.config.ConfigError: no model at 'missing.keras'; run `python -m tuning run` first (it writes OUT/best.keras).
+    """
+    import zipfile
+
+    import keras
+
+    if not os.path.exists(path):
+        raise ConfigError(
+            f"no model at {path!r}; run `python -m tuning run` first (it writes OUT/best.keras)."
+        )
+    if os.path.isdir(path) or not path.endswith(".keras") or not zipfile.is_zipfile(path):
+        raise ConfigError(
+            f"{path!r} is not a Keras model file: give the best.keras that `python -m tuning run` wrote."
+        )
+    # The serializable classes a tuned model holds register on import; the
+    # package imports lazily, so a fresh `predict`/`export` process must
+    # import them before loading.
+    import tuning.losses  # noqa: F401
+    import tuning.metrics  # noqa: F401
+    import tuning.tta  # noqa: F401
+    import tuning.optimizers  # noqa: F401
+    import zoo  # noqa: F401
+
+    try:
+        return keras.saving.load_model(path)
+    except Exception as e:  # Keras raises many types for a damaged archive
+        raise ConfigError(
+            f"{path!r} could not be loaded as a Keras model ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:200]}). Write it again with "
+            "`python -m tuning run`."
+        ) from e

@@ -1,0 +1,109 @@
+"""The main job's two recipes, named: how a backbone is searched and trained.
+
+`python -m tuning run` uses `from_scratch` without `--weights` and
+`pretrained` with them. Each is a function returning a complete
+`SearchConfig`; `resolve(config)` fills the recipe settings a config leaves
+as None. Every setting below says why it has its value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuning.config import SearchConfig
+
+# From random weights there is nothing to protect.
+FROM_SCRATCH = {
+    # One small head: the backbone learns the features, the head only reads them out.
+    "head_space": {
+        "pooling": ["avg"],
+        "optimizer": ["adam"],
+        "dense_layers": [0, 1],
+        "dropout": [0.0, 0.3],
+        "learning_rate": [1e-3, 2e-3],
+    },
+    # Every stage trains at the full rate from the first epoch (a frozen
+    # random backbone or a 100x smaller phase-2 rate only wastes the
+    # budget); BatchNorm trains too (frozen at its initial statistics it
+    # would normalise nothing); augmentation is what closes the gap between
+    # train and test accuracy on a few hundred images per class.
+    "unfreeze_space": {"stages": "all", "augment": [True], "lr_factor": [1.0], "train_bn": [True]},
+    # Flips and rotations are what a from-scratch network cannot learn from a
+    # few hundred images; zoom and translation mostly slow it down.
+    "augmentation": ("flip", "rotation"),
+    # A cosine schedule ends on its best epochs: no early stop.
+    "schedule": "cosine",
+    "patience": 0,
+    "phase1_fraction": 0.0,
+}
+
+# From pretrained weights the features are worth keeping.
+PRETRAINED = {
+    # The full head space (pooling, depth, width, dropout, BN, smoothing, rate, optimizer).
+    "head_space": {},
+    # Frozen to every stage unfrozen, at 0.1x or 0.01x the head's rate, BN frozen.
+    "unfreeze_space": {},
+    # All four kinds for augmented trials: pretrained features generalise further.
+    "augmentation": ("flip", "rotation", "zoom", "translation"),
+    "schedule": "cosine",
+    # Early stopping after 3 epochs without improvement (best epoch kept).
+    "patience": 3,
+    # Chollet's recipe: half the epochs for the head alone, then fine-tuning.
+    "phase1_fraction": 0.5,
+}
+
+
+def from_scratch(**settings: Any) -> SearchConfig:
+    """The recipe for a backbone trained from random weights.
+
+    Example:
+
+        >>> import tuning
+        >>> c = tuning.recipes.from_scratch(backbone="resnet18")
+        >>> c.recipe, c.unfreeze_space["stages"], c.patience
+        ('from_scratch', [5], 0)
+    """
+    return resolve(SearchConfig(**{**settings, "recipe": "from_scratch"}))
+
+
+def pretrained(**settings: Any) -> SearchConfig:
+    """The recipe for a pretrained backbone (give `weights`, e.g. "imagenet").
+
+    Example:
+
+        >>> import tuning
+        >>> tuning.recipes.pretrained(weights="imagenet").phase1_fraction
+        0.5
+    """
+    return resolve(SearchConfig(**{"weights": "imagenet", **settings, "recipe": "pretrained"}))
+
+
+def name_of(config: SearchConfig) -> str:
+    """The recipe a config uses: its own, or for "auto" the one its weights imply."""
+    if config.recipe != "auto":
+        return config.recipe
+    return "pretrained" if config.weights is not None else "from_scratch"
+
+
+def resolve(config: SearchConfig) -> SearchConfig:
+    """`config` with every recipe setting it leaves as None filled from its recipe.
+
+    Example:
+
+        >>> import tuning
+        >>> tuning.recipes.resolve(tuning.SearchConfig(patience=5)).patience
+        5
+    """
+    import zoo
+
+    name = name_of(config)
+    recipe = FROM_SCRATCH if name == "from_scratch" else PRETRAINED
+    changes = {"recipe": name}
+    for key, value in recipe.items():
+        if getattr(config, key) is None:
+            changes[key] = value
+    unfreeze = dict(changes.get("unfreeze_space", config.unfreeze_space) or {})
+    if unfreeze.get("stages") == "all":  # every stage of the deepest backbone
+        unfreeze["stages"] = [max(len(zoo.get_spec(n).stages) for n in config.backbone)]
+        changes["unfreeze_space"] = unfreeze
+    return config.replace(**changes)
