@@ -189,7 +189,9 @@ def check(config: SearchConfig, out: str) -> SearchConfig:
         names.append(spec.name)
     if config.weights is not None and not os.path.isfile(config.weights):
         for name in names:  # fetched now (or found in the cache): offline, the error names the file to place
-            zoo.weights.fetch(zoo.builder.resolve_source(zoo.get_spec(name), config.weights, include_top=False))
+            zoo.weights.fetch(
+                zoo.builder.resolve_source(zoo.get_spec(name), config.weights, include_top=False)
+            )
     _check_writable(os.path.abspath(out))
     return config.replace(backbone=tuple(dict.fromkeys(names)))
 
@@ -679,8 +681,8 @@ def load_model(path: str) -> keras.Model:
     # import them before loading.
     import tuning.losses  # noqa: F401
     import tuning.metrics  # noqa: F401
-    import tuning.tta  # noqa: F401
     import tuning.optimizers  # noqa: F401
+    import tuning.tta  # noqa: F401
     import zoo  # noqa: F401
 
     try:
