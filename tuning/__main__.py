@@ -92,6 +92,12 @@ def _parser():
         action="store_true",
         help="start afresh in an --out folder holding an earlier run (default: resume it)",
     )
+    _companion_parsers(sub, common)
+    return p
+
+
+def _companion_parsers(sub, common):
+    """`predict`, `export` and `bench`."""
     pred = sub.add_parser("predict", parents=[common], help="top-k labels for images")
     pred.add_argument("--model", required=True, help="a best.keras written by `run`")
     pred.add_argument("--top", type=int, default=3, help="labels per image (default: %(default)s)")
@@ -148,7 +154,6 @@ def _parser():
     bench.add_argument(
         "--pretrain-epochs", type=int, default=4, help="epochs of that training (default: %(default)s)"
     )
-    return p
 
 
 def run_config(args) -> SearchConfig:

@@ -160,22 +160,26 @@ def duplicates(
         for j in seen.get(digest, []):
             if splits[j] != splits[i]:
                 rows.append(_pair("exact", 1.0, paths, splits, j, i))
-                exact.add((j, i))
+                exact.add((min(i, j), max(i, j)))
         seen.setdefault(digest, []).append(i)
     if embeddings is not None and len(paths) > 2:
-        e = np.asarray(embeddings, "float64")
+        e = np.asarray(embeddings, "float32")
         e = e - e.mean(0, keepdims=True)
         e /= np.linalg.norm(e, axis=1, keepdims=True) + 1e-12
-        split_ids = np.unique(np.asarray(splits), return_inverse=True)[1]
+        names = np.asarray(splits)
         near = []
-        for i in range(len(e)):  # row by row: memory stays O(n)
-            sims = e[i + 1 :] @ e[i]
-            for k in np.flatnonzero(sims >= threshold):
-                j = i + 1 + int(k)
-                if split_ids[i] != split_ids[j] and (i, j) not in exact:
-                    near.append((float(sims[k]), i, j))
+        groups = [np.flatnonzero(names == s) for s in dict.fromkeys(splits)]
+        for g, a in enumerate(groups):  # only pairs across splits, a block of rows at a time
+            for b in groups[g + 1 :]:
+                for start in range(0, len(a), 1024):
+                    rows_a = a[start : start + 1024]
+                    sims = e[rows_a] @ e[b].T
+                    for i, j in zip(*np.nonzero(sims >= threshold)):
+                        pair = (min(rows_a[i], b[j]), max(rows_a[i], b[j]))
+                        if pair not in exact:
+                            near.append((float(sims[i, j]), *pair))
         near.sort(key=lambda t: -t[0])
-        rows += [_pair("near", round(s, 4), paths, splits, i, j) for s, i, j in near]
+        rows += [_pair("near", round(s, 4), paths, splits, i, j) for s, i, j in near[:limit]]
     return rows[:limit]
 
 

@@ -25,7 +25,7 @@ TUNER_NAMES = ("hyperband", "random", "bayesian")
 
 # What a resumed run may change: how long it searches and what it does
 # after the search. Everything else decides which trials exist.
-RESUMABLE = frozenset({"max_trials", "workers", "time_budget", "keep_checkpoints", "tta", "cv"})
+RESUMABLE = frozenset({"max_trials", "epochs", "workers", "time_budget", "keep_checkpoints", "tta", "cv"})
 
 
 class ConfigError(ValueError):

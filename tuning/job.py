@@ -545,11 +545,21 @@ def _analyse(model, splits, classes, evaluation, config, out):
             labels += list(files[split][1])
             names += [split] * len(files[split][0])
     last = zoo.stages_of(model)[-1].layer
-    both = keras.Model(model.inputs, [model.outputs[0], model.get_layer(last).output])
+    try:  # one pass: the scores and the last stage's map (the embedding)
+        both = keras.Model(model.inputs, [model.outputs[0], model.get_layer(last).output])
+        features = None
+    except ValueError:  # the backbone is nested: its map comes from a cut, in a second call
+        import surgery
+
+        both, features = model, surgery.cut(model, last)
     ds = file_dataset(paths, labels, image_size=config.image_size, batch_size=config.batch_size)
     probs, embeds = [], []
     for x, _ in ds:
-        p, f = both(x, training=False)
+        p, f = (
+            both(x, training=False)
+            if features is None
+            else (model(x, training=False), features(x, training=False))
+        )
         probs.append(keras.ops.convert_to_numpy(p))
         f = keras.ops.convert_to_numpy(f).astype("float32")
         embeds.append(f.reshape(len(f), -1, f.shape[-1]).mean(1))
