@@ -33,10 +33,13 @@ class _SparseConfusion(keras.metrics.Metric):
         cells = ops.where(valid, y_true * n + y_pred, ops.zeros_like(y_true))
         weights = ops.where(valid, weights, ops.zeros_like(weights))
         counts = ops.segment_sum(weights, cells, num_segments=n * n)
-        self.matrix.assign(self.matrix + ops.reshape(counts, (n, n)))
+        self.matrix.assign(ops.convert_to_tensor(self.matrix) + ops.reshape(counts, (n, n)))
 
     def reset_state(self):
-        self.matrix.assign(keras.ops.zeros_like(self.matrix))
+        self.matrix.assign(keras.ops.zeros((self.num_classes, self.num_classes), "float32"))
+
+    def _matrix(self):
+        return keras.ops.convert_to_tensor(self.matrix)
 
     def get_config(self):
         return {"num_classes": self.num_classes, "name": self.name, "dtype": self.dtype}
@@ -59,9 +62,9 @@ class BalancedAccuracy(_SparseConfusion):
         super().__init__(num_classes, name=name, dtype=dtype)
 
     def result(self):
-        ops = keras.ops
-        support = ops.sum(self.matrix, axis=1)
-        recall = ops.diagonal(self.matrix) / ops.maximum(support, 1.0)
+        ops, m = keras.ops, self._matrix()
+        support = ops.sum(m, axis=1)
+        recall = ops.diagonal(m) / ops.maximum(support, 1.0)
         present = ops.cast(support > 0, "float32")
         return ops.sum(recall * present) / ops.maximum(ops.sum(present), 1.0)
 
@@ -83,9 +86,9 @@ class MacroF1(_SparseConfusion):
         super().__init__(num_classes, name=name, dtype=dtype)
 
     def result(self):
-        ops = keras.ops
-        tp = ops.diagonal(self.matrix)
-        true, predicted = ops.sum(self.matrix, axis=1), ops.sum(self.matrix, axis=0)
+        ops, m = keras.ops, self._matrix()
+        tp = ops.diagonal(m)
+        true, predicted = ops.sum(m, axis=1), ops.sum(m, axis=0)
         f1 = 2 * tp / ops.maximum(true + predicted, 1.0)
         present = ops.cast((true + predicted) > 0, "float32")
         return ops.sum(f1 * present) / ops.maximum(ops.sum(present), 1.0)
