@@ -18,25 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-import keras
 import numpy as np
-
-
-def predict_batches(model: keras.Model, dataset, *, features: keras.Model | None = None):
-    """`(probabilities, labels, embeddings)` over a dataset of `(images, labels)` batches, in order.
-
-    `features` (a model from the same input to a feature map or vector)
-    gives the embeddings: spatial means of its output; None leaves them out.
-    """
-    probs, labels, embeds = [], [], []
-    for x, y in dataset:
-        probs.append(keras.ops.convert_to_numpy(model(x, training=False)))
-        labels.append(np.asarray(y))
-        if features is not None:
-            f = keras.ops.convert_to_numpy(features(x, training=False)).astype("float32")
-            embeds.append(f.reshape(len(f), -1, f.shape[-1]).mean(1) if f.ndim > 2 else f)
-    stack = lambda parts: np.concatenate(parts) if parts else None  # noqa: E731
-    return stack(probs), stack(labels), stack(embeds)
 
 
 def top_losses(probs, labels, *, k: int = 12) -> list[int]:

@@ -224,7 +224,17 @@ class SearchConfig:
 
     @classmethod
     def load(cls, path: str) -> SearchConfig:
-        """The config in a JSON file: a `run.json` or a file of settings."""
+        """The config in a JSON file: a `run.json` or a file of settings.
+
+        Example:
+
+            >>> import json, os, tempfile, tuning
+            >>> p = os.path.join(tempfile.mkdtemp(), "settings.json")
+            >>> _ = open(p, "w").write(json.dumps({"epochs": 3, "backbone": "resnet34"}))
+            >>> c = tuning.SearchConfig.load(p)
+            >>> c.epochs, c.backbone
+            (3, ('resnet34',))
+        """
         try:
             with open(path) as f:
                 text = f.read()
@@ -251,7 +261,15 @@ class SearchConfig:
         return {k: (a[k], b[k]) for k in a if a[k] != b[k] and k not in ignore}
 
     def resume_conflicts(self, earlier: SearchConfig) -> dict:
-        """The settings that make this config unable to resume `earlier`'s search."""
+        """The settings that make this config unable to resume `earlier`'s search: `{name: (earlier, now)}`.
+
+        Example:
+
+            >>> import tuning
+            >>> old = tuning.SearchConfig()
+            >>> old.replace(max_trials=8, seed=1).resume_conflicts(old)
+            {'seed': (0, 1)}
+        """
         return earlier.diff(self, ignore=RESUMABLE)
 
 

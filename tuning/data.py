@@ -276,6 +276,18 @@ def file_dataset(
     A prefetched `tf.data` pipeline with Keras' own loader steps (read,
     decode to RGB, bilinear resize) where TensorFlow is installed, otherwise
     `ImageBatches`.
+
+    Example:
+
+        >>> import os, tempfile, numpy as np
+        >>> from PIL import Image
+        >>> from tuning.data import file_dataset
+        >>> p = os.path.join(tempfile.mkdtemp(), "a.png")
+        >>> Image.fromarray(np.zeros((10, 20, 3), "uint8")).save(p)
+        >>> x, y = next(iter(file_dataset([p, p], [0, 1], image_size=8)))
+        >>> x = np.asarray(x)
+        >>> x.shape, x.dtype, [int(v) for v in y]
+        ((2, 8, 8, 3), dtype('uint8'), [0, 1])
     """
     tf = _tensorflow()
     if tf is None:

@@ -8,6 +8,7 @@ the accounts that serve it (the umask decides, as for a plain `open`).
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import shutil
@@ -71,8 +72,40 @@ def write_json(path: str | os.PathLike, value: Any) -> None:
     write_text(path, json.dumps(value, indent=2, default=str))
 
 
+def write_rows(path: str | os.PathLike, rows: list, *, columns: list | None = None) -> None:
+    """Dict rows as CSV into `path`, atomically; the columns in order of first appearance.
+
+    Example:
+
+        >>> import os, tempfile
+        >>> from tuning.files import write_rows
+        >>> p = os.path.join(tempfile.mkdtemp(), "a.csv")
+        >>> write_rows(p, [{"a": 1}, {"a": 2, "b": 3}])
+        >>> open(p).read().split()
+        ['a,b', '1,', '2,3']
+    """
+    keys = list(columns or [])
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
+
+
 def read_json(path: str | os.PathLike, default: Any = None) -> Any:
-    """The JSON value in `path`, or `default` when there is no such file."""
+    """The JSON value in `path`, or `default` when there is no such file.
+
+    Example:
+
+        >>> from tuning.files import read_json
+        >>> read_json("no/such/file.json", {})
+        {}
+    """
     if not os.path.exists(path):
         return default
     with open(path) as f:
@@ -88,6 +121,16 @@ def publish(stored: str, target: str) -> None:
     """`target` as a second name of `stored` (a hard link: stored once on disk).
 
     Where hard links are not possible (another file system) it is a copy.
+
+    Example:
+
+        >>> import os, tempfile
+        >>> from tuning.files import publish
+        >>> d = tempfile.mkdtemp()
+        >>> _ = open(os.path.join(d, "a"), "w").write("model")
+        >>> publish(os.path.join(d, "a"), os.path.join(d, "b"))
+        >>> open(os.path.join(d, "b")).read()
+        'model'
     """
     tmp = target + ".link"
     try:
@@ -117,5 +160,13 @@ def file_lock(directory: str, name: str):
 
 
 def is_worker() -> bool:
-    """Whether this process is one of KerasTuner's workers (not the chief, not alone)."""
+    """Whether this process is one of KerasTuner's workers (not the chief, not alone).
+
+    Example:
+
+        >>> import os
+        >>> from tuning.files import is_worker
+        >>> is_worker() == (os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief")
+        True
+    """
     return os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief"

@@ -7,7 +7,6 @@ one `SearchConfig`; the CLI only parses arguments into one.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 import shutil
@@ -21,7 +20,7 @@ import numpy as np
 
 from tuning import recipes
 from tuning.config import ConfigError, SearchConfig
-from tuning.files import atomic_write, publish, read_json, write_json
+from tuning.files import publish, read_json, write_json, write_rows
 
 RUN_FILE = "run.json"
 DEFAULT_OUT = os.path.join("runs", "demo")
@@ -167,7 +166,22 @@ def _load(data, config):
 
 # ------------------------------------------------------------------ checks
 def check(config: SearchConfig, out: str) -> SearchConfig:
-    """`config` with canonical backbone names, every setting checked against the zoo; `out` writable."""
+    """`config` with canonical backbone names, every setting checked against the zoo; `out` writable.
+
+    Raises `ConfigError` (what was wrong and what to do) for an unknown or
+    task backbone, an image size below its minimum, unavailable weights,
+    or an output folder that cannot be written.
+
+    Example:
+
+        >>> import tempfile, tuning, tuning.job
+        >>> tuning.job.check(tuning.SearchConfig(backbone="ResNet18"), tempfile.mkdtemp()).backbone
+        ('resnet18',)
+        >>> tuning.job.check(tuning.SearchConfig(backbone="fcn8s"), tempfile.mkdtemp())
+        Traceback (most recent call last):
+        ...
+        tuning.config.ConfigError: backbone 'fcn8s' is a segmentation model; pick a classification backbone from `python -m zoo list`.
+    """
     import zoo
 
     names = []
@@ -393,12 +407,23 @@ def _launch(config, data, out):
 
 
 def load_result(out: str) -> RunResult:
-    """The `RunResult` of a finished run, read back from its folder."""
+    """The `RunResult` of a finished run, read back from its folder (as after `--workers`).
+
+    Example:
+
+        >>> import tempfile, tuning
+        >>> tuning.load_result(tempfile.mkdtemp())
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: No finished run in '...' (no evaluation in run.json). Run `tuning.run` with this folder first.
+    """
     from tuning.tuners import load_best
 
     record = read_json(os.path.join(out, RUN_FILE))
     if not record or "evaluation" not in record:
-        raise FileNotFoundError(f"No finished run in {out!r} (no evaluation in {RUN_FILE}).")
+        raise FileNotFoundError(
+            f"No finished run in {out!r} (no evaluation in {RUN_FILE}). Run `tuning.run` with this folder first."
+        )
     best = load_best(out, "search")
     return RunResult(
         model=best.model,
@@ -516,17 +541,7 @@ def _leaderboard_with(rows, split, figures, tta, cv):
 
 
 def _write_board(out, rows):
-    keys = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-
-    def write_csv(path):
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    atomic_write(os.path.join(out, "leaderboard.csv"), write_csv)
+    write_rows(os.path.join(out, "leaderboard.csv"), rows)
     write_json(os.path.join(out, "leaderboard.json"), rows)
 
 
@@ -570,14 +585,8 @@ def _analyse(model, splits, classes, evaluation, config, out):
         probs[idx], labels[idx], [paths[i] for i in idx], [names[i] for i in idx], classes
     )
 
-    def write_csv(path):
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path"])
-            writer.writeheader()
-            writer.writerows(rows)
-
     suspects_path = os.path.join(out, "suspects.csv")
-    atomic_write(suspects_path, write_csv)
+    write_rows(suspects_path, rows, columns=["path", "split", "label", "p_label", "predicted", "p_predicted"])
     held = files[measured]
     top = analysis.top_losses(evaluation["probabilities"], evaluation["true"], k=12)
     return {

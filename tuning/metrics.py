@@ -95,7 +95,14 @@ class MacroF1(_SparseConfusion):
 
 
 def compiled_metrics(num_classes: int) -> list:
-    """What every trial compiles: accuracy, balanced accuracy, macro-F1."""
+    """What every trial compiles: accuracy, balanced accuracy, macro-F1.
+
+    Example:
+
+        >>> import tuning.metrics as m
+        >>> [getattr(x, "name", x) for x in m.compiled_metrics(3)]
+        ['accuracy', 'balanced_accuracy', 'macro_f1']
+    """
     return ["accuracy", BalancedAccuracy(num_classes), MacroF1(num_classes)]
 
 
@@ -137,6 +144,13 @@ def balanced_class_weight(counts) -> dict:
 
 
 def imbalance_ratio(counts) -> float:
-    """Images of the largest class over those of the smallest (inf with an empty class)."""
-    counts = [c for c in counts]
+    """Images of the largest class over those of the smallest (inf with an empty class).
+
+    Example:
+
+        >>> import tuning.metrics as m
+        >>> m.imbalance_ratio([90, 30, 10])
+        9.0
+    """
+    counts = list(counts)
     return float(max(counts)) / min(counts) if min(counts) > 0 else float("inf")

@@ -79,7 +79,14 @@ def pretrained(**settings: Any) -> SearchConfig:
 
 
 def name_of(config: SearchConfig) -> str:
-    """The recipe a config uses: its own, or for "auto" the one its weights imply."""
+    """The recipe a config uses: its own, or for "auto" the one its weights imply.
+
+    Example:
+
+        >>> import tuning
+        >>> tuning.recipes.name_of(tuning.SearchConfig(weights="imagenet"))
+        'pretrained'
+    """
     if config.recipe != "auto":
         return config.recipe
     return "pretrained" if config.weights is not None else "from_scratch"

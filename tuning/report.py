@@ -279,7 +279,7 @@ def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names
     images = evaluation["images"][picks]
     # The deepest stage that still has a map worth looking at (>= 6x6): at
     # small image sizes the last stage is 2x2 and its heat map four blocks.
-    sizes = [min(surgery.cut(model, s.layer).output.shape[1:3]) for s in stages]
+    sizes = [min(_stage_output(model, s.layer).shape[1:3]) for s in stages]
     cam_stage = next((s for s, n in zip(reversed(stages), reversed(sizes)) if n and n >= 6), stages[-1])
     try:
         cams = grad_cam(model, images, layer=cam_stage.layer)
@@ -317,6 +317,14 @@ def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names
         fig.suptitle(f"{backbone}: first {n} channels of {stage.layer} (stride {stage.reduction})")
         save(fig, f"feature_maps_{tag}.png")
     return written
+
+
+def _stage_output(model, layer):
+    """The symbolic output of a stage's layer; a cut only where the backbone is nested."""
+    try:
+        return model.get_layer(layer).output
+    except ValueError:
+        return surgery.cut(model, layer).output
 
 
 def write_report(

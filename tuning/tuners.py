@@ -11,7 +11,6 @@ settings in `__init__`.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import glob
 import logging
@@ -28,7 +27,7 @@ from keras_tuner.engine.trial import TrialStatus
 
 from tuning._keras import custom_gradient_names, release_custom_gradients
 from tuning.callbacks import TimeBudget
-from tuning.files import atomic_write, file_lock, is_worker, read_json, write_json
+from tuning.files import atomic_write, file_lock, is_worker, read_json, write_json, write_rows
 from tuning.hypermodel import AUGMENTATIONS, TransferHyperModel
 
 logger = logging.getLogger(__name__)
@@ -377,17 +376,7 @@ def write_leaderboard(tuner) -> list:
     """`leaderboard.csv` and `.json` in the tuner's project folder; returns the rows."""
     rows = leaderboard(tuner)
     base = os.path.join(tuner.project_dir, LEADERBOARD)
-    keys = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-
-    def write_csv(path):
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    atomic_write(base + ".csv", write_csv)
+    write_rows(base + ".csv", rows)
     write_json(base + ".json", rows)
     return rows
 
