@@ -119,8 +119,8 @@ def run(
         )
         _say(verbose, f"demo data: {data} (six shape classes, train/val/test)")
         loaded = _load(data, config)
+        _check_cv(config, loaded[0])
     splits, classes, info = loaded
-    _check_cv(config, splits)
     objective = _objective(config, info["class_counts"], classes, verbose)
     if not launched:  # what the next run must match to resume, and the splits
         write_json(os.path.join(out, RUN_FILE), _record(config, data, objective, info))
