@@ -568,8 +568,11 @@ def _analyse(model, splits, classes, evaluation, config, out):
 
         both, features = model, surgery.cut(model, last)
     ds = file_dataset(paths, labels, image_size=config.image_size, batch_size=config.batch_size)
-    probs, embeds = [], []
+    probs, embeds, thumbs = [], [], []
     for x, _ in ds:
+        thumbs.append(
+            keras.ops.convert_to_numpy(keras.ops.image.resize(keras.ops.cast(x, "float32"), (16, 16)))
+        )
         p, f = (
             both(x, training=False)
             if features is None
@@ -602,7 +605,7 @@ def _analyse(model, splits, classes, evaluation, config, out):
             for i in top
         ],
         "confused": analysis.most_confused(evaluation["confusion"], classes),
-        "duplicates": analysis.duplicates(paths, names, embeds),
+        "duplicates": analysis.duplicates(paths, names, embeds, np.concatenate(thumbs)),
     }
 
 

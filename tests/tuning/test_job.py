@@ -109,7 +109,7 @@ def test_imbalanced_run_with_mislabels_duplicates_tta_and_cv(tmp_path, capsys):
         suspects = [row["path"] for row in csv.DictReader(f)]
     assert sorted(suspects[:2]) == sorted(planted)
     assert "Leakage:" in report and "leak.png" in report and "red_005.png" in report
-    assert "exact" in report
+    assert "exact" in report and "near (" not in report  # same-colour images are not duplicates
     assert os.path.exists(os.path.join(out, "plots", "top_losses.png")) or "was misclassified" in report
 
 
@@ -159,3 +159,24 @@ def test_bad_job_input_fails_in_one_line_before_writing(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and err.startswith("error:") and len(err.splitlines()) == 1, err
     assert not out.exists() and not (tmp_path / "x").exists()
+
+
+@pytest.mark.one_backend  # numpy only
+def test_near_duplicates_need_the_same_pixels_not_only_the_same_class():
+    from tuning.analysis import duplicates
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (4, 16, 16, 3)).astype("float32")
+    images[1] = np.clip(images[0] + rng.normal(0, 4, (16, 16, 3)), 0, 255)  # a re-encoded copy of 0
+    images[3] = 255 - images[2]  # the same shapes in other colours
+    embeddings = np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.0, 1.0]])  # a class-level view
+    import tempfile
+
+    folder = tempfile.mkdtemp()
+    paths = []  # four distinct files: no exact pair
+    for i in range(4):
+        paths.append(os.path.join(folder, f"{i}.bin"))
+        with open(paths[-1], "wb") as f:
+            f.write(bytes([i]))
+    rows = duplicates(paths, ["train", "test", "train", "test"], embeddings, images, threshold=0.9)
+    assert [(r["kind"], r["path_a"], r["path_b"]) for r in rows] == [("near", paths[0], paths[1])]
