@@ -127,6 +127,7 @@ def run(
     if config.workers and not launched:
         return _launch(config, data, out)
     _say(verbose, "images: " + "; ".join(f"{n} {info[n]['images']} ({info[n]['source']})" for n in _SPLITS))
+    _say(verbose, backend_note())
     keras.utils.set_random_seed(config.seed)
     hypermodel = _hypermodel(config, classes, info["class_counts"])
     t_search = time.time()
@@ -144,8 +145,51 @@ _SPLITS = ("train", "val", "test")
 
 
 def _say(verbose, text):
-    if verbose:
+    if verbose and text:
         print(text, flush=True)
+
+
+# Train-step img/s of resnet18 at 64 px, batch 32, on a 2-core CPU, each
+# backend against TensorFlow in the same run (docs/benchmarks.md, "Which
+# backend trains fastest on a CPU"): XLA's CPU convolutions make JAX ~10x
+# slower; the Keras torch backend runs at ~0.6x.
+_CPU_TRAIN_VS_TENSORFLOW = {"jax": 0.09, "torch": 0.6}
+
+
+def backend_note() -> str | None:
+    """One line when the Keras backend trains on a CPU much slower than TensorFlow would, else None.
+
+    `KERAS_BACKEND` always wins; the job only says what it costs and what
+    to set instead.
+
+    Example:
+
+        >>> import keras, tuning.job
+        >>> note = tuning.job.backend_note()
+        >>> note is None or note.startswith(f"backend {keras.backend.backend()} on a CPU")
+        True
+    """
+    backend = keras.backend.backend()
+    if backend not in _CPU_TRAIN_VS_TENSORFLOW:
+        return None
+    if backend == "jax":
+        import jax
+
+        on_cpu = jax.default_backend() == "cpu"
+    else:
+        import torch
+
+        on_cpu = not torch.cuda.is_available()
+    if not on_cpu:
+        return None
+    import importlib.util
+
+    has_tf = importlib.util.find_spec("tensorflow") is not None
+    instead = "KERAS_BACKEND=tensorflow" if has_tf else "`pip install tensorflow`"
+    return (
+        f"backend {backend} on a CPU: it trains about {_CPU_TRAIN_VS_TENSORFLOW[backend]}x as fast as "
+        f"TensorFlow here (docs/benchmarks.md); {instead} is the fast path on a CPU"
+    )
 
 
 def _load(data, config):
@@ -614,7 +658,7 @@ def _cross_validate(config, hypermodel, result, splits, objective, verbose) -> d
     import keras_tuner as kt
 
     from tuning import report
-    from tuning.data import file_dataset
+    from tuning.data import CACHE_BYTES, file_dataset
 
     files = splits["files"]
     paths = list(files["train"][0]) + list(files["val"][0])
@@ -631,6 +675,7 @@ def _cross_validate(config, hypermodel, result, splits, objective, verbose) -> d
         batch_size=config.batch_size,
         shuffle=shuffle,
         seed=config.seed,
+        cache=len(idx) * config.image_size**2 * 3 <= CACHE_BYTES,  # every epoch reads the fold
     )
     alive = []  # the hypermodel caches features by dataset object: none may be freed and reused
     for k, held in enumerate(folds):

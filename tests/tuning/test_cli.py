@@ -194,6 +194,15 @@ def test_held_out_splits_are_disjoint_stratified_and_seeded(tmp_path):
     assert not (set(a) & set(b) or set(a) & set(t) or set(b) & set(t))
     assert len(a) + len(b) + len(t) == 60 and len(t) == 9 and len(b) == 12  # 3 + 4 per class
     assert ids(load_splits(root, image_size=4, batch_size=8, seed=3)[2]) == t  # seeded
+    # Small data is decoded once and kept; streamed from disk it is the same data.
+    assert info["cached"] == ["train", "val", "test"]
+    streamed = load_splits(root, image_size=4, batch_size=8, seed=3, cache_bytes=12 * 16 * 3)
+    assert streamed[4]["cached"] == ["val"]  # train (39 images) did not fit; val (12) did; test no more
+    order = lambda ds: [int(x[0, 0, 0]) for xb, _ in ds for x in xb.numpy()]  # noqa: E731
+    assert order(streamed[1]) == order(val) and order(streamed[2]) == order(test)
+    assert ids(streamed[0]) == a
+    first, second = order(train), order(train)
+    assert first != second and sorted(first) == sorted(second) == a  # reshuffled every epoch
     assert load_splits(root, image_size=4, test_fraction=0)[2] is None
     os.makedirs(os.path.join(root, "d"))
     Image.fromarray(np.zeros((4, 4, 3), "uint8")).save(os.path.join(root, "d", "0.png"))
