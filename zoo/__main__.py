@@ -73,7 +73,8 @@ def main(argv=None):
         "--torch",
         default="auto",
         choices=["auto", "on", "off"],
-        help="torchvision eager / torch.compile columns; auto: when importable",
+        help="torch columns: the zoo model on the Keras torch backend, torchvision eager and "
+        "torch.compile; auto: those that import",
     )
     bench.add_argument(
         "--sides",

@@ -16,6 +16,9 @@ Each side is timed the way its users run it:
   nothing, fed `uint8` and float32 images: the input path alone (Keras' data
   handling, the host-to-device copy, dispatch), to account for the
   difference between the sides.
+- `keras_torch` (when torch imports and the backend is another): the zoo
+  side again, on the Keras torch backend, in a child process: which Keras
+  backend trains fastest here.
 - `torch` / `compiled` (when torch and torchvision import): the torchvision
   model, channels-last, on normalised float32 data already on the device,
   eager and under `torch.compile`; bf16 via `torch.autocast`.
@@ -74,8 +77,8 @@ TORCH_TWINS = {
     "resnet152": ("resnet152", {}),
     "googlenet": ("googlenet", {"aux_logits": False, "init_weights": True}),
 }
-_SIDES = ("zoo", "keras", "ceiling", "torch", "compiled", "input_u8", "input_f32")
-_RATIO_SIDES = ("keras", "ceiling", "torch", "compiled")
+_SIDES = ("zoo", "keras", "keras_torch", "ceiling", "torch", "compiled", "input_u8", "input_f32")
+_RATIO_SIDES = ("keras", "keras_torch", "ceiling", "torch", "compiled")
 
 
 def _input_probe(shape, dtype, num_classes=1000):
@@ -228,9 +231,13 @@ def torch_available() -> bool:
         >>> torch_available() in (True, False)
         True
     """
+    return _importable("torch") and _importable("torchvision")
+
+
+def _importable(module):
     import importlib.util
 
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "torchvision"))
+    return importlib.util.find_spec(module) is not None
 
 
 def torch_steps(module, x8, y, *, precision="fp32", compile=False):
@@ -298,32 +305,50 @@ def _torch_child(name, batch, size, precision, steps, repeats, sides):
 
 def _torch_in_child(name, *, batch, size, precision, steps, repeats, sides):
     """Run `_torch_child` in a fresh process without TensorFlow (see `torch_available`)."""
+    return _in_child(
+        "_torch_child",
+        "torch",
+        name=name,
+        batch=batch,
+        size=size,
+        precision=precision,
+        steps=steps,
+        repeats=repeats,
+        sides=sorted(sides),
+    )
+
+
+def _keras_child(name, batch, size, precision, steps, repeats, jit_compile):
+    """The zoo side timed in this (child) process, on its backend: `{what: [seconds]}`."""
+    rng = np.random.default_rng(0)
+    n = batch * (steps + 1)
+    x8 = rng.integers(0, 256, (n, size, size, 3)).astype("uint8")
+    y = rng.integers(0, 1000, (n,))
+    with zoo.dtype_policy_scope(zoo.precision_policy(precision)):
+        model = _compiled(
+            zoo.build(name, input_shape=(size, size, 3), include_preprocessing=True), jit_compile
+        )
+        return _interleaved({"zoo": _keras_sides(model, x8, y, batch=batch, steps=steps)}, repeats)["zoo"]
+
+
+def _in_child(function, backend, **kwargs):
+    """Run `zoo.bench.<function>(**kwargs)` in a fresh process on `backend`; its JSON result."""
     import os
     import subprocess
 
-    args = json.dumps(
-        dict(
-            name=name,
-            batch=batch,
-            size=size,
-            precision=precision,
-            steps=steps,
-            repeats=repeats,
-            sides=sorted(sides),
-        )
-    )
     code = (
-        "import json, sys; from zoo.bench import _torch_child; "
-        "print('@@' + json.dumps(_torch_child(**json.loads(sys.argv[1]))))"
+        f"import json, sys; from zoo.bench import {function}; "
+        f"print('@@' + json.dumps({function}(**json.loads(sys.argv[1]))))"
     )
-    env = {**os.environ, "KERAS_BACKEND": "torch"}
-    done = subprocess.run([sys.executable, "-c", code, args], env=env, capture_output=True, text=True)
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(kwargs)], env=env, capture_output=True, text=True
+    )
     lines = [l for l in done.stdout.splitlines() if l.startswith("@@")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(
-            f"The torchvision columns failed in their process (exit "
-            f"{done.returncode}):\n{done.stderr[-2000:]}\nRun with torch=False "
-            "(--torch off) to leave them out."
+            f"The {backend} columns failed in their process (exit {done.returncode}):\n"
+            f"{done.stderr[-2000:]}\nLeave them out with `sides` (--sides)."
         )
     return json.loads(lines[-1][2:])
 
@@ -386,9 +411,11 @@ def bench_model(
         peak_tflops: float. The device's peak, for MFU. Defaults to None.
         jit_compile: "auto", True or False: the zoo side's `compile`
             option (Keras' "auto" is XLA on JAX and on TF with a GPU).
-        torch: bool. Time the torchvision twin, eager and compiled. Defaults
-            to whether torch and torchvision import.
-        sides: iterable of str. Only these of `zoo`, `keras`, `ceiling`,
+        torch: bool. Time the torch sides: the zoo model on the Keras torch
+            backend (where torch imports and the backend is another) and
+            the torchvision twin, eager and compiled (where torchvision
+            imports too). Defaults to whichever import; False leaves them out.
+        sides: iterable of str. Only these of `zoo`, `keras`, `keras_torch`, `ceiling`,
             `torch`, `compiled`, `input_u8`, `input_f32` (e.g. one per
             process, to read each one's peak device memory). Defaults to all
             that apply.
@@ -458,6 +485,19 @@ def bench_model(
             torch_sides = set()
         results = _interleaved(timers, repeats)
     memory = _peak_memory_mb()  # before anything else is built
+    keras_torch = torch is not False and keras.backend.backend() != "torch" and _importable("torch")
+    if "keras_torch" in wanted and keras_torch:
+        results["keras_torch"] = _in_child(
+            "_keras_child",
+            "torch",
+            name=name,
+            batch=batch,
+            size=size,
+            precision=precision,
+            steps=steps,
+            repeats=repeats,
+            jit_compile="auto",
+        )
     if torch_sides:  # TensorFlow is loaded: torch in its own process, after the Keras sides
         results.update(
             _torch_in_child(
@@ -517,6 +557,8 @@ def format_table(rows) -> str:
             (f"zoo_{what}_img_s", "zoo", 8),
             (f"keras_{what}_img_s", "keras.app", 9),
             (f"{what}_ratio", "ratio", 6),
+            (f"keras_torch_{what}_img_s", "k-torch", 8),
+            (f"keras_torch_{what}_ratio", "ratio", 6),
             (f"ceiling_{what}_img_s", "jit step", 8),
             (f"ceiling_{what}_ratio", "ratio", 6),
             (f"torch_{what}_img_s", "torch", 8),

@@ -73,6 +73,19 @@ def test_bench_torch_columns_need_torchvision(monkeypatch):
         bench_model("resnet18", batch=2, steps=1, size=32, torch=True)
 
 
+@pytest.mark.tf_only  # one child process on the torch backend, compared from TensorFlow
+def test_bench_keras_torch_side():
+    if not bench._importable("torch"):
+        pytest.skip("torch is not installed")
+    row = bench_model("resnet18", batch=2, steps=1, size=32, repeats=1, sides=["zoo", "keras_torch"])
+    assert row["keras_torch_train_img_s"] > 0 and row["keras_torch_infer_img_s"] > 0
+    assert row["keras_torch_train_ratio"] == row["zoo_train_img_s"] / row["keras_torch_train_img_s"]
+    assert "torch_train_img_s" not in row  # torchvision was not asked for
+    assert "keras_torch_train_img_s" not in bench_model(
+        "resnet18", batch=2, steps=1, size=32, repeats=1, sides=["zoo", "keras_torch"], torch=False
+    )
+
+
 def test_bench_torchvision_columns():
     """Where torchvision is installed (not in CI): eager and compiled, same run."""
     if not bench.torch_available():
