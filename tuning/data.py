@@ -9,6 +9,8 @@ import keras
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # Decoded images a run keeps in memory (tf.data), all splits together: 1 GiB
 # is 7,100 images at 224 px or 87,000 at 64 px. Larger data streams from disk.
+# The process holds about 1.7x the decoded size (tf.data's per-image buffers:
+# 234 MB of RSS for 3,000 images at 128 px, 141 MB of pixels).
 CACHE_BYTES = 2**30
 
 

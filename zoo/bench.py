@@ -348,7 +348,7 @@ def _in_child(function, backend, **kwargs):
     if done.returncode != 0 or not lines:
         raise RuntimeError(
             f"The {backend} columns failed in their process (exit {done.returncode}):\n"
-            f"{done.stderr[-2000:]}\nLeave them out with `sides` (--sides)."
+            f"{done.stderr[-2000:]}\nLeave them out with torch=False (--torch off)."
         )
     return json.loads(lines[-1][2:])
 
