@@ -423,7 +423,9 @@ def bench_model(
     Returns:
         A dict: `{side}_{infer|train}_img_s` for the sides that ran,
         `{infer|train}_ratio` (zoo / keras.applications),
-        `ceiling_{infer|train}_ratio` (zoo / jitted step, JAX),
+        `keras_torch_{infer|train}_ratio` (zoo / the zoo model on the
+        Keras torch backend), `ceiling_{infer|train}_ratio` (zoo / jitted
+        step, JAX),
         `torch_{infer|train}_ratio` and `compiled_{infer|train}_ratio` (zoo /
         torchvision eager / torch.compile), achieved TFLOP/s, MFU and peak
         device memory where known.
