@@ -187,8 +187,8 @@ def backend_note() -> str | None:
     has_tf = importlib.util.find_spec("tensorflow") is not None
     instead = "KERAS_BACKEND=tensorflow" if has_tf else "`pip install tensorflow`"
     return (
-        f"backend {backend} on a CPU: it trains about {_CPU_TRAIN_VS_TENSORFLOW[backend]}x as fast as "
-        f"TensorFlow here (docs/benchmarks.md); {instead} is the fast path on a CPU"
+        f"backend {backend} on a CPU: it trained about {_CPU_TRAIN_VS_TENSORFLOW[backend]}x as fast as "
+        f"TensorFlow on a 2-core CPU (docs/benchmarks.md); {instead} is the fast path on a CPU"
     )
 
 
@@ -675,7 +675,8 @@ def _cross_validate(config, hypermodel, result, splits, objective, verbose) -> d
         batch_size=config.batch_size,
         shuffle=shuffle,
         seed=config.seed,
-        cache=len(idx) * config.image_size**2 * 3 <= CACHE_BYTES,  # every epoch reads the fold
+        # Every epoch reads the fold; all K folds stay alive (below): K x the images in all.
+        cache=config.cv * len(paths) * config.image_size**2 * 3 <= CACHE_BYTES,
     )
     alive = []  # the hypermodel caches features by dataset object: none may be freed and reused
     for k, held in enumerate(folds):
