@@ -303,21 +303,6 @@ def _torch_child(name, batch, size, precision, steps, repeats, sides):
     )
 
 
-def _torch_in_child(name, *, batch, size, precision, steps, repeats, sides):
-    """Run `_torch_child` in a fresh process without TensorFlow (see `torch_available`)."""
-    return _in_child(
-        "_torch_child",
-        "torch",
-        name=name,
-        batch=batch,
-        size=size,
-        precision=precision,
-        steps=steps,
-        repeats=repeats,
-        sides=sorted(sides),
-    )
-
-
 def _keras_child(name, batch, size, precision, steps, repeats, jit_compile):
     """The zoo side timed in this (child) process, on its backend: `{what: [seconds]}`."""
     rng = np.random.default_rng(0)
@@ -487,31 +472,15 @@ def bench_model(
             torch_sides = set()
         results = _interleaved(timers, repeats)
     memory = _peak_memory_mb()  # before anything else is built
+    # The sides timed in their own process, after the Keras sides: the zoo
+    # model on the Keras torch backend, and torchvision where TensorFlow is
+    # loaded (see `torch_available`).
+    child = dict(name=name, batch=batch, size=size, precision=precision, steps=steps, repeats=repeats)
     keras_torch = torch is not False and keras.backend.backend() != "torch" and _importable("torch")
     if "keras_torch" in wanted and keras_torch:
-        results["keras_torch"] = _in_child(
-            "_keras_child",
-            "torch",
-            name=name,
-            batch=batch,
-            size=size,
-            precision=precision,
-            steps=steps,
-            repeats=repeats,
-            jit_compile="auto",
-        )
-    if torch_sides:  # TensorFlow is loaded: torch in its own process, after the Keras sides
-        results.update(
-            _torch_in_child(
-                name,
-                batch=batch,
-                size=size,
-                precision=precision,
-                steps=steps,
-                repeats=repeats,
-                sides=torch_sides,
-            )
-        )
+        results["keras_torch"] = _in_child("_keras_child", "torch", **child, jit_compile="auto")
+    if torch_sides:
+        results.update(_in_child("_torch_child", "torch", **child, sides=sorted(torch_sides)))
     macs = zoo.count_macs(zoo.build(name, input_shape=shape))
     row = {
         "model": name,
