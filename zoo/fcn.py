@@ -179,7 +179,7 @@ def fcn(
         >>> m.output_shape
         (None, 75, 100, 3)
     """
-    from zoo.builder import dtype_policy_scope, input_stamp, resolve_input_shape
+    from zoo.builder import build, dtype_policy_scope, input_stamp, resolve_input_shape
 
     variant = {v: k for k, v in VARIANTS.items()}[stride]
     spec = get_spec(backbone)
@@ -197,8 +197,12 @@ def fcn(
         if include_preprocessing:
             x = blocks.ImageNormalization(preprocessing, name="preprocessing")(x)
         x = blocks.PadToMultiple(32, name="pad_to_32")(x)
-        body = spec.body(x)
-        stage_out = _stage_outputs(keras.Model(inputs, body.output), spec.stages, spec.name)
+        # The backbone through `features_only`, the one path every zoo and
+        # keras.applications body is built by (so their keywords, names and
+        # stage checks apply here as well).
+        features = build(spec.name, features_only=True, input_tensor=x, weights=None)
+        stage_out = _stage_outputs(features.outputs, spec.stages, spec.name)
+        exact = _divides_exactly(features, spec)
         x = stage_out[32]
         if spec.conv_head is not None:
             # The classifier's hidden layers as convolutions (Long et al. 3.1).
@@ -212,10 +216,16 @@ def fcn(
             skip_score = layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=f"score_{pool}")(
                 stage_out[skip]
             )
-            up = blocks.CropLike(1, name=f"{up_name}_crop")([up, skip_score])
+            align = (
+                blocks.CropLike(1, name=f"{up_name}_crop")
+                if exact
+                else blocks.FitLike(name=f"{up_name}_crop")
+            )
+            up = align([up, skip_score])
             score = layers.Add(name=f"fuse_{pool}")([up, skip_score])
         up = blocks.bilinear_upsample(score, stride, name=f"upscore{stride}")
-        score = blocks.CropLike(stride // 2, name="score")([up, inputs])
+        align = blocks.CropLike(stride // 2, name="score") if exact else blocks.FitLike(name="score")
+        score = align([up, inputs])
         outputs = layers.Activation(classifier_activation or "linear", dtype="float32", name="predictions")(
             score
         )
@@ -297,10 +307,28 @@ class MeanIoU(keras.metrics.MeanIoU):
         return self.total_cm.assign(self.total_cm + ops.reshape(counts, (n, n)))
 
 
-def _stage_outputs(model, stages, backbone):
+def _divides_exactly(features, spec) -> bool:
+    """Whether the stride-8/16/32 maps are exactly the padded input over the stride.
+
+    True for backbones with "same" padding (VGG, ResNet, MobileNet, ...): the
+    skips then align by Long et al.'s crops. Valid-padding backbones
+    (InceptionV3, Inception-ResNet-v2) lose a border at each reduction; their
+    scores are centred on the next map instead (`zoo.layers.FitLike`).
+    """
+    h, w = features.inputs[0].shape[1:3]
+    size = (-(-h // 32) * 32, -(-w // 32) * 32) if h and w else (128, 160)
+    shapes = features.outputs if h and w else features.compute_output_shape((1, *size, 3))
+    shapes = [tuple(getattr(t, "shape", t)) for t in shapes]
+    return all(
+        s.reduction not in (8, 16, 32) or shape[1:3] == (size[0] // s.reduction, size[1] // s.reduction)
+        for s, shape in zip(spec.stages, shapes)
+    )
+
+
+def _stage_outputs(outputs, stages, backbone):
     out = {}
-    for s in stages:
-        out[s.reduction] = model.get_layer(s.layer).output  # deepest stage per stride wins
+    for s, tensor in zip(stages, outputs):
+        out[s.reduction] = tensor  # deepest stage per stride wins
     missing = [r for r in (8, 16, 32) if r not in out]
     if missing:
         raise ValueError(

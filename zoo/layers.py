@@ -639,6 +639,51 @@ class CropLike(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
+class FitLike(layers.Layer):
+    """Centre-crops `x`, or extends its edges, to the spatial size of `reference`.
+
+    Called as `FitLike()([x, reference])`. FCN aligns its scores with it on
+    backbones whose maps do not divide the input exactly (valid padding:
+    InceptionV3, Inception-ResNet-v2 lose a border at every reduction, so a
+    stride-8 map of a 96 px input is 9 wide, not 12). Such a map covers the
+    centre of the image, so the upsampled scores are centred on the
+    reference, and a side that falls short repeats its outermost row or
+    column. Works with unknown (None) sizes on every backend.
+
+    Example:
+
+        >>> import numpy as np, zoo
+        >>> x = np.arange(4.0).reshape(1, 2, 2, 1)
+        >>> y = zoo.layers.FitLike()([x, np.zeros((1, 4, 1, 1))])
+        >>> np.asarray(y)[0, :, :, 0].tolist()
+        [[0.0], [0.0], [2.0], [2.0]]
+    """
+
+    def call(self, inputs):
+        x, reference = inputs
+        for axis in (1, 2):
+            x = _fit_axis(x, ops.shape(reference)[axis], axis)
+        return x
+
+    def compute_output_shape(self, input_shapes):
+        x_shape, ref_shape = input_shapes
+        return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
+
+
+def _fit_axis(x, size, axis):
+    """`x` along `axis` (1 or 2) edge-extended, then centre-cropped, to `size`."""
+    n = ops.shape(x)[axis]
+    short = ops.maximum(size - n, 0)
+    before = short // 2
+    first, last = (x[:, :1], x[:, -1:]) if axis == 1 else (x[:, :, :1], x[:, :, -1:])
+    x = ops.concatenate(
+        [ops.repeat(first, before, axis=axis), x, ops.repeat(last, short - before, axis=axis)], axis=axis
+    )
+    start = (ops.shape(x)[axis] - size) // 2
+    return x[:, start : start + size] if axis == 1 else x[:, :, start : start + size]
+
+
+@keras.saving.register_keras_serializable(package="zoo")
 class PadToMultiple(layers.Layer):
     """Zero-pads height and width at the bottom/right up to a multiple.
 

@@ -8,6 +8,7 @@ import pytest
 
 import zoo
 from zoo import layers as blocks
+from zoo.sizes import SIZES
 
 
 def _np(x):
@@ -35,6 +36,46 @@ def test_output_size_equals_input_size(variant, backbone):
     for h, w in ((75, 100), (33, 47)):  # odd sizes: padding and crops must line up
         x = np.zeros((1, h, w, 3), "float32")
         assert tuple(_np(model(x)).shape) == (1, h, w, 3), (h, w)
+
+
+def _one_per_family():
+    """The smallest classification model of each family and layout (a family shares its body code)."""
+    picked = {}
+    for name in zoo.list_models(task="classification"):
+        spec = zoo.get_spec(name)
+        layout = name.rsplit("_", 1)[-1] if name.endswith(("_tv", "_paper", "_bn")) else ""
+        size = SIZES[name][0]
+        if (spec.family, layout) not in picked or size < picked[spec.family, layout][0]:
+            picked[spec.family, layout] = (size, name)
+    return sorted(name for _, name in picked.values())
+
+
+@pytest.mark.one_backend  # structure: the same graph on every backend
+@pytest.mark.parametrize("backbone", _one_per_family())
+def test_fcn8s_builds_on_every_backbone_family(backbone):
+    spec = zoo.get_spec(backbone)
+    side = max(64, -(-spec.min_size // 32) * 32)
+    # An odd size (padding and crops must line up); NASNet needs a fixed one.
+    h, w = (side, side) if spec.static_input else (side - 5, side + 27)
+    model = zoo.build(
+        "fcn8s", backbone=backbone, num_classes=3, input_shape=(h, w, 3) if spec.static_input else None
+    )
+    assert tuple(_np(model(np.zeros((1, h, w, 3), "float32"))).shape) == (1, h, w, 3)
+    assert zoo.stages_of(model) == list(spec.stages)  # the backbone's stamp and stages survive
+    valid_padding = spec.family in ("inception", "inception_resnet")
+    assert isinstance(model.get_layer("score"), blocks.FitLike if valid_padding else blocks.CropLike)
+
+
+def test_fcn_refuses_a_static_backbone_without_a_size():
+    with pytest.raises(ValueError, match="needs a fixed input size"):
+        zoo.build("fcn8s", backbone="nasnetmobile", num_classes=3, input_shape=(None, None, 3))
+
+
+def test_fit_like_centres_and_extends_edges():
+    x = np.arange(12.0, dtype="float32").reshape(1, 3, 4, 1)
+    grow = _np(blocks.FitLike()([x, np.zeros((1, 5, 2, 1), "float32")]))[0, :, :, 0]
+    # Rows: one repeated above, one below; columns: the centre two of four.
+    np.testing.assert_array_equal(grow, [[1, 2], [1, 2], [5, 6], [9, 10], [9, 10]])
 
 
 def test_skips_align_and_start_at_zero():
@@ -114,10 +155,24 @@ def test_backbone_weights_flow_into_fcn_and_fcn_weights_round_trip(tmp_path):
         zoo.build("fcn16s", backbone="vgg11", num_classes=3, weights=full)
 
 
+@pytest.mark.one_backend  # the weight reader's name matching, the same on every backend
+def test_keras_applications_backbone_weights_flow_into_fcn(tmp_path):
+    backbone = zoo.build("mobilenetv2", include_top=False, input_shape=(64, 64, 3))
+    backbone.get_layer("block_16_project").kernel.assign(
+        np.random.default_rng(0).normal(size=backbone.get_layer("block_16_project").kernel.shape)
+    )
+    path = str(tmp_path / "mobilenetv2.weights.h5")
+    backbone.save_weights(path)
+    fcn = zoo.build("fcn8s", backbone="mobilenetv2", num_classes=3, weights=path)
+    np.testing.assert_array_equal(
+        _np(fcn.get_layer("block_16_project").kernel), _np(backbone.get_layer("block_16_project").kernel)
+    )
+
+
 def test_segmentation_metrics_and_training_step():
     # Logits + from_logits: Keras 3.15's torch backend fails in backward for
     # probabilities on 4D outputs (nll_loss on a moved axis).
-    model = zoo.build("fcn8s", backbone="resnet18", num_classes=3, classifier_activation=None)
+    model = zoo.build("fcn8s", backbone="mobilenetv2", num_classes=3, classifier_activation=None)
     model.compile(
         "adam",
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
