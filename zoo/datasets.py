@@ -11,6 +11,9 @@ download: the README's main job, the examples and the tests all use it.
   `test/`, one sub-folder per class) and the masks beside them
   (`masks/<split>/<class>/<same file name>`); `read_segmentation` reads
   image/mask pairs back.
+- `write_segmentation(directory, ...)` writes a segmentation set in the
+  layout of PASCAL VOC: `images/`, `masks/` (palette PNGs of class indices,
+  255 on a one-pixel border around each shape) and `classes.txt`.
 """
 
 from __future__ import annotations
@@ -178,3 +181,74 @@ def read_segmentation(directory: str | os.PathLike, split: str = "train") -> tup
             images.append(np.asarray(Image.open(os.path.join(split_dir, cls, name)).convert("RGB")))
             masks.append(np.asarray(Image.open(os.path.join(directory, "masks", split, cls, name))))
     return np.stack(images), np.stack(masks)
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """PASCAL VOC's colour map: `(n, 3)` uint8, class `i` -> its colour (255 is the void colour).
+
+    Example:
+
+        >>> import zoo
+        >>> zoo.datasets.voc_palette()[[0, 1, 15]].tolist()
+        [[0, 0, 0], [128, 0, 0], [192, 128, 128]]
+    """
+    palette = np.zeros((n, 3), "uint8")
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette[i] = (r, g, b)
+    return palette
+
+
+def write_segmentation(
+    directory: str | os.PathLike, *, images: int = 600, size: int = 64, seed: int = 0
+) -> str:
+    """Write a segmentation demo set (VOC's layout, flattened); return `directory`.
+
+    `images/<stem>.png` and `masks/<stem>.png`: one shape per image, the
+    classes taking turns; masks are palette PNGs holding 0 on the
+    background, `1 + CLASSES.index(shape)` on the shape and 255 ("ignore",
+    VOC's void) on the one-pixel border between them. `classes.txt` names
+    `background` and the six shapes. An existing, complete set with the
+    same settings is kept (a marker file records them).
+
+    Example:
+
+        >>> import os, tempfile, zoo
+        >>> root = zoo.datasets.write_segmentation(tempfile.mkdtemp(), images=4, size=32)
+        >>> sorted(n for n in os.listdir(root) if not n.startswith(".")), len(os.listdir(os.path.join(root, "masks")))
+        (['classes.txt', 'images', 'masks'], 4)
+    """
+    from PIL import Image
+
+    directory = os.fspath(directory)
+    marker = os.path.join(directory, ".zoo_segmentation")
+    stamp = f"images={images} size={size} seed={seed}\n"
+    if os.path.exists(marker):
+        with open(marker) as f:
+            if f.read() == stamp:
+                return directory
+    for sub in ("images", "masks"):
+        os.makedirs(os.path.join(directory, sub), exist_ok=True)
+    palette = voc_palette().ravel().tolist()
+    for i in range(images):
+        label = i % len(CLASSES)
+        image, mask = render(label, np.random.default_rng([seed, 7, i]), size)
+        padded = np.pad(mask, 1, mode="edge")
+        border = np.zeros(mask.shape, bool)
+        for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+            border |= padded[dy : dy + size, dx : dx + size] != mask
+        mask = np.where(border, 255, mask).astype("uint8")
+        Image.fromarray(image).save(os.path.join(directory, "images", f"{i:05d}.png"))
+        png = Image.frombytes("P", (size, size), mask.tobytes())
+        png.putpalette(palette)
+        png.save(os.path.join(directory, "masks", f"{i:05d}.png"))
+    with open(os.path.join(directory, "classes.txt"), "w") as f:
+        f.write("\n".join(("background", *CLASSES)) + "\n")
+    with open(marker, "w") as f:
+        f.write(stamp)
+    return directory
