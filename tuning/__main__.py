@@ -27,6 +27,7 @@ from tuning.files import read_json
 DEFAULTS = SearchConfig()
 # Flags that set the SearchConfig field of their name (type and default from SearchConfig).
 RUN_FLAGS = {
+    "--task": "classify (one sub-folder per class) or segment (images/ + masks/ of class indices, FCN)",
     "--backbone": "zoo model name (`python -m zoo list`); several, comma-separated, are searched",
     "--weights": "backbone weights: a path or 'imagenet' (none: random init, every stage trains)",
     "--recipe": "auto (pretrained with --weights, else from_scratch), from_scratch or pretrained",
@@ -66,8 +67,8 @@ def _parser():
     )
     run.add_argument(
         "--data",
-        help="image folder, one sub-folder per class (train/val/test sub-folders honoured); "
-        "default: write and use the embedded demo set",
+        help="image folder, one sub-folder per class (train/val/test sub-folders honoured); with "
+        "--task segment, images/ and masks/; default: write and use the embedded demo set",
     )
     run.add_argument(
         "--out", default=os.path.join("runs", "demo"), help="output folder (default: %(default)s)"
@@ -98,9 +99,14 @@ def _parser():
 
 def _companion_parsers(sub, common):
     """`predict`, `export` and `bench`."""
-    pred = sub.add_parser("predict", parents=[common], help="top-k labels for images")
+    pred = sub.add_parser("predict", parents=[common], help="top-k labels (or masks) for images")
     pred.add_argument("--model", required=True, help="a best.keras written by `run`")
     pred.add_argument("--top", type=int, default=3, help="labels per image (default: %(default)s)")
+    pred.add_argument(
+        "--masks",
+        help="segmentation models: folder for one palette PNG mask per image, at the image's "
+        "size (default: masks/ beside the model)",
+    )
     pred.add_argument("images", nargs="+", help="image files or folders")
 
     exp = sub.add_parser(
@@ -124,6 +130,11 @@ def _companion_parsers(sub, common):
         action="store_true",
         help="serve the flip test-time augmentation: the average of the image's and its mirror's "
         "class scores (same input and output)",
+    )
+    exp.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="segmentation models: also serve the per-pixel class probabilities (default: the class map only)",
     )
     exp.add_argument(
         "--out",
@@ -231,6 +242,15 @@ def export(args):
     model = load_model(args.model)
     if args.tta:
         model = _with_tta(model, args.model)
+    segmentation = len(model.output_shape) == 4
+    if args.probabilities and not segmentation:
+        raise UsageError(
+            "--probabilities is for segmentation models; a classifier serves its probabilities already."
+        )
+    if segmentation:  # any image size in, its class map (and probabilities) at that size out
+        from tuning.segment import serving_model
+
+        model = serving_model(model, probabilities=args.probabilities)
     classes = read_json(os.path.join(os.path.dirname(args.model), "classes.json"))
     # Written next to the target and renamed into place: an interrupted
     # export leaves no half-written artifact at --out.
@@ -289,6 +309,8 @@ def predict(args):
             raise UsageError(f"no image or folder at {item!r}.")
     if not files:
         raise UsageError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {' '.join(args.images)}.")
+    if len(model.output_shape) == 4:  # per-pixel scores: a segmentation model
+        return _predict_masks(model, files, classes, args)
     for path in files:
         try:
             img = keras.utils.img_to_array(keras.utils.load_img(path, target_size=size))
@@ -299,6 +321,40 @@ def predict(args):
         top = np.argsort(probs)[::-1][: args.top]
         labels = ", ".join(f"{classes[i] if classes else i} {probs[i]:.3f}" for i in top)
         print(f"{path}: {labels}")
+    return 0
+
+
+def _predict_masks(model, files, classes, args):
+    """One palette PNG of class indices per image, at the image's own size."""
+    import numpy as np
+    from PIL import Image
+
+    from tuning.segment import predict_mask_file
+
+    out = os.path.abspath(args.masks or os.path.join(os.path.dirname(os.path.abspath(args.model)), "masks"))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--masks {out!r} is a file; give a folder for the masks.")
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in files]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise UsageError(f"several images are named {twice[:3]}: their masks would overwrite each other.")
+    os.makedirs(out, exist_ok=True)
+    for path, stem in zip(files, stems):
+        try:
+            with Image.open(path) as img:
+                image = np.asarray(img.convert("RGB"))
+        except Exception as e:  # PIL raises many types for unreadable files
+            print(f"{path}: cannot read ({type(e).__name__}: {e})")
+            continue
+        target = os.path.join(out, stem + ".png")
+        mask = predict_mask_file(model, image, target)
+        shares = np.bincount(mask.ravel(), minlength=len(classes or [])) / mask.size
+        top = ", ".join(
+            f"{classes[i] if classes else i} {shares[i]:.0%}"
+            for i in np.argsort(shares)[::-1][:3]
+            if shares[i]
+        )
+        print(f"{path}: {target} ({top})")
     return 0
 
 

@@ -17,7 +17,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-OBJECTIVES = ("auto", "accuracy", "balanced_accuracy", "macro_f1")
+OBJECTIVES = ("auto", "accuracy", "balanced_accuracy", "macro_f1", "mean_iou")
+TASKS = ("classify", "segment")
 CLASS_WEIGHTS = (None, "balanced", "search")
 RECIPES = ("auto", "from_scratch", "pretrained")
 TTA_VIEWS = ("flip",)
@@ -37,6 +38,9 @@ class SearchConfig:
     """Every setting of a `tuning.run`, frozen, with a JSON round trip.
 
     Args:
+        task: str. "classify" (class-per-folder images) or "segment"
+            (images/ and masks/, an FCN per trial; see `tuning.masks`).
+            Defaults to "classify".
         backbone: str or tuple of str. Zoo model names; several make the
             backbone a searched choice. Defaults to "resnet18".
         weights: str. None (random init), "imagenet", a source tag or a
@@ -55,8 +59,8 @@ class SearchConfig:
             out where no val/ or test/ folder is given. Defaults to 0.2, 0.15.
         objective: str. "accuracy", "balanced_accuracy" or "macro_f1" on the
             validation split; "auto" picks balanced_accuracy when the
-            largest class has at least 3x the images of the smallest.
-            Defaults to "auto".
+            largest class has at least 3x the images of the smallest, and
+            mean_iou for segmentation. Defaults to "auto".
         class_weight: str. None, "balanced" (loss weights n / (k * n_c)), or
             "search" (a searched choice between the two). Defaults to None.
         time_budget: float. Seconds for the search; None for no limit.
@@ -67,8 +71,12 @@ class SearchConfig:
             0 for none. Defaults to 0.
         keep_checkpoints: bool. Keep every trial's checkpoint. Defaults to False.
         workers: int. Worker processes beside KerasTuner's chief. Defaults to 0.
-        demo_images_per_class: int. Size of the demo data. Defaults to 400.
+        demo_images_per_class: int. Size of the demo data (for
+            segmentation, 4x as many images, one shape each). Defaults to 400.
         head_space, unfreeze_space: dict. `TransferHyperModel`'s spaces.
+        segment_space: dict. `tuning.segment.SegmentationHyperModel`'s:
+            lists of `variant`, `unfreeze_stages` (None: all), `learning_rate`
+            and `loss`.
         augmentation: tuple of str. Augmentation kinds of augmented trials.
         schedule: str. "constant" or "cosine".
         patience: int. Early-stopping patience; 0 for none (the best epoch is
@@ -85,6 +93,7 @@ class SearchConfig:
         {'epochs': (3, 4)}
     """
 
+    task: str = "classify"
     backbone: tuple = ("resnet18",)
     weights: str | None = None
     recipe: str = "auto"
@@ -107,6 +116,7 @@ class SearchConfig:
     demo_images_per_class: int = 400
     head_space: dict | None = None
     unfreeze_space: dict | None = None
+    segment_space: dict | None = None
     augmentation: tuple | None = None
     schedule: str | None = None
     patience: int | None = None
@@ -128,7 +138,7 @@ class SearchConfig:
                 "augmentation",
                 tuple([self.augmentation] if isinstance(self.augmentation, str) else self.augmentation),
             )
-        for key in ("head_space", "unfreeze_space"):
+        for key in ("head_space", "unfreeze_space", "segment_space"):
             value = getattr(self, key)
             if value is not None:
                 set_(key, json.loads(json.dumps(dict(value))))
@@ -152,6 +162,7 @@ class SearchConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"`{key}` must be an int of at least {low}{why}. Received: {key}={value!r}")
+        _one_of("task", self.task, TASKS)
         _one_of("tuner", self.tuner, TUNER_NAMES)
         _one_of("precision", self.precision, ("fp32", "bf16"))
         _one_of("recipe", self.recipe, RECIPES)
@@ -184,6 +195,26 @@ class SearchConfig:
             )
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 0):
             raise ConfigError(f"`patience` must be an int >= 0. Received: patience={self.patience!r}")
+        segment = self.task == "segment"
+        if segment != (self.objective in ("auto", "mean_iou")) and self.objective != "auto":
+            raise ConfigError(
+                f"`objective` {self.objective!r} does not apply to task={self.task!r}: segmentation "
+                "is judged by mean_iou, classification by accuracy, balanced_accuracy or macro_f1."
+            )
+        if segment and (self.cv or self.class_weight):
+            raise ConfigError(
+                "`cv` and `class_weight` are classification settings; task='segment' does not "
+                f"take them yet. Received: cv={self.cv}, class_weight={self.class_weight!r}"
+            )
+        if self.segment_space is not None:
+            unknown = sorted(
+                set(self.segment_space) - {"variant", "unfreeze_stages", "learning_rate", "loss"}
+            )
+            if unknown:
+                raise ConfigError(
+                    f"`segment_space` keys are variant, unfreeze_stages, learning_rate and loss. "
+                    f"Received: {unknown}"
+                )
         if self.phase1_fraction is not None and not 0 <= self.phase1_fraction <= 1:
             raise ConfigError(
                 f"`phase1_fraction` must be in [0, 1]. Received: phase1_fraction={self.phase1_fraction}"

@@ -362,13 +362,10 @@ class JointAugmentation:
         from scipy import ndimage
 
         m, offset = self.matrix(rng, mask.shape)
-        moved = np.stack(
-            [
-                ndimage.affine_transform(image[..., c].astype("float32"), m, offset, order=1, mode="reflect")
-                for c in range(image.shape[-1])
-            ],
-            axis=-1,
-        )
+        # One call for all channels: the channel axis maps to itself exactly.
+        m3, offset3 = np.eye(3), np.zeros(3)
+        m3[:2, :2], offset3[:2] = m, offset
+        moved = ndimage.affine_transform(image.astype("float32"), m3, offset3, order=1, mode="reflect")
         out_mask = ndimage.affine_transform(mask, m, offset, order=0, mode="reflect")
         return np.clip(np.round(moved), 0, 255).astype("uint8"), out_mask
 

@@ -1,7 +1,8 @@
 """Test-time augmentation: a model that averages its predictions over views of each image.
 
 `tta_model(model, ("flip",))` wraps a trained classifier in a functional
-model: the class scores of the image itself and of each view, averaged.
+model: the class scores of the image itself and of each view, averaged
+(for a segmentation model, each view's score map is mirrored back first).
 It is an ordinary Keras model, so the same object is evaluated in the
 report and exported by `zoo.export` (uint8 in, the same output): the served
 graph computes exactly what the report measured.
@@ -68,6 +69,10 @@ def tta_model(model: keras.Model, views: Sequence[str] = VIEWS) -> keras.Model:
         )
     images = keras.Input(model.inputs[0].shape[1:], dtype=model.inputs[0].dtype, name="images")
     outputs = [model(images, training=False)]
-    outputs += [model(_MAKE[v]()(images), training=False) for v in views]
+    # Per-pixel scores (segmentation) are mirrored back onto the image's pixels.
+    spatial = len(model.outputs[0].shape) == 4
+    for v in views:
+        scores = model(_MAKE[v]()(images), training=False)
+        outputs.append(HorizontalFlip(name=f"tta_{v}_back")(scores) if spatial else scores)
     averaged = keras.layers.Average(name="tta_average")(outputs)
     return keras.Model(images, averaged, name=f"{model.name}_tta")

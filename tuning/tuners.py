@@ -438,7 +438,11 @@ def make_tuner(
         raise ValueError(
             f"`time_budget` must be a number of seconds above 0. Received: time_budget={time_budget!r}"
         )
-    if isinstance(objective, str) and objective.removeprefix("val_") in ("balanced_accuracy", "macro_f1"):
+    if isinstance(objective, str) and objective.removeprefix("val_") in (
+        "balanced_accuracy",
+        "macro_f1",
+        "mean_iou",
+    ):
         objective = kt.Objective(objective, "max")  # KerasTuner infers directions of its known metrics only
     deadline = None if time_budget is None else time.time() + time_budget
     oracle_base = ORACLES[tuner]

@@ -77,7 +77,8 @@ def export(
             Defaults to `"uint8"`.
         class_names: sequence of str. Written as JSON beside the artifact
             (`<folder>/classes.json`, or `<file>.classes.json`), the order of
-            the model's outputs. Defaults to None (nothing written).
+            the model's scores (or the values of a class map). Defaults to
+            None (nothing written).
         verbose: bool. Keras' export messages. Defaults to False.
 
     Returns:
@@ -108,7 +109,7 @@ def export(
             "fed to it unnormalised. Build it with `include_preprocessing=True`, or export "
             "with input_dtype='float32'."
         )
-    if class_names is not None:
+    if class_names is not None and len(model.outputs[0].shape) in (2, 4):  # scores (per image or pixel)
         n = model.outputs[0].shape[-1]
         if len(class_names) != n:
             raise ValueError(f"`class_names` has {len(class_names)} names; the model predicts {n} classes.")
