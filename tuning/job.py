@@ -244,6 +244,8 @@ def _load_masks(data, config):
                 shuffle=name == "train",
                 augment=JointAugmentation() if name == "train" else None,
                 seed=config.seed,
+                # Reading, resizing and augmenting in a second thread, while the step runs.
+                workers=2 if name == "train" else 1,
             )
     splits = {"train": made["train"], "val": made["val"], "test": made.get("test"), "files": files}
     return splits, classes, info

@@ -107,6 +107,7 @@ def test_bilinear_deconvolution_is_bilinear_upsampling_inside(factor):
     assert not np.allclose(y[:, :1], expected[:, :1])  # borders differ (zero padding)
 
 
+@pytest.mark.one_backend  # a graph rewrite and a kernel reshape: the same on every backend
 def test_convolutionalize_vgg16_equals_dense_head_and_gives_score_maps():
     vgg = zoo.build("vgg16", num_classes=10, input_shape=(224, 224, 3))
     conv = zoo.convolutionalize(vgg)

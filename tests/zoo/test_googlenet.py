@@ -127,6 +127,7 @@ def test_aux_loss_is_main_plus_weighted_aux_from_one_label():
     assert not np.allclose(before, after)
 
 
+@pytest.mark.one_backend  # a graph cut and a .keras round trip: the same on every backend
 def test_strip_auxiliary_equals_main_output(tmp_path):
     model = _aux_model()
     randomize_bn_stats(model, np.random.default_rng(0))
