@@ -41,7 +41,8 @@ RUN_FLAGS = {
     "--seed": "seed of the data split, the search and the weights",
     "--test-fraction": "without test/: share of each class held out for the test figure (0: none)",
     "--time-budget": "search budget (90s, 20m, 1h30m): trials that cannot fit do not start",
-    "--objective": "accuracy, balanced_accuracy, macro_f1 (validation), or auto (balanced if 3x imbalance)",
+    "--objective": "accuracy, balanced_accuracy, macro_f1 (validation), or auto (balanced if 3x "
+    "imbalance; mean_iou for --task segment)",
     "--class-weight": "none, balanced (loss weights n / (k * n_class)) or search (a searched choice)",
     "--tta": "test-time augmentation reported beside the plain figure: flip or none",
     "--cv": "K: retrain the best configuration on K folds of train+val, report mean +- sd (0: none)",

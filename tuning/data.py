@@ -49,6 +49,11 @@ def check_folder(directory: str) -> list[str]:
             f"{directory!r} holds no class sub-folders. Put the images of each class "
             "in their own folder (data/cat/*.jpg, data/dog/*.jpg)."
         )
+    if {"images", "masks"} <= set(classes):
+        raise DataError(
+            f"{directory!r} holds images/ and masks/: segmentation data, not one folder per class. "
+            "Pass --task segment (task='segment' in Python)."
+        )
     if len(classes) < 2:
         raise DataError(
             f"{directory!r} has one class ({classes[0]!r}); a classifier needs at "

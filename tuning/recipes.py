@@ -124,7 +124,9 @@ def resolve(config: SearchConfig) -> SearchConfig:
     recipe = FROM_SCRATCH if name == "from_scratch" else PRETRAINED
     changes = {"recipe": name}
     for key, value in recipe.items():
-        if key == "segment_space" and config.task != "segment":
+        if key == "segment_space":
+            if config.task == "segment":  # the keys a config leaves out come from the recipe
+                changes[key] = {**value, **(config.segment_space or {})}
             continue  # a classification run.json keeps the settings it always had
         if getattr(config, key) is None:
             changes[key] = value

@@ -88,7 +88,16 @@ class SegmentationLoss(keras.losses.Loss):
 
 
 def segmentation_metrics(num_classes: int) -> list:
-    """The job's training metric: mean IoU over labelled pixels (`val_mean_iou` is the objective)."""
+    """The job's training metric: mean IoU over labelled pixels (`val_mean_iou` is the objective).
+
+    Example:
+
+        >>> import numpy as np, tuning
+        >>> (miou,) = tuning.segment.segmentation_metrics(2)
+        >>> _ = miou.update_state(np.array([[0, 1, 255]]), np.eye(2)[[[0, 0, 1]]])
+        >>> miou.name, round(float(miou.result()), 4)  # the 255 pixel counts nowhere
+        ('mean_iou', 0.25)
+    """
     return [zoo.fcn.MeanIoU(num_classes, sparse_y_pred=False, ignore_class=IGNORE, name="mean_iou")]
 
 
@@ -224,7 +233,15 @@ class SegmentationHyperModel(kt.HyperModel):
 
 
 def predict_masks(model: keras.Model, images: np.ndarray, *, batch_size: int = 16) -> np.ndarray:
-    """Class maps `(N, H, W)` uint8 of `model` (logits or probabilities) on uint8 images."""
+    """Class maps `(N, H, W)` uint8 of `model` (logits or probabilities) on uint8 images.
+
+    Example:
+
+        >>> import numpy as np, keras, tuning
+        >>> model = keras.Sequential([keras.Input((2, 2, 3)), keras.layers.Identity()])
+        >>> tuning.segment.predict_masks(model, np.eye(3, dtype="uint8")[[[[2, 0], [1, 1]]]]).tolist()
+        [[[2, 0], [1, 1]]]
+    """
     out = []
     for start in range(0, len(images), batch_size):
         scores = model(images[start : start + batch_size], training=False)

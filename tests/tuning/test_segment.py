@@ -47,6 +47,10 @@ def test_segment_settings_that_do_not_apply_are_refused():
     config = tuning.recipes.resolve(tuning.SearchConfig(task="segment"))
     assert config.segment_space["variant"] == ["fcn8s"]
     assert tuning.recipes.resolve(tuning.SearchConfig()).segment_space is None  # classification untouched
+    partial = tuning.recipes.resolve(
+        tuning.SearchConfig(task="segment", segment_space={"variant": ["fcn16s"]})
+    )
+    assert partial.segment_space["variant"] == ["fcn16s"] and partial.segment_space["loss"]
 
 
 @pytest.mark.one_backend  # the job's files and the CLI; the FCN trains on every backend in test_fcn
@@ -114,6 +118,9 @@ def test_bad_masks_from_the_cli_are_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "00003.png" in err and len(err.splitlines()) == 1
     assert not out.exists()  # nothing written
+    # Segmentation data run as classification: refused, saying what to pass.
+    assert main(["run", "--data", data, "--out", str(out)]) == 2
+    assert "--task segment" in capsys.readouterr().err and not out.exists()
 
 
 def test_resize_like_is_bilinear_resizing_at_a_size_known_only_at_run_time():
