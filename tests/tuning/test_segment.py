@@ -47,6 +47,15 @@ def test_segment_settings_that_do_not_apply_are_refused():
     config = tuning.recipes.resolve(tuning.SearchConfig(task="segment"))
     assert config.segment_space["variant"] == ["fcn8s"]
     assert tuning.recipes.resolve(tuning.SearchConfig()).segment_space is None  # classification untouched
+    # bf16: the FCN computes in mixed_bfloat16, its scores (and so the loss) stay float32.
+    import keras_tuner as kt
+
+    hm = tuning.segment.SegmentationHyperModel(
+        "resnet18", num_classes=3, input_shape=(32, 32, 3), precision="bf16", variants=("fcn32s",)
+    )
+    model = hm.build(kt.HyperParameters())
+    assert model.get_layer("score_fr").dtype_policy.name == "mixed_bfloat16"
+    assert model.output.dtype == "float32" and keras.config.dtype_policy().name == "float32"
     partial = tuning.recipes.resolve(
         tuning.SearchConfig(task="segment", segment_space={"variant": ["fcn16s"]})
     )
