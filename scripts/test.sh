@@ -36,17 +36,7 @@ echo "=== docs: $(( $(date +%s) - t0 )) s ==="
 
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONHASHSEED=0
 parallel=()
-if [ "$WORKERS" != 0 ]; then
-    parallel=(-n "$WORKERS" --dist loadfile)
-    # The workers already fill the cores: one thread each for TensorFlow and
-    # PyTorch (OpenMP) instead of a pool per worker contending for them.
-    # Measured on the 2-core machine, two workers: the same 42 tests took 65 s
-    # instead of 83 s on TensorFlow and 36 s instead of 47 s on torch (JAX
-    # unchanged, so XLA keeps its defaults). A variable already set wins.
-    export TF_NUM_INTRAOP_THREADS=${TF_NUM_INTRAOP_THREADS:-1}
-    export TF_NUM_INTEROP_THREADS=${TF_NUM_INTEROP_THREADS:-1}
-    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-fi
+[ "$WORKERS" = 0 ] || parallel=(-n "$WORKERS" --dist loadfile)
 status=0
 for backend in tensorflow jax torch; do
     if [ "$backend" = tensorflow ]; then
