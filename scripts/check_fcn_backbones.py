@@ -5,7 +5,7 @@
 
 CI builds one backbone per family and layout (`tests/zoo/test_fcn.py`: the
 members of a family share their body code); this is the full sweep (about
-10 minutes on a 2-core CPU), for the closing note of a change to `zoo.fcn`
+4 minutes on a 2-core CPU), for the closing note of a change to `zoo.fcn`
 or to a family. Each backbone is built at its smallest multiple of 32 from
 64 px (NASNet at its fixed default size), with an odd width so the padding
 and crops are exercised, and must give a `(1, H, W, 3)` score map. Exits 1
