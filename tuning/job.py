@@ -327,9 +327,7 @@ def _finish_segment(config, data, out, result, splits, classes, info, objective,
         evaluation=evaluation,
     )
     figures = {k: evaluation[k] for k in ("mean_iou", "pixel_accuracy", "fw_iou")}
-    board = [dict(r) for r in result.leaderboard]
-    if board:
-        board[0].update({f"{measured_on}_{k}": v for k, v in figures.items()})
+    board = _leaderboard_with(result.leaderboard, measured_on, figures, None, None)
     _write_board(out, board)
     timings["total"] = time.time() - t0
     path = segment.write_report(

@@ -188,17 +188,16 @@ def trials_figure(rows):
     return fig
 
 
-def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names, backbone, top_losses=()):
-    """PNG plots: learning curves, confusion matrix, trials, Grad-CAM, feature maps, top losses.
+def plot_saver(out_dir):
+    """`(pyplot, save, written)`: matplotlib on Agg, and `save(fig, name)` into `out_dir/plots`.
 
-    `top_losses`: dicts `path`, `true`, `predicted`, `probability` (see
-    `tuning.analysis`), drawn as a gallery at the model's input size.
+    `save` lays the figure out, writes it at 110 dpi, closes it and appends
+    its path to the list `written` (what the reports link).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     plots = os.path.join(out_dir, "plots")
     os.makedirs(plots, exist_ok=True)
@@ -210,6 +209,19 @@ def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
+
+    return plt, save, written
+
+
+def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names, backbone, top_losses=()):
+    """PNG plots: learning curves, confusion matrix, trials, Grad-CAM, feature maps, top losses.
+
+    `top_losses`: dicts `path`, `true`, `predicted`, `probability` (see
+    `tuning.analysis`), drawn as a gallery at the model's input size.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    plt, save, written = plot_saver(out_dir)
 
     if history:
         phases = list(history.get("phase") or [])

@@ -337,23 +337,9 @@ def write_plots(out_dir: str, *, history: dict, overlays: Sequence[tuple], class
     `overlays`: `(title, image, true mask, predicted mask)` tuples, drawn
     one row each (image, truth, prediction) in VOC's palette.
     """
-    import os
+    from tuning.report import plot_saver
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plots = os.path.join(out_dir, "plots")
-    os.makedirs(plots, exist_ok=True)
-    written = []
-
-    def save(fig, name):
-        path = os.path.join(plots, name)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+    plt, save, written = plot_saver(out_dir)
 
     if history:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -404,8 +390,6 @@ def overlays(model: keras.Model, batches, image_iou: Sequence[float], *, k: int 
 
 def write_report(out_dir, *, config, classes, result, objective, evaluation, splits, timings, plots) -> str:
     """`report.md` of a segmentation run: data, best trial, test figures per class, timings, plots."""
-    import os
-
     from tuning.files import write_text
 
     lines = ["# Segmentation run", "", "## Data", ""]
