@@ -340,6 +340,18 @@ def _plan(graph: _Graph, deletions: Mapping) -> dict[int, _Change]:
         if out is not None and not out.all():
             for t in node.outputs:
                 masks[id(t)] = out
+    # A shared layer must lose the same input channels on every call, also
+    # on the calls whose inputs keep all of theirs (those never reach `record_in`).
+    for c in changes.values():
+        if c.keep_in is None:
+            continue
+        for node in graph.node_of_op.get(id(c.layer), []):
+            got = masks.get(id(node.inputs[0]))
+            if not np.array_equal(c.keep_in, np.ones(len(c.keep_in), bool) if got is None else got):
+                raise SurgeryError(
+                    f"Layer {c.layer.name!r} is shared (called several times) on tensors that would lose "
+                    "different channels; delete the same channels on every call."
+                )
     return changes
 
 

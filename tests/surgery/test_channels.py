@@ -204,6 +204,19 @@ def test_errors_say_what_to_do(rng):
     norm = keras.Model(inp, L.Conv2D(2, 1)(L.LayerNormalization(name="ln")(z)))
     with pytest.raises(surgery.SurgeryError, match="'ln' mixes the channels"):
         surgery.delete_channels(norm, "c", [0])
+    # A Dense shared by two branches: deleting from one branch alone is refused before anything is built.
+    x = keras.Input((3,))
+    shared = L.Dense(2, name="dense_3")
+    two = keras.Model(
+        x, L.Concatenate()([shared(L.Dense(3, name="dense_1")(x)), shared(L.Dense(3, name="dense_2")(x))])
+    )
+    for one_layer in ({"dense_1": [0]}, {"dense_1": [0], "dense_2": [1]}):
+        with pytest.raises(surgery.SurgeryError, match="'dense_3' is shared .* same channels on every call"):
+            surgery.delete_channels(two, one_layer)
+    with pytest.raises(surgery.SurgeryError, match="'dense_3' is shared"):
+        surgery.delete_channels(two, "dense_1", [0])
+    both = surgery.delete_channels(two, {"dense_1": [0], "dense_2": [0]})
+    assert both.get_layer("dense_3").kernel.shape == (2, 2)
     with pytest.raises(surgery.SurgeryError, match=r"amount.*\(0, 1\)"):
         surgery.prune(model, 1.5)
     with pytest.raises(surgery.SurgeryError, match="pass images with `data=`"):
