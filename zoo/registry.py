@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import fnmatch
 import inspect
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -482,7 +483,10 @@ _BUILD_ARGUMENTS = BACKBONE_ARGUMENTS | {"backbone"}
 
 
 def list_models(pattern: str = "*", *, task: str | None = None, pretrained: bool = False) -> list[str]:
-    """Sorted names of registered models matching a shell wildcard.
+    """Names of registered models matching a shell wildcard, in natural order.
+
+    Natural order compares the numbers in names by value: `resnet18`,
+    `resnet34`, `resnet50`, `resnet101`; `fcn8s` before `fcn16s`.
 
     Args:
         pattern: str. `fnmatch` pattern, case-insensitive. Defaults to `"*"`.
@@ -496,15 +500,34 @@ def list_models(pattern: str = "*", *, task: str | None = None, pretrained: bool
         >>> zoo.list_models("resnet5*")
         ['resnet50', 'resnet50_tv', 'resnet50v2']
         >>> zoo.list_models(task="segmentation")
-        ['fcn16s', 'fcn32s', 'fcn8s']
+        ['fcn8s', 'fcn16s', 'fcn32s']
+        >>> zoo.list_models("resnet*v2")
+        ['resnet50v2', 'resnet101v2', 'resnet152v2']
     """
     pattern = pattern.lower()
     return sorted(
-        n
-        for n, s in _REGISTRY.items()
-        if fnmatch.fnmatchcase(n, pattern)
-        and (task is None or s.task == task)
-        and (not pretrained or s.weights)
+        (
+            n
+            for n, s in _REGISTRY.items()
+            if fnmatch.fnmatchcase(n, pattern)
+            and (task is None or s.task == task)
+            and (not pretrained or s.weights)
+        ),
+        key=natural_key,
+    )
+
+
+def natural_key(name: str) -> tuple:
+    """A sort key that orders the numbers inside names by value ("resnet18" before "resnet101").
+
+    Example:
+
+        >>> from zoo.registry import natural_key
+        >>> sorted(["vgg19", "vgg11_bn", "vgg11", "vgg16"], key=natural_key)
+        ['vgg11', 'vgg11_bn', 'vgg16', 'vgg19']
+    """
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part
     )
 
 

@@ -6,10 +6,17 @@ import zoo
 pytestmark = pytest.mark.one_backend  # the registry is plain Python
 
 
-def test_list_models_sorted_and_wildcards():
+def test_list_models_in_natural_order_and_wildcards():
     names = zoo.list_models()
-    assert names == sorted(names)
-    assert zoo.list_models("resnet*v2") == ["resnet101v2", "resnet152v2", "resnet50v2"]
+    assert names == sorted(names, key=zoo.registry.natural_key)
+    assert zoo.list_models("resnet*v2") == ["resnet50v2", "resnet101v2", "resnet152v2"]
+    assert zoo.list_models("resnet[0-9]*")[:5] == [
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet50_tv",
+        "resnet50v2",
+    ]
     assert zoo.list_models("*_bn") == ["vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
     assert zoo.list_models("VGG1?") == ["vgg11", "vgg13", "vgg16", "vgg19"]
     assert set(zoo.list_models("resnet*")) >= {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"}

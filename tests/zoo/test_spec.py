@@ -122,7 +122,7 @@ def test_stamp_survives_rename_save_load_and_surgery(tmp_path, count_builds):
 def test_tasks_take_only_their_arguments():
     spec = zoo.get_spec("fcn8s")
     assert spec.is_task and spec.task == "segmentation" and spec.default_backbone == "vgg16"
-    assert zoo.list_models(task="segmentation") == ["fcn16s", "fcn32s", "fcn8s"]
+    assert zoo.list_models(task="segmentation") == ["fcn8s", "fcn16s", "fcn32s"]
     for kwargs, word in [
         (dict(pooling="avg"), "pooling"),
         (dict(features_only=True), "features_only"),
