@@ -29,9 +29,11 @@ except PackageNotFoundError:  # a source tree that was never installed
 _EXPORTS = {
     "analysis": None,
     "callbacks": None,
+    "labels": None,
     "losses": None,
     "masks": None,
     "metrics": None,
+    "multilabel": None,
     "recipes": None,
     "segment": None,
     "tta": None,

@@ -22,12 +22,14 @@ import sys
 
 from tuning import console
 from tuning.config import SearchConfig
-from tuning.files import read_json
 
 DEFAULTS = SearchConfig()
 # Flags that set the SearchConfig field of their name (type and default from SearchConfig).
 RUN_FLAGS = {
-    "--task": "classify (one sub-folder per class) or segment (images/ + masks/ of class indices, FCN)",
+    "--task": "classify (one class per image), multilabel (several per image, from --labels; "
+    "default data: the multi-label demo) or segment (images/ + masks/ of class indices, FCN)",
+    "--labels": "a CSV under --data: a path column and a labels column (names split by space, ; or |) "
+    "or one 0/1 column per class; optional split column. Rows with several labels: multi-label",
     "--backbone": "zoo model name (`python -m zoo list`); several, comma-separated, are searched",
     "--weights": "backbone weights: a path or 'imagenet' (none: random init, every stage trains)",
     "--recipe": "auto (pretrained with --weights, else from_scratch), from_scratch or pretrained",
@@ -42,7 +44,7 @@ RUN_FLAGS = {
     "--test-fraction": "without test/: share of each class held out for the test figure (0: none)",
     "--time-budget": "search budget (90s, 20m, 1h30m): trials that cannot fit do not start",
     "--objective": "accuracy, balanced_accuracy, macro_f1 (validation), or auto (balanced if 3x "
-    "imbalance; mean_iou for --task segment)",
+    "imbalance; map for multilabel; mean_iou for --task segment)",
     "--class-weight": "none, balanced (loss weights n / (k * n_class)) or search (a searched choice)",
     "--tta": "test-time augmentation reported beside the plain figure: flip or none",
     "--cv": "K: retrain the best configuration on K folds of train+val, report mean +- sd (0: none)",
@@ -100,9 +102,13 @@ def _parser():
 
 def _companion_parsers(sub, common):
     """`predict`, `export` and `bench`."""
-    pred = sub.add_parser("predict", parents=[common], help="top-k labels (or masks) for images")
+    pred = sub.add_parser(
+        "predict", parents=[common], help="top-k labels, the labels above their thresholds, or masks"
+    )
     pred.add_argument("--model", required=True, help="a best.keras written by `run`")
-    pred.add_argument("--top", type=int, default=3, help="labels per image (default: %(default)s)")
+    pred.add_argument(
+        "--top", type=int, default=3, help="single-label models: labels per image (default: %(default)s)"
+    )
     pred.add_argument(
         "--masks",
         help="segmentation models: folder for one palette PNG mask per image, at the image's "
@@ -227,7 +233,8 @@ def export(args):
     import keras
 
     import zoo
-    from tuning.job import load_model
+    from tuning.files import write_json
+    from tuning.job import load_classes, load_model
 
     if args.format in ("saved_model", "litert") and keras.backend.backend() != "tensorflow":
         raise UsageError(
@@ -252,13 +259,16 @@ def export(args):
         from tuning.segment import serving_model
 
         model = serving_model(model, probabilities=args.probabilities)
-    classes = read_json(os.path.join(os.path.dirname(args.model), "classes.json"))
+    stored = load_classes(args.model)
+    classes = stored["classes"]
     # Written next to the target and renamed into place: an interrupted
     # export leaves no half-written artifact at --out.
     tmp = os.path.join(parent, f".{os.path.basename(out)}.tmp-{os.getpid()}")
     try:
         zoo.export(model, tmp, format=args.format, input_dtype=args.input_dtype, class_names=classes)
         beside = tmp + ".classes.json"
+        if stored["thresholds"] is not None:  # a multi-label model: its decision thresholds travel with it
+            write_json(beside, stored)
         os.replace(tmp, out)
         if os.path.exists(beside):
             os.replace(beside, out + ".classes.json")
@@ -294,10 +304,11 @@ def predict(args):
     import numpy as np
 
     from tuning.data import IMAGE_EXTENSIONS
-    from tuning.job import load_model
+    from tuning.job import load_classes, load_model
 
     model = load_model(args.model)
-    classes = read_json(os.path.join(os.path.dirname(args.model), "classes.json"))
+    stored = load_classes(args.model)
+    classes, thresholds = stored["classes"], stored["thresholds"]
     size = model.input_shape[1:3]
     files = []
     for item in args.images:
@@ -319,10 +330,24 @@ def predict(args):
             print(f"{path}: cannot read ({type(e).__name__}: {e})")
             continue
         probs = keras.ops.convert_to_numpy(model(img[None].astype("uint8"), training=False))[0]
+        if thresholds is not None:  # multi-label: every class at or above its threshold
+            print(f"{path}: {_labels_above(probs, classes, thresholds)}")
+            continue
         top = np.argsort(probs)[::-1][: args.top]
         labels = ", ".join(f"{classes[i] if classes else i} {probs[i]:.3f}" for i in top)
         print(f"{path}: {labels}")
     return 0
+
+
+def _labels_above(probs, classes, thresholds) -> str:
+    """`"circle 0.97, star 0.88"`: the classes at or above their thresholds, most probable first."""
+    import numpy as np
+
+    on = [i for i in np.argsort(probs)[::-1] if probs[i] >= thresholds[i]]
+    if not on:
+        best = int(np.argmax(probs))
+        return f"no label above its threshold (highest: {classes[best]} {probs[best]:.3f}, threshold {thresholds[best]:.3f})"
+    return ", ".join(f"{classes[i]} {probs[i]:.3f}" for i in on)
 
 
 def _predict_masks(model, files, classes, args):

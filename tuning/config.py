@@ -17,8 +17,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-OBJECTIVES = ("auto", "accuracy", "balanced_accuracy", "macro_f1", "mean_iou")
-TASKS = ("classify", "segment")
+OBJECTIVES = ("auto", "accuracy", "balanced_accuracy", "macro_f1", "mean_iou", "map")
+TASKS = ("classify", "multilabel", "segment")
 CLASS_WEIGHTS = (None, "balanced", "search")
 RECIPES = ("auto", "from_scratch", "pretrained")
 TTA_VIEWS = ("flip",)
@@ -38,9 +38,18 @@ class SearchConfig:
     """Every setting of a `tuning.run`, frozen, with a JSON round trip.
 
     Args:
-        task: str. "classify" (class-per-folder images) or "segment"
-            (images/ and masks/, an FCN per trial; see `tuning.masks`).
-            Defaults to "classify".
+        task: str. "classify" (one class per image: class-per-folder
+            images, or `labels`), "multilabel" (any number of classes per
+            image, from `labels`: sigmoid outputs, thresholds chosen on the
+            validation split; see `tuning.labels`) or "segment" (images/
+            and masks/, an FCN per trial; see `tuning.masks`). A `labels`
+            file with several labels in a row makes a "classify" run
+            multi-label. Defaults to "classify".
+        labels: str. A CSV of image paths (relative to the data folder)
+            and their labels: a labels column (names separated by spaces,
+            `;` or `|`) or one 0/1 column per class; an optional `split`
+            column (train/val/test). None: one sub-folder per class.
+            Defaults to None.
         backbone: str or tuple of str. Zoo model names; several make the
             backbone a searched choice. Defaults to "resnet18".
         weights: str. None (random init), "imagenet", a source tag or a
@@ -59,7 +68,8 @@ class SearchConfig:
             out where no val/ or test/ folder is given. Defaults to 0.2, 0.15.
         objective: str. "accuracy", "balanced_accuracy" or "macro_f1" on the
             validation split; "auto" picks balanced_accuracy when the
-            largest class has at least 3x the images of the smallest, and
+            largest class has at least 3x the images of the smallest,
+            map (macro average precision) for multi-label runs and
             mean_iou for segmentation. Defaults to "auto".
         class_weight: str. None, "balanced" (loss weights n / (k * n_c)), or
             "search" (a searched choice between the two). Defaults to None.
@@ -72,7 +82,7 @@ class SearchConfig:
         keep_checkpoints: bool. Keep every trial's checkpoint. Defaults to False.
         workers: int. Worker processes beside KerasTuner's chief. Defaults to 0.
         demo_images_per_class: int. Size of the demo data (for
-            segmentation, 4x as many images, one shape each). Defaults to 400.
+            segmentation and multi-label runs, 4x as many images). Defaults to 400.
         head_space, unfreeze_space: dict. `TransferHyperModel`'s spaces.
         segment_space: dict. `tuning.segment.SegmentationHyperModel`'s:
             lists of `variant`, `unfreeze_stages` (None: all), `learning_rate`
@@ -94,6 +104,7 @@ class SearchConfig:
     """
 
     task: str = "classify"
+    labels: str | None = None
     backbone: tuple = ("resnet18",)
     weights: str | None = None
     recipe: str = "auto"
@@ -196,15 +207,24 @@ class SearchConfig:
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 0):
             raise ConfigError(f"`patience` must be an int >= 0. Received: patience={self.patience!r}")
         segment = self.task == "segment"
-        if segment != (self.objective in ("auto", "mean_iou")) and self.objective != "auto":
+        own = {"segment": ("mean_iou",), "multilabel": ("map",)}.get(
+            self.task, ("accuracy", "balanced_accuracy", "macro_f1")
+        )
+        if self.objective not in ("auto", *own):
             raise ConfigError(
                 f"`objective` {self.objective!r} does not apply to task={self.task!r}: segmentation "
-                "is judged by mean_iou, classification by accuracy, balanced_accuracy or macro_f1."
+                "is judged by mean_iou, multi-label runs by map, single-label classification by "
+                "accuracy, balanced_accuracy or macro_f1."
             )
-        if segment and (self.cv or self.class_weight):
+        if self.task != "classify" and (self.cv or self.class_weight):
             raise ConfigError(
-                "`cv` and `class_weight` are classification settings; task='segment' does not "
-                f"take them yet. Received: cv={self.cv}, class_weight={self.class_weight!r}"
+                f"`cv` and `class_weight` are single-label classification settings; task={self.task!r} "
+                f"does not take them yet. Received: cv={self.cv}, class_weight={self.class_weight!r}"
+            )
+        if segment and self.labels is not None:
+            raise ConfigError(
+                "`labels` (a CSV of image labels) is for classification; segmentation reads masks/. "
+                f"Received: labels={self.labels!r}"
             )
         if self.segment_space is not None:
             unknown = sorted(

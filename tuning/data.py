@@ -118,7 +118,7 @@ class ImageBatches(keras.utils.PyDataset):
         for i, path in enumerate(paths):
             with Image.open(path) as img:
                 images[i] = np.asarray(img.convert("RGB").resize((image_size, image_size), Image.BILINEAR))
-        self.images, self.labels = images, np.asarray(labels, "int32")
+        self.images, self.labels = images, _targets(labels)
         self.batch_size, self.shuffle = batch_size, shuffle
         self._rng = np.random.default_rng(seed)
         self._order = self._rng.permutation(len(paths)) if shuffle else np.arange(len(paths))
@@ -138,6 +138,14 @@ class ImageBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         if self.shuffle:
             self._order = self._rng.permutation(len(self.images))
+
+
+def _targets(labels):
+    """Labels as an array: int32 class indices, or float32 0/1 rows (multi-label)."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    return labels.astype("float32") if labels.ndim == 2 else labels.astype("int32")
 
 
 def _class_files(directory, classes):
@@ -288,7 +296,10 @@ def file_dataset(
     seed: int = 0,
     cache: bool = False,
 ):
-    """Batches of `(uint8 images, int labels)` read from `paths`, in order unless `shuffle`.
+    """Batches of `(uint8 images, labels)` read from `paths`, in order unless `shuffle`.
+
+    `labels` are class indices (int32), or rows of 0/1 per class for
+    multi-label data (float32).
 
     A prefetched `tf.data` pipeline with Keras' own loader steps (read,
     decode to RGB, bilinear resize) where TensorFlow is installed, otherwise
@@ -319,7 +330,7 @@ def file_dataset(
         img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
         return tf.cast(tf.image.resize(img, (image_size, image_size), method="bilinear"), tf.uint8), label
 
-    ds = tf.data.Dataset.from_tensor_slices((list(paths), list(labels)))
+    ds = tf.data.Dataset.from_tensor_slices((list(paths), _targets(labels)))
     if cache:  # decode once, then shuffle the decoded images
         ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE).cache()
     if shuffle:
@@ -363,6 +374,20 @@ def load_splits(
     files, classes, info = split_files(
         directory, seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction
     )
+    made, info = file_datasets(
+        files, info, image_size=image_size, batch_size=batch_size, seed=seed, cache_bytes=cache_bytes
+    )
+    return made["train"], made["val"], made.get("test"), classes, info
+
+
+def file_datasets(files, info, *, image_size, batch_size=32, seed=0, cache_bytes=CACHE_BYTES):
+    """`(datasets, info)`: one `file_dataset` per split of `files`, cached while they fit.
+
+    `files` maps split names to `(paths, labels)` (`split_files`,
+    `tuning.labels.split_labels`); the splits whose decoded images fit in
+    `cache_bytes` together (train first) are kept in memory. `info` comes
+    back with "files" and "cached" added.
+    """
     made, cached, room = {}, [], cache_bytes
     for name in ("train", "val", "test"):
         if name not in files:
@@ -380,5 +405,4 @@ def load_splits(
             seed=seed,
             cache=cache,
         )
-    info = {**info, "files": files, "cached": cached}
-    return made["train"], made["val"], made.get("test"), classes, info
+    return made, {**info, "files": files, "cached": cached}

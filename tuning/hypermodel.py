@@ -24,8 +24,8 @@ import numpy as np
 import surgery
 import zoo
 from tuning.callbacks import EpochLogger, EpochProgress, Redirect, keep_async_dispatch
-from tuning.losses import SparseCategoricalCrossentropyWithSmoothing
-from tuning.metrics import balanced_class_weight, compiled_metrics
+from tuning.losses import MULTILABEL_LOSSES, SparseCategoricalCrossentropyWithSmoothing, multilabel_loss
+from tuning.metrics import balanced_class_weight, compiled_metrics, multilabel_metrics
 from tuning.optimizers import RAdam, warmup_cosine
 
 DEFAULT_HEAD_SPACE = {
@@ -37,7 +37,10 @@ DEFAULT_HEAD_SPACE = {
     "label_smoothing": [0.0, 0.1],
     "learning_rate": (1e-4, 1e-2),
     "optimizer": ["adam", "radam"],
+    # Multi-label heads only (task="multilabel"): "bce", "focal", "asymmetric".
+    "loss": ["bce", "asymmetric"],
 }
+TASKS = ("classify", "multilabel")
 AUGMENTATIONS = ("flip", "rotation", "zoom", "translation")
 DEFAULT_UNFREEZE_SPACE = {
     "stages": None,  # 0..number of stages
@@ -62,7 +65,8 @@ class TransferHyperModel(kt.HyperModel):
 
     Hyperparameters (prefixed): `head/pooling`, `head/dense_layers`,
     `head/units`, `head/dropout`, `head/batch_norm`, `head/label_smoothing`,
-    `head/learning_rate`, `head/optimizer` (`adam`, `radam`, `sgd`, ...);
+    `head/learning_rate`, `head/optimizer` (`adam`, `radam`, `sgd`, ...),
+    for multi-label heads `head/loss` (`bce`, `focal`, `asymmetric`);
     `finetune/stages` (0 = frozen backbone, k = the last k stages, all),
     `finetune/lr_factor` (phase-2 learning rate = head rate x factor),
     `finetune/stage_lr_decay` (discriminative fine-tuning: in phase 2 the
@@ -84,6 +88,11 @@ class TransferHyperModel(kt.HyperModel):
             once and has its own feature cache), or a functional Keras
             model producing a feature map (its stages are inferred).
         num_classes: int. Classes to predict.
+        task: str. "classify" (one class per image: softmax, cross-entropy,
+            integer labels) or "multilabel" (any number per image: sigmoid,
+            `head/loss` over binary cross-entropy, focal and asymmetric
+            loss, 0/1 label rows, compiled `map` and `micro_f1`). Defaults
+            to "classify".
         input_shape: tuple. `(height, width, 3)` of the images (uint8 or
             float 0-255; the backbone's normalisation is built in).
         weights: None, "imagenet" or a path: the backbone's weights (with
@@ -135,6 +144,7 @@ class TransferHyperModel(kt.HyperModel):
         backbone: str | Sequence[str],
         *,
         num_classes: int,
+        task: str = "classify",
         input_shape: Sequence[int | None],
         weights: str | os.PathLike | None = None,
         head_space: dict | None = None,
@@ -156,6 +166,9 @@ class TransferHyperModel(kt.HyperModel):
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes!r}")
         self.num_classes = num_classes
+        if task not in TASKS:
+            raise ValueError(f"`task` must be one of {TASKS}. Received: task={task!r}")
+        self.task = task
         self.input_shape = tuple(input_shape)
         self.head_space = {**DEFAULT_HEAD_SPACE, **(head_space or {})}
         self.unfreeze_space = {**DEFAULT_UNFREEZE_SPACE, **(unfreeze_space or {})}
@@ -172,6 +185,14 @@ class TransferHyperModel(kt.HyperModel):
                 "`class_weight` must be None, 'balanced' or 'search'. Received: "
                 f"class_weight={class_weight!r}"
             )
+        if task == "multilabel" and class_weight is not None:
+            raise ValueError(
+                "`class_weight` weighs single-label classes; a multi-label head handles rare labels "
+                f"with head/loss 'focal' or 'asymmetric'. Received: class_weight={class_weight!r}"
+            )
+        bad_losses = [v for v in self.head_space["loss"] if v not in MULTILABEL_LOSSES]
+        if bad_losses:
+            raise ValueError(f"head_space['loss'] values are {MULTILABEL_LOSSES}. Received: {bad_losses}")
         self.class_weight = class_weight
         self.class_counts = None if class_counts is None else [int(c) for c in class_counts]
         if schedule not in ("constant", "cosine"):
@@ -258,6 +279,8 @@ class TransferHyperModel(kt.HyperModel):
             else hp.Fixed("head/learning_rate", lo)
         )
         s["optimizer"] = _choice(hp, "head/optimizer", h["optimizer"])
+        if self.task == "multilabel":
+            s["loss"] = _choice(hp, "head/loss", h["loss"])
         # One range for every backbone (a hyperparameter's values are fixed);
         # a depth beyond a backbone's stage count unfreezes all of it.
         deepest = max(len(st) for st in self._stages.values())
@@ -297,6 +320,7 @@ class TransferHyperModel(kt.HyperModel):
                 hidden_units=(s["units"],) * s["dense_layers"],
                 batch_norm=s["batch_norm"],
                 dropout=s["dropout"],
+                activation="sigmoid" if self.task == "multilabel" else "softmax",
                 prefix="head_",
                 hidden_name="dense",
                 output_name="predictions",
@@ -357,13 +381,15 @@ class TransferHyperModel(kt.HyperModel):
                 if names:
                     by_path[f"(?:.*/)?(?:{names})/[^/]+"] = make(learning_rate * stage_decay**depth)
             optimizer = keras.optimizers.MultiOptimizer(by_path)
-        model.compile(
-            optimizer=optimizer,
-            loss=SparseCategoricalCrossentropyWithSmoothing(s["label_smoothing"]),
-            metrics=compiled_metrics(self.num_classes),
-        )
+        if self.task == "multilabel":
+            loss = multilabel_loss(s["loss"], s["label_smoothing"])
+            metrics = multilabel_metrics(self.num_classes)
+        else:
+            loss = SparseCategoricalCrossentropyWithSmoothing(s["label_smoothing"])
+            metrics = compiled_metrics(self.num_classes)
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
         if for_fit:  # `build`'s compile is replaced by `fit`'s: no state to build for it
-            _build_training_state(model)
+            _build_training_state(model, multilabel=self.task == "multilabel")
 
     # ------------------------------------------------------------------- fit
     def fit(
@@ -529,7 +555,7 @@ class TransferHyperModel(kt.HyperModel):
         return self._feature_cache[key]
 
 
-def _build_training_state(model):
+def _build_training_state(model, *, multilabel=False):
     """Create the optimizer's, metrics' and loss's variables now, eagerly.
 
     Left to `fit`, TensorFlow creates them inside a traced graph, and their
@@ -540,7 +566,8 @@ def _build_training_state(model):
     """
     model.optimizer.build(model.trainable_variables)
     n = model.output_shape[-1]
-    y_true, y_pred = keras.ops.zeros((1,), "int32"), keras.ops.ones((1, n)) / n
+    y_true = keras.ops.zeros((1, n)) if multilabel else keras.ops.zeros((1,), "int32")
+    y_pred = keras.ops.ones((1, n)) / n
     model.compute_loss(None, y_true, y_pred)
     model.compute_metrics(None, y_true, y_pred, None)
     model.reset_metrics()

@@ -42,6 +42,8 @@ class RunResult:
         leaderboard: list of dicts, best first.
         evaluation: dict. The held-out figures (`accuracy`,
             `balanced_accuracy`, `macro_f1`, `split`, `tta`; for
+            multi-label runs `map`, `micro_f1`, `macro_f1`,
+            `subset_accuracy`, `per_class`, `thresholds`; for
             segmentation `mean_iou`, `per_class_iou`, `pixel_accuracy`,
             `fw_iou`).
         cv: dict. `mean`/`sd`/`folds` per figure, or None.
@@ -77,13 +79,20 @@ def run(
     resumes the search; a changed setting that would mix two searches is
     refused, naming it.
 
+    With `config.labels` the labels come from a CSV under `data` (see
+    `tuning.labels`); rows with several labels, or `config.task=
+    "multilabel"`, make a multi-label run: sigmoid outputs, `val_map` as the
+    objective, per-class thresholds chosen on the validation split and
+    stored in `classes.json` (see `tuning.multilabel`).
+
     With `config.task="segment"` the data is images/ and masks/ (see
     `tuning.masks`), each trial an FCN (`tuning.segment`), and the figures
     mean IoU, per-class IoU, pixel accuracy and frequency-weighted IoU.
 
     Args:
         data: str. A class-per-folder image directory (train/, val/, test/
-            sub-folders honoured), or for segmentation images/ and masks/.
+            sub-folders honoured), the folder a `config.labels` CSV's paths
+            are relative to, or for segmentation images/ and masks/.
             Defaults to None: the embedded demo set is written to `out/data`.
         out: str. The output folder. Defaults to "runs/demo".
         config: SearchConfig. Defaults to `SearchConfig()`; its recipe
@@ -105,20 +114,33 @@ def run(
         (['accuracy', 'balanced_accuracy', 'macro_f1'], 'val_accuracy')
     """
     t0 = time.time()
-    config = recipes.resolve(config or SearchConfig())
-    config = check(config, out)
+    given = config or SearchConfig()
+    config = check(recipes.resolve(given), out)
     if config.task == "segment":
         return _run_segment(
             data, out, config, overwrite=overwrite, callbacks=callbacks, verbose=verbose, t0=t0
         )
     out = os.path.abspath(out)
+    config = _labels_file(config, data, out)
     loaded = _load(data, config) if data else None  # the data is checked before any write
     if loaded:
+        config = _task_of(given, config, loaded[2], out, verbose)
         _check_cv(config, loaded[0])
     launched = "KERASTUNER_TUNER_ID" in os.environ  # a chief/worker: the launcher checked
     if not launched:
         _resume_or_refuse(out, config, overwrite, verbose)
-    if data is None:
+    if data is None and config.task == "multilabel":
+        import zoo
+
+        data = zoo.datasets.write_multilabel(
+            os.path.join(out, "data"),
+            images=config.demo_images_per_class * _MULTILABEL_DEMO_IMAGES_PER_CLASS_UNIT,
+            size=config.image_size,
+            seed=config.seed,
+        )
+        _say(verbose, f"demo data: {data} (one to three of six shapes per image, labels.csv)")
+        loaded = _load(data, config)
+    elif data is None:
         import zoo
 
         data = zoo.datasets.write_shapes(
@@ -146,7 +168,8 @@ def run(
         _say(verbose, f"worker {os.environ['KERASTUNER_TUNER_ID']} finished its trials")
         return None
     timings = {"search": time.time() - t_search}
-    return _finish(
+    finish = _finish_multilabel if config.task == "multilabel" else _finish
+    return finish(
         config, data, out, hypermodel, result, splits, classes, info, objective, timings, t0, verbose
     )
 
@@ -202,19 +225,65 @@ def backend_note() -> str | None:
     )
 
 
-def _load(data, config):
-    from tuning.data import load_splits
+def _labels_file(config, data, out):
+    """`config` with `labels` as an absolute path (the demo's for a multi-label demo run)."""
+    from tuning.labels import find_labels
 
-    train, val, test, classes, info = load_splits(
-        data,
-        image_size=config.image_size,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        validation_fraction=config.validation_fraction,
-        test_fraction=config.test_fraction,
+    if config.labels is not None:
+        if data is None:
+            raise ConfigError(
+                f"`labels` ({config.labels!r}) lists paths relative to the data folder: pass "
+                "--data DIR with it (or leave both out for the demo set)."
+            )
+        return config.replace(labels=find_labels(config.labels, data))
+    if config.task == "multilabel":
+        if data is not None:
+            raise ConfigError(
+                "task='multilabel' reads its labels from a CSV: pass --labels FILE (a path column and a "
+                "labels column, or one 0/1 column per class)."
+            )
+        return config.replace(labels=os.path.join(out, "data", "labels.csv"))
+    return config
+
+
+def _task_of(given, config, info, out, verbose):
+    """A "classify" run whose labels file has rows with several labels becomes multi-label, saying so.
+
+    The recipe is applied again from the settings as given, for the task
+    found: a multi-label run has its own augmentation (`recipes.MULTILABEL`).
+    """
+    labels = info.get("labels")
+    if config.task == "classify" and labels and labels["multilabel"]:
+        _say(
+            verbose,
+            f"{os.path.basename(labels['file'])}: some images have several labels: a multi-label run "
+            "(sigmoid outputs, binary cross-entropy, mAP objective, per-class thresholds)",
+        )
+        try:
+            return check(recipes.resolve(given.replace(task="multilabel", labels=config.labels)), out)
+        except ConfigError as e:
+            raise ConfigError(f"the labels file makes this a multi-label run, and {e}") from None
+    return config
+
+
+def _load(data, config):
+    from tuning.data import file_datasets, split_files
+
+    fractions = dict(validation_fraction=config.validation_fraction, test_fraction=config.test_fraction)
+    if config.labels is not None:
+        from tuning.labels import read_labels, split_labels
+
+        table = read_labels(config.labels, data)
+        if config.task == "multilabel" and not table.multilabel:  # every row has one label, still sigmoid
+            table.targets, table.multilabel = table.matrix(), True
+        files, classes, info = split_labels(table, seed=config.seed, **fractions)
+    else:
+        files, classes, info = split_files(data, seed=config.seed, **fractions)
+    made, info = file_datasets(
+        files, info, image_size=config.image_size, batch_size=config.batch_size, seed=config.seed
     )
     files = info.pop("files")
-    splits = {"train": train, "val": val, "test": test, "files": files}
+    splits = {"train": made["train"], "val": made["val"], "test": made.get("test"), "files": files}
     return splits, classes, info
 
 
@@ -223,6 +292,10 @@ def _load(data, config):
 # the default 400, one shape each): two 12-epoch FCN-8s trials then fit the
 # issue's 10 minutes on a 2-core CPU (2,400 images took 14.5 min for 0.94 test mean IoU).
 _SEGMENT_DEMO_IMAGES_PER_CLASS_UNIT = 4
+# The multi-label demo writes 4 images per `demo_images_per_class` (1,600 at
+# the default 400), each holding one to three shapes: two 12-epoch trials then
+# fit the issue's 8 minutes on a 2-core CPU.
+_MULTILABEL_DEMO_IMAGES_PER_CLASS_UNIT = 4
 
 
 def _load_masks(data, config):
@@ -505,6 +578,8 @@ def _objective(config, counts, classes, verbose):
 
     if config.objective != "auto":
         return f"val_{config.objective}"
+    if config.task == "multilabel":
+        return "val_map"
     ratio = imbalance_ratio(counts)
     if ratio >= 3:
         big, small = classes[int(np.argmax(counts))], classes[int(np.argmin(counts))]
@@ -528,6 +603,7 @@ def _hypermodel(config, classes, counts):
     return TransferHyperModel(
         list(config.backbone) if len(config.backbone) > 1 else config.backbone[0],
         num_classes=len(classes),
+        task=config.task,
         input_shape=(config.image_size, config.image_size, 3),
         weights=config.weights,
         head_space=config.head_space,
@@ -645,7 +721,7 @@ def load_result(out: str) -> RunResult:
     return RunResult(
         model=best.model,
         config=SearchConfig.from_dict(record["config"]),
-        classes=read_json(os.path.join(out, "classes.json")),
+        classes=load_classes(os.path.join(out, "best.keras"))["classes"],
         objective=record["objective"],
         leaderboard=read_json(os.path.join(out, "leaderboard.json"), best.leaderboard),
         evaluation=record["evaluation"],
@@ -721,6 +797,101 @@ def _finish(config, data, out, hypermodel, result, splits, classes, info, object
         leaderboard=board,
         evaluation=summary,
         cv=cv,
+        budget=result.budget,
+        paths=paths,
+    )
+
+
+def _finish_multilabel(
+    config, data, out, hypermodel, result, splits, classes, info, objective, timings, t0, verbose
+):
+    """After a multi-label search: thresholds on val, test figures, gallery, plots, report."""
+    from tuning import multilabel
+
+    _say(verbose, "\nleaderboard (best first):\n" + str(result))
+    thresholds = multilabel.thresholds_on(result.model, splits["val"])
+    write_json(
+        os.path.join(out, "classes.json"),
+        {"task": "multilabel", "classes": classes, "thresholds": [round(float(t), 4) for t in thresholds]},
+    )
+    publish(os.path.join(result.directory, "best.keras"), os.path.join(out, "best.keras"))
+    measured_on = "test" if splits["test"] is not None else "val"
+    evaluation = multilabel.evaluate_multilabel(result.model, splits[measured_on], classes, thresholds)
+    evaluation.update(split=measured_on, source=info[measured_on]["source"])
+    if config.tta:
+        from tuning.tta import tta_model
+
+        tta = multilabel.evaluate_multilabel(
+            tta_model(result.model, config.tta), splits[measured_on], classes, thresholds
+        )
+        evaluation["tta"] = {k: tta[k] for k in multilabel.FIGURES}
+        evaluation["tta"]["views"] = list(config.tta)
+    wrong = multilabel.wrong_assignments(
+        evaluation["probabilities"], evaluation["true"], splits["files"][measured_on][0], classes, thresholds
+    )
+    history = read_json(os.path.join(result.directory, "best.json"), {}).get("history", {})
+    plots = multilabel.write_plots(
+        out,
+        model=result.model,
+        history=history,
+        leaderboard=result.leaderboard,
+        evaluation=evaluation,
+        class_names=classes,
+        wrong=wrong,
+    )
+    figures = {k: evaluation[k] for k in multilabel.FIGURES}
+    board = _leaderboard_with(result.leaderboard, measured_on, figures, None, None)
+    _write_board(out, board)
+    timings["total"] = time.time() - t0
+    path = multilabel.write_report(
+        out,
+        config=config,
+        classes=classes,
+        result=result,
+        objective=objective,
+        evaluation=evaluation,
+        wrong=wrong,
+        timings=timings,
+        plots=plots,
+        splits=info,
+    )
+    paths = {
+        "model": os.path.join(out, "best.keras"),
+        "leaderboard": os.path.join(out, "leaderboard.csv"),
+        "report": path,
+        "plots": plots,
+    }
+    summary = {
+        **figures,
+        "macro_f1_at_0.5": evaluation["macro_f1_at_0.5"],
+        "per_class": evaluation["per_class"],
+        "thresholds": [float(t) for t in thresholds],
+        "split": measured_on,
+        "source": evaluation["source"],
+        "tta": evaluation.get("tta"),
+    }
+    record = {**_record(config, data, objective, info), "evaluation": summary}
+    record.update(budget=result.budget, paths=paths, timings=timings)
+    write_json(os.path.join(out, RUN_FILE), record)
+    text = (
+        f"\n{measured_on} mAP {figures['map']:.4f}, micro-F1 {figures['micro_f1']:.4f}, macro-F1 "
+        f"{figures['macro_f1']:.4f} (at 0.5: {evaluation['macro_f1_at_0.5']:.4f}), exact match "
+        f"{figures['subset_accuracy']:.4f} on {info[measured_on]['images']} images"
+    )
+    if evaluation.get("tta"):
+        text += f"; with flip TTA mAP {evaluation['tta']['map']:.4f}"
+    _say(
+        verbose,
+        text
+        + f"; wrote {out}/best.keras, classes.json, leaderboard.csv, report.md, plots/ in {timings['total']:.0f} s",
+    )
+    return RunResult(
+        model=result.model,
+        config=config,
+        classes=classes,
+        objective=objective,
+        leaderboard=board,
+        evaluation=summary,
         budget=result.budget,
         paths=paths,
     )
@@ -892,6 +1063,29 @@ def _folds(labels, k, seed) -> list:
         for i, m in enumerate(members):
             folds[(i + int(c)) % k].append(int(m))
     return [sorted(f) for f in folds]
+
+
+def load_classes(model_path: str) -> dict:
+    """What the `classes.json` beside a `best.keras` says: `{"task", "classes", "thresholds"}`.
+
+    Single-label and segmentation runs write a list of names (`task`
+    "classify", `thresholds` None); multi-label runs write the names with
+    each class's decision threshold. No file gives `classes` None.
+
+    Example:
+
+        >>> import os, tempfile, tuning.job
+        >>> tuning.job.load_classes(os.path.join(tempfile.mkdtemp(), "best.keras"))
+        {'task': 'classify', 'classes': None, 'thresholds': None}
+    """
+    stored = read_json(os.path.join(os.path.dirname(os.path.abspath(model_path)), "classes.json"))
+    if isinstance(stored, dict):
+        return {
+            "task": stored.get("task", "multilabel"),
+            "classes": stored.get("classes"),
+            "thresholds": stored.get("thresholds"),
+        }
+    return {"task": "classify", "classes": stored, "thresholds": None}
 
 
 def load_model(path: str) -> keras.Model:

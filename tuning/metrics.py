@@ -106,6 +106,26 @@ def compiled_metrics(num_classes: int) -> list:
     return ["accuracy", BalancedAccuracy(num_classes), MacroF1(num_classes)]
 
 
+def multilabel_metrics(num_classes: int) -> list:
+    """What every multi-label trial compiles: mAP and micro-F1 at 0.5.
+
+    `map` is Keras' area under the precision-recall curve of each label
+    (200 thresholds, interpolated), averaged over the labels: the streaming
+    form of macro average precision, the search objective (`val_map`).
+    The report computes the exact average precision on the test split.
+
+    Example:
+
+        >>> import tuning.metrics as m
+        >>> [x.name for x in m.multilabel_metrics(3)]
+        ['map', 'micro_f1']
+    """
+    return [
+        keras.metrics.AUC(curve="PR", multi_label=True, num_labels=num_classes, name="map"),
+        keras.metrics.F1Score(average="micro", threshold=0.5, name="micro_f1"),
+    ]
+
+
 def from_confusion(confusion: np.ndarray) -> dict:
     """Accuracy, balanced accuracy and macro-F1 of a confusion matrix (rows: true).
 

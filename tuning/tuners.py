@@ -442,6 +442,8 @@ def make_tuner(
         "balanced_accuracy",
         "macro_f1",
         "mean_iou",
+        "map",
+        "micro_f1",
     ):
         objective = kt.Objective(objective, "max")  # KerasTuner infers directions of its known metrics only
     deadline = None if time_budget is None else time.time() + time_budget

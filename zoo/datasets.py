@@ -11,6 +11,8 @@ download: the README's main job, the examples and the tests all use it.
   `test/`, one sub-folder per class) and the masks beside them
   (`masks/<split>/<class>/<same file name>`); `read_segmentation` reads
   image/mask pairs back.
+- `write_multilabel(directory, ...)` writes a multi-label set: `images/`
+  holding one to three shapes each, and `labels.csv` naming them.
 - `write_segmentation(directory, ...)` writes a segmentation set in the
   layout of PASCAL VOC: `images/`, `masks/` (palette PNGs of class indices,
   255 on a one-pixel border around each shape) and `classes.txt`.
@@ -51,6 +53,23 @@ def _inside(name, u, v, r, radius):
     raise ValueError(f"Unknown shape {name!r}; known: {CLASSES}")
 
 
+def _background(rng, size):
+    """`(yy, xx, base colour, image)`: a random base colour, oriented stripes, pixel noise."""
+    yy, xx = np.mgrid[0:size, 0:size].astype("float32")
+    base = rng.uniform(40, 215, 3)
+    angle, freq = rng.uniform(0, np.pi), rng.uniform(0.1, 0.5)
+    stripes = np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)) + rng.uniform(0, 6.3))
+    bg = base + rng.uniform(10, 35) * stripes[..., None] + rng.normal(0, 10, (size, size, 3))
+    return yy, xx, base, bg
+
+
+def _colour_against(rng, base):
+    colour = rng.uniform(0, 255, 3)
+    while np.abs(colour - base).mean() < 60:
+        colour = rng.uniform(0, 255, 3)
+    return colour
+
+
 def render(label: int, rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """One `(size, size, 3)` uint8 image of shape `CLASSES[label]` and its mask.
 
@@ -63,12 +82,7 @@ def render(label: int, rng: np.random.Generator, size: int = 64) -> tuple[np.nda
         >>> img.shape, img.dtype.name, sorted(np.unique(mask).tolist())
         ((32, 32, 3), 'uint8', [0, 1])
     """
-    yy, xx = np.mgrid[0:size, 0:size].astype("float32")
-    # Background: a random base colour, oriented stripes, pixel noise.
-    base = rng.uniform(40, 215, 3)
-    angle, freq = rng.uniform(0, np.pi), rng.uniform(0.1, 0.5)
-    stripes = np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)) + rng.uniform(0, 6.3))
-    bg = base + rng.uniform(10, 35) * stripes[..., None] + rng.normal(0, 10, (size, size, 3))
+    yy, xx, base, bg = _background(rng, size)
     # The shape: contrasting colour, random size, rotation and position.
     radius = rng.uniform(0.22, 0.38) * size
     cx, cy = rng.uniform(radius, size - radius, 2)
@@ -77,13 +91,96 @@ def render(label: int, rng: np.random.Generator, size: int = 64) -> tuple[np.nda
     u = dx * np.cos(theta) + dy * np.sin(theta)
     v = -dx * np.sin(theta) + dy * np.cos(theta)
     inside = _inside(CLASSES[label], u, v, np.hypot(dx, dy), radius)
-    colour = rng.uniform(0, 255, 3)
-    while np.abs(colour - base).mean() < 60:
-        colour = rng.uniform(0, 255, 3)
+    colour = _colour_against(rng, base)
     fg = colour + rng.normal(0, 8, (size, size, 3))
     image = np.where(inside[..., None], fg, bg)
     mask = np.where(inside, label + 1, 0).astype("uint8")
     return np.clip(image, 0, 255).astype("uint8"), mask
+
+
+def render_multilabel(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """One image holding one to three different shapes, and which shapes it holds.
+
+    Each shape sits in its own quarter of the image (so none hides
+    another), with a random colour, size (radius 0.16-0.24 of the side),
+    rotation and position inside its quarter.
+
+    Returns:
+        `(image uint8 (size, size, 3), present uint8 (len(CLASSES),))`:
+        `present[c]` is 1 where shape `CLASSES[c]` is drawn.
+
+    Example:
+
+        >>> import numpy as np, zoo
+        >>> img, present = zoo.datasets.render_multilabel(np.random.default_rng(0), size=32)
+        >>> img.shape, 1 <= int(present.sum()) <= 3
+        ((32, 32, 3), True)
+    """
+    yy, xx, base, image = _background(rng, size)
+    count = int(rng.integers(1, 4))
+    labels = rng.choice(len(CLASSES), count, replace=False)
+    cells = rng.choice(4, count, replace=False)
+    present = np.zeros(len(CLASSES), "uint8")
+    half = size / 2
+    for label, cell in zip(labels, cells):
+        radius = rng.uniform(0.2, 0.25) * size
+        x0, y0 = (cell % 2) * half, (cell // 2) * half
+        cx, cy = x0 + rng.uniform(radius, half - radius), y0 + rng.uniform(radius, half - radius)
+        theta = rng.uniform(0, 2 * np.pi)
+        dx, dy = xx - cx, yy - cy
+        u = dx * np.cos(theta) + dy * np.sin(theta)
+        v = -dx * np.sin(theta) + dy * np.cos(theta)
+        inside = _inside(CLASSES[int(label)], u, v, np.hypot(dx, dy), radius)
+        fg = _colour_against(rng, base) + rng.normal(0, 8, (size, size, 3))
+        image = np.where(inside[..., None], fg, image)
+        present[int(label)] = 1
+    return np.clip(image, 0, 255).astype("uint8"), present
+
+
+def write_multilabel(
+    directory: str | os.PathLike, *, images: int = 2400, size: int = 64, seed: int = 0
+) -> str:
+    """Write a multi-label demo set (`images/` and `labels.csv`); return `directory`.
+
+    Every image holds one to three of the six shapes (`render_multilabel`);
+    `labels.csv` has the columns `path` (relative to `directory`) and
+    `labels` (the shapes present, space-separated), what
+    `python -m tuning run --labels` reads. An existing, complete set with
+    the same settings is kept (a marker file records them).
+
+    Example:
+
+        >>> import os, tempfile, zoo
+        >>> root = zoo.datasets.write_multilabel(tempfile.mkdtemp(), images=3, size=32)
+        >>> with open(os.path.join(root, "labels.csv")) as f:
+        ...     print(f.readline().strip())
+        path,labels
+    """
+    import csv
+
+    from PIL import Image
+
+    directory = os.fspath(directory)
+    marker = os.path.join(directory, ".zoo_multilabel")
+    stamp = f"images={images} size={size} seed={seed}\n"
+    if os.path.exists(marker):
+        with open(marker) as f:
+            if f.read() == stamp:
+                return directory
+    os.makedirs(os.path.join(directory, "images"), exist_ok=True)
+    rows = []
+    for i in range(images):
+        image, present = render_multilabel(np.random.default_rng([seed, 11, i]), size)
+        name = f"images/{i:05d}.png"
+        Image.fromarray(image).save(os.path.join(directory, name))
+        rows.append((name, " ".join(CLASSES[c] for c in np.flatnonzero(present))))
+    with open(os.path.join(directory, "labels.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("path", "labels"))
+        writer.writerows(rows)
+    with open(marker, "w") as f:
+        f.write(stamp)
+    return directory
 
 
 def shapes(

@@ -187,3 +187,28 @@ def test_augmentation_sits_first_and_from_scratch_trains_everything(data):
     assert len(history.history["loss"]) == 1  # no head-only phase with phase1_fraction=0
     assert not np.array_equal(keras.ops.convert_to_numpy(model.get_layer("conv1_conv").kernel), first)
     assert not np.array_equal(keras.ops.convert_to_numpy(model.get_layer("conv1_bn").moving_mean), mean)
+
+
+@pytest.mark.parametrize("loss", ["bce", "focal", "asymmetric"])
+def test_multilabel_head_trains_with_each_loss_and_reports_map(loss):
+    # Every backend: the sigmoid head, the three losses and Keras' multi-label PR-AUC (`map`).
+    inputs = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="conv1")(inputs)
+    h = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="conv2")(h)
+    backbone = keras.Model(inputs, h, name="tiny")
+    hm = tuning.TransferHyperModel(
+        backbone, num_classes=4, task="multilabel", input_shape=(16, 16, 3), phase1_fraction=0.0
+    )
+    hp = _hp(**{"head/loss": loss, "head/dense_layers": 0, "head/optimizer": "adam", "finetune/stages": 2})
+    model = hm.build(hp)
+    assert model.get_layer("head").layers[-1].activation.__name__ == "sigmoid"
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (16, 16, 16, 3)).astype("float32")
+    y = (rng.random((16, 4)) < 0.4).astype("float32")
+    history = hm.fit(hp, model, x, y, epochs=1, batch_size=8, validation_data=(x, y), verbose=0)
+    assert {"map", "val_map", "micro_f1"} <= set(history.history)
+    assert 0 <= history.history["val_map"][0] <= 1
+    with pytest.raises(ValueError, match="class_weight"):
+        tuning.TransferHyperModel(
+            backbone, num_classes=4, task="multilabel", input_shape=(16, 16, 3), class_weight="balanced"
+        )
