@@ -28,8 +28,9 @@ DEFAULTS = SearchConfig()
 RUN_FLAGS = {
     "--task": "classify (one class per image), multilabel (several per image, from --labels; "
     "default data: the multi-label demo) or segment (images/ + masks/ of class indices, FCN)",
-    "--labels": "a CSV under --data: a path column and a labels column (names split by space, ; or |) "
-    "or one 0/1 column per class; optional split column. Rows with several labels: multi-label",
+    "--labels": "a CSV (its paths relative to --data): a path column and a labels column (names split "
+    "by space, ; or |) or one 0/1 column per class; optional split column. Rows with several labels: "
+    "multi-label",
     "--backbone": "zoo model name (`python -m zoo list`); several, comma-separated, are searched",
     "--weights": "backbone weights: a path or 'imagenet' (none: random init, every stage trains)",
     "--recipe": "auto (pretrained with --weights, else from_scratch), from_scratch or pretrained",

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -153,6 +154,8 @@ class SearchConfig:
             value = getattr(self, key)
             if value is not None:
                 set_(key, json.loads(json.dumps(dict(value))))
+        if self.labels is not None:
+            set_("labels", os.fspath(self.labels))
         if isinstance(self.time_budget, str):
             set_("time_budget", parse_duration(self.time_budget))
         self.validate()

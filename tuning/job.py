@@ -1068,24 +1068,25 @@ def _folds(labels, k, seed) -> list:
 def load_classes(model_path: str) -> dict:
     """What the `classes.json` beside a `best.keras` says: `{"task", "classes", "thresholds"}`.
 
-    Single-label and segmentation runs write a list of names (`task`
-    "classify", `thresholds` None); multi-label runs write the names with
-    each class's decision threshold. No file gives `classes` None.
+    Single-label and segmentation runs write a list of names (`task` None:
+    the file does not say; `thresholds` None); multi-label runs write the
+    names with each class's decision threshold. No file gives `classes`
+    None.
 
     Example:
 
         >>> import os, tempfile, tuning.job
         >>> tuning.job.load_classes(os.path.join(tempfile.mkdtemp(), "best.keras"))
-        {'task': 'classify', 'classes': None, 'thresholds': None}
+        {'task': None, 'classes': None, 'thresholds': None}
     """
     stored = read_json(os.path.join(os.path.dirname(os.path.abspath(model_path)), "classes.json"))
     if isinstance(stored, dict):
         return {
-            "task": stored.get("task", "multilabel"),
+            "task": stored.get("task"),
             "classes": stored.get("classes"),
             "thresholds": stored.get("thresholds"),
         }
-    return {"task": "classify", "classes": stored, "thresholds": None}
+    return {"task": None, "classes": stored, "thresholds": None}
 
 
 def load_model(path: str) -> keras.Model:

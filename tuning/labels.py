@@ -202,7 +202,7 @@ def _check_header(header, data, name):
         h
         for h in header
         if h.lower().endswith(IMAGE_EXTENSIONS)
-        or (h and os.path.isfile(os.path.join(data, h)))
+        or (h and any(os.path.isfile(os.path.join(data, h + e)) for e in ("",) + IMAGE_EXTENSIONS))
         or h.lower() in _TRUE - {""}
     ]
     if looks_like_data or not any(header):

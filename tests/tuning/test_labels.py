@@ -120,8 +120,18 @@ def test_single_label_csv_makes_the_same_split_as_the_folders(tmp_path):
             "lists 1 images twice: './a.png'",
         ),
         ([["path", "kind"], ["a.png", "cat"], ["b.png", "dog"]], "no labels column"),
+        ([["a", "cat"], ["b", "cat"], ["c", "dog"]], "no header row: its first line .*'a'"),
     ],
-    ids=["missing", "empty", "rare", "outside", "no-header", "duplicate", "no-labels-column"],
+    ids=[
+        "missing",
+        "empty",
+        "rare",
+        "outside",
+        "no-header",
+        "duplicate",
+        "no-labels-column",
+        "no-header-ids",
+    ],
 )
 def test_bad_label_files_fail_in_one_line(tmp_path, rows, message):
     root = tmp_path / "data"
