@@ -26,7 +26,8 @@ import keras
 import numpy as np
 from keras import tree
 
-from surgery.engine import LayerSpec, SurgeryError, _graph_nodes, _producer, graph_of, resolve, rewrite
+from surgery.engine import LayerSpec, SurgeryError, _graph_nodes, graph_of, resolve, rewrite
+from zoo._keras import producing_layer as _producer  # zoo's fence: `_keras_history` has no public accessor
 from zoo.weights import leaf_layers
 
 L = keras.layers

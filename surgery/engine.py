@@ -482,11 +482,6 @@ def _graph_nodes(model: keras.Model) -> list:
     ]
 
 
-def _producer(tensor: keras.KerasTensor):
-    """The operation whose call produced a symbolic tensor (`_keras_history`; no public accessor)."""
-    return tensor._keras_history[0]
-
-
 def _mark_container_trainable(model: keras.Model, trainable: bool) -> None:
     """Set a nested model's own `trainable` flag without touching its layers.
 

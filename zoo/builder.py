@@ -21,7 +21,6 @@ from zoo import layers as zoo_layers
 from zoo import weights as zoo_weights
 from zoo.features import select_stages
 from zoo.registry import ModelSpec, get_spec, specs
-from zoo.registry import output_dtype as registry_output_dtype
 
 _POOLING = ("avg", "max", None)
 # The toolkit's precision flags and the Keras dtype policies they stand for.
@@ -518,7 +517,7 @@ def _body_with_head(spec, x, *, include_top, pooling, num_classes, classifier_ac
     Under a mixed policy the head's activation moves to a float32 layer
     (`predictions_activation`), as Keras' mixed-precision guide asks.
     """
-    mixed = include_top and registry_output_dtype() == "float32"
+    mixed = include_top and zoo_layers.output_dtype() == "float32"
     body = spec.body(
         x,
         include_top=include_top,

@@ -234,8 +234,10 @@ def write_shapes(
     directory = os.fspath(directory)
     marker = os.path.join(directory, ".zoo_shapes")
     stamp = f"images_per_class={images_per_class} size={size} seed={seed}\n"
-    if os.path.exists(marker) and open(marker).read() == stamp:
-        return directory
+    if os.path.exists(marker):
+        with open(marker) as f:
+            if f.read() == stamp:
+                return directory
     for split, fraction in SPLITS.items():
         n = max(1, round(images_per_class * fraction))
         x, y, m = shapes(n, size=size, seed=seed, split=split)

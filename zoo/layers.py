@@ -14,8 +14,28 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from zoo.registry import PREPROCESSING_MODES, output_dtype
 from zoo.weights import PREPROCESSING_CONSTANTS
+
+PREPROCESSING_MODES = tuple(PREPROCESSING_CONSTANTS)  # "caffe", "torch", "tf", "none"
+
+
+def output_dtype() -> str | None:
+    """`"float32"` under a mixed policy, else None: for classifier outputs.
+
+    Softmax and the loss stay in float32 under `mixed_bfloat16` (Keras'
+    mixed-precision guide); under a plain policy the layer follows it.
+
+    Example:
+
+        >>> import zoo
+        >>> with zoo.dtype_policy_scope("mixed_bfloat16"):
+        ...     zoo.layers.output_dtype()
+        'float32'
+        >>> zoo.layers.output_dtype() is None
+        True
+    """
+    policy = keras.config.dtype_policy()
+    return "float32" if policy.compute_dtype != policy.variable_dtype else None
 
 
 def _scale_offset(mode: str):

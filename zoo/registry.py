@@ -22,12 +22,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from zoo._keras import producing_layer
+from zoo.layers import PREPROCESSING_MODES, apply, classifier_head, output_dtype  # noqa: F401  (names kept here)
 from zoo.weights import WeightSource
 
 if TYPE_CHECKING:  # annotations only: importing keras here is not needed at run time
     import keras
-
-PREPROCESSING_MODES = ("caffe", "torch", "tf", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +84,6 @@ def check_stage(x, stage: Stage):
         >>> zoo.registry.check_stage(x, zoo.Stage("stage1", "s1", 2, 4)).shape
         (None, 3, 3, 4)
     """
-    from zoo._keras import producing_layer
-
     layer = producing_layer(x)
     if layer.name != stage.layer or x.shape[-1] != stage.channels:
         raise AssertionError(
@@ -94,27 +92,6 @@ def check_stage(x, stage: Stage):
             f"with {x.shape[-1]}. Fix the family's stage table."
         )
     return x
-
-
-def output_dtype() -> str | None:
-    """`"float32"` under a mixed policy, else None: for classifier outputs.
-
-    Softmax and the loss stay in float32 under `mixed_bfloat16` (Keras'
-    mixed-precision guide); under a plain policy the layer follows it.
-
-    Example:
-
-        >>> import zoo
-        >>> with zoo.dtype_policy_scope("mixed_bfloat16"):
-        ...     zoo.registry.output_dtype()
-        'float32'
-        >>> zoo.registry.output_dtype() is None
-        True
-    """
-    import keras
-
-    policy = keras.config.dtype_policy()
-    return "float32" if policy.compute_dtype != policy.variable_dtype else None
 
 
 def global_pool_top(
@@ -130,8 +107,6 @@ def global_pool_top(
         ...                              classifier_activation="softmax").shape
         (None, 10)
     """
-    from zoo.layers import apply, classifier_head
-
     return apply(classifier_head(num_classes, pooling="avg", activation=classifier_activation), x)
 
 

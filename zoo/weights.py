@@ -20,12 +20,13 @@ import io
 import json
 import logging
 import os
-import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from zoo._keras import _snake
 
 if TYPE_CHECKING:  # annotations only: importing keras here is not needed at run time
     import keras
@@ -331,14 +332,6 @@ def read_state_dict(path: str | os.PathLike) -> dict:
 # --------------------------------------------------------------------------
 # The model side
 # --------------------------------------------------------------------------
-
-
-def _snake(name: str) -> str:
-    # Same rule as keras.src.utils.naming.to_snake_case.
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    name = re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
-    return name
 
 
 def _unique(name: str, used: dict) -> str:
