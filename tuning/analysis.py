@@ -133,11 +133,11 @@ def duplicates(
 
     Example:
 
-        >>> import os, tempfile
+        >>> import os, pathlib, tempfile
         >>> from tuning.analysis import duplicates
         >>> d = tempfile.mkdtemp()
         >>> for name, data in (("a", b"x"), ("b", b"y"), ("c", b"x")):
-        ...     open(os.path.join(d, name), "wb").write(data)
+        ...     pathlib.Path(os.path.join(d, name)).write_bytes(data)
         1
         1
         1

@@ -282,9 +282,9 @@ class SearchConfig:
 
         Example:
 
-            >>> import json, os, tempfile, tuning
+            >>> import json, os, pathlib, tempfile, tuning
             >>> p = os.path.join(tempfile.mkdtemp(), "settings.json")
-            >>> _ = open(p, "w").write(json.dumps({"epochs": 3, "backbone": "resnet34"}))
+            >>> _ = pathlib.Path(p).write_text(json.dumps({"epochs": 3, "backbone": "resnet34"}))
             >>> c = tuning.SearchConfig.load(p)
             >>> c.epochs, c.backbone
             (3, ('resnet34',))

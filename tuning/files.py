@@ -77,11 +77,11 @@ def write_rows(path: str | os.PathLike, rows: list, *, columns: list | None = No
 
     Example:
 
-        >>> import os, tempfile
+        >>> import os, pathlib, tempfile
         >>> from tuning.files import write_rows
         >>> p = os.path.join(tempfile.mkdtemp(), "a.csv")
         >>> write_rows(p, [{"a": 1}, {"a": 2, "b": 3}])
-        >>> open(p).read().split()
+        >>> pathlib.Path(p).read_text().split()
         ['a,b', '1,', '2,3']
     """
     keys = list(columns or [])
@@ -124,12 +124,12 @@ def publish(stored: str, target: str) -> None:
 
     Example:
 
-        >>> import os, tempfile
+        >>> import os, pathlib, tempfile
         >>> from tuning.files import publish
         >>> d = tempfile.mkdtemp()
-        >>> _ = open(os.path.join(d, "a"), "w").write("model")
+        >>> _ = pathlib.Path(os.path.join(d, "a")).write_text("model")
         >>> publish(os.path.join(d, "a"), os.path.join(d, "b"))
-        >>> open(os.path.join(d, "b")).read()
+        >>> pathlib.Path(os.path.join(d, "b")).read_text()
         'model'
     """
     tmp = target + ".link"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -33,7 +34,7 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
     } <= plots
     for p in plots:  # real, non-trivial images
         assert Image.open(os.path.join(out, "plots", p)).size[0] > 200
-    report = open(os.path.join(out, "report.md")).read()
+    report = pathlib.Path(os.path.join(out, "report.md")).read_text()
     assert "Test set: accuracy" in report and "| circle |" in report
     assert re.search(r"\| finetune/train_bn \| (true|false) \|", report)  # booleans as true/false
     capsys.readouterr()
@@ -62,12 +63,12 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
 
     served = str(tmp_path / "served")
     assert main(["export", "--model", os.path.join(out, "best.keras"), "--out", served]) == 0
-    assert json.load(open(os.path.join(served, "classes.json"))) == json.load(
-        open(os.path.join(out, "classes.json"))
+    assert json.loads(pathlib.Path(os.path.join(served, "classes.json")).read_text()) == json.loads(
+        pathlib.Path(os.path.join(out, "classes.json")).read_text()
     )
     assert main(["export", "--model", os.path.join(out, "best.keras"), "--out", served]) == 2
     signature = tf.saved_model.load(served).signatures["serving_default"]
-    names = json.load(open(os.path.join(served, "classes.json")))
+    names = json.loads(pathlib.Path(os.path.join(served, "classes.json")).read_text())
     files = sorted(os.listdir(test_dir))
     batch = np.stack(
         [img_to_array(load_img(os.path.join(test_dir, f), target_size=(32, 32))) for f in files]
@@ -87,7 +88,7 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
     assert set(tta_out) == set(signature(images=tf.constant(batch)))
     want = tuning.tta.tta_model(keras.saving.load_model(os.path.join(out, "best.keras")))(batch)
     assert np.abs(next(iter(tta_out.values())).numpy() - keras.ops.convert_to_numpy(want)).max() < 1e-5
-    run_json = json.load(open(os.path.join(out, "run.json")))
+    run_json = json.loads(pathlib.Path(os.path.join(out, "run.json")).read_text())
     assert set(run_json["evaluation"]) >= {"accuracy", "balanced_accuracy", "macro_f1", "tta"}
     # The same command again resumes instead of clobbering.
     assert main(["run", "--out", out, *TINY]) == 0
@@ -110,7 +111,7 @@ def _folder(root, spec):
             if content == "png":
                 Image.fromarray(np.zeros((8, 8, 3), "uint8")).save(path)
             else:
-                open(path, "wb").write(content)
+                pathlib.Path(path).write_bytes(content)
     return root
 
 
@@ -433,7 +434,7 @@ def test_outputs_respect_the_umask(tmp_path):
 
     old = os.umask(0o022)
     try:
-        atomic_write(str(tmp_path / "f.json"), lambda p: open(p, "w").write("{}"))
+        atomic_write(str(tmp_path / "f.json"), lambda p: pathlib.Path(p).write_text("{}"))
     finally:
         os.umask(old)
     assert oct(os.stat(tmp_path / "f.json").st_mode & 0o777) == "0o644"

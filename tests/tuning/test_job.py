@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import pathlib
 import shutil
 
 import numpy as np
@@ -97,10 +98,10 @@ def test_imbalanced_run_with_mislabels_duplicates_tta_and_cv(tmp_path, capsys):
     best = result.leaderboard[0]
     assert {"val_accuracy", "val_balanced_accuracy", "val_macro_f1"} <= set(best)
     assert {"test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_tta_accuracy"} <= set(best)
-    report = open(os.path.join(out, "report.md")).read()
+    report = pathlib.Path(os.path.join(out, "report.md")).read_text()
     for figure in ("| accuracy |", "| balanced accuracy |", "| macro-F1 |", "flip TTA", "CV mean +- sd"):
         assert figure in report
-    record = json.load(open(os.path.join(out, "run.json")))
+    record = json.loads(pathlib.Path(os.path.join(out, "run.json")).read_text())
     assert record["objective"] == "val_balanced_accuracy" and record["config"]["class_weight"] == "balanced"
     assert record["cv"]["folds"] == 2 and len(record["cv"]["accuracy"]["values"]) == 2
     assert 0 <= record["cv"]["accuracy"]["sd"] <= 1 and "cv_accuracy" in best
@@ -132,7 +133,7 @@ def test_time_budget_stops_the_search_and_the_report_says_what_it_cut(tmp_path):
     # Within the budget plus one epoch (and a trial's start-up and end): generous on a busy CI machine.
     assert budget["search_seconds"] < 6 + 30
     assert budget["trials_stopped"] or budget["stopped_search"]
-    report = open(os.path.join(out, "report.md")).read()
+    report = pathlib.Path(os.path.join(out, "report.md")).read_text()
     assert "## Time budget" in report and "cut:" in report
 
 

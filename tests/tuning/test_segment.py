@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 
 import keras
 import numpy as np
@@ -75,7 +76,7 @@ def test_a_tiny_segment_run_writes_model_report_plots_and_predict_writes_masks(t
     assert 0 <= ev["mean_iou"] <= 1 and 0 <= ev["pixel_accuracy"] <= 1 and ev["tta"]["views"] == ["flip"]
     for name in ("best.keras", "report.md", "leaderboard.csv", "classes.json", "run.json"):
         assert os.path.exists(os.path.join(out, name)), name
-    report = open(os.path.join(out, "report.md")).read()
+    report = pathlib.Path(os.path.join(out, "report.md")).read_text()
     assert "mean IoU" in report and "| background |" in report and "fcn8s" in report
     assert sorted(os.listdir(os.path.join(out, "plots"))) == [
         "best_and_worst.png",
