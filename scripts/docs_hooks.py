@@ -1,8 +1,9 @@
 """MkDocs hook: pages take their text from the README and the registry.
 
 One source for each fact: a page says `<!-- readme: Model surgery -->` to
-include that README section (the README's code blocks are run by
-tests/test_readme.py, its model table is checked against the registry), and
+include that README section (the README's code blocks, and the pages' own,
+are run by tests/test_readme.py; the weights table of models.md is checked
+against the registry), and
 `<!-- tuning-help -->` / `<!-- weight-licences -->` for what the CLI and the
 registry say now.
 """
@@ -18,7 +19,8 @@ def _readme_section(title: str) -> str:
     match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
     if match is None:
         raise ValueError(f"README.md has no section '## {title}' (docs include it)")
-    return match.group(1).strip()
+    # The README links the pages as docs/<page>.md; inside the site they are siblings.
+    return match.group(1).strip().replace("](docs/", "](")
 
 
 def _tuning_help() -> str:

@@ -4,7 +4,7 @@
 
 One symbolic build per model at its default input size with the ImageNet
 head (1000 classes; FCN with its 21), counted with `zoo.count_macs`. The
-README's model table reads the file (building 56 models for a table would
+The weights table (docs/models.md) reads the file (building 56 models for a table would
 take minutes); `tests/zoo/test_sizes.py` rebuilds them and fails when a number
 is stale.
 """

@@ -129,7 +129,7 @@ def weights_table(names=None) -> str:
     default input size with the ImageNet head (from `zoo/sizes.py`, which a
     test keeps current), tag, who trained it, preprocessing, input size,
     reported ImageNet top-1, file; a model without a source says so. The
-    README's table is this function's output (a test keeps it current).
+    The table of docs/models.md is this function's output (a test keeps it current).
 
     Example:
 

@@ -270,7 +270,7 @@ class ModelSpec:
 
 _REGISTRY: dict[str, ModelSpec] = {}
 # The specs `import zoo` registered (filled by `_mark_builtin` at the end of
-# the package's import): what the README table and zoo/sizes.py cover.
+# the package's import): what the weights table (docs/models.md) and zoo/sizes.py cover.
 _BUILTIN: dict[str, ModelSpec] = {}
 
 

@@ -230,12 +230,12 @@ def test_one_classifier_head_everywhere():
 
 
 @ONE_BACKEND
-def test_readme_weights_table_is_generated_from_the_registry():
-    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+def test_docs_weights_table_is_generated_from_the_registry():
+    readme = (pathlib.Path(__file__).parents[2] / "docs" / "models.md").read_text()
     start, end = "<!-- weights-table -->\n", "\n<!-- /weights-table -->"
     shown = readme[readme.index(start) + len(start) : readme.index(end)]
     assert shown == zoo.cards.weights_table(), (
-        "README's weights table is stale: paste zoo.cards.weights_table() between its markers"
+        "docs/models.md's weights table is stale: paste zoo.cards.weights_table() between its markers"
     )
     names = {line.split(" | ")[0].strip("| ") for line in shown.splitlines()[2:]}
     assert {"resnet18", "resnet34", "vgg11", "vgg13_bn", "googlenet"} <= names
