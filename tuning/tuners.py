@@ -242,6 +242,7 @@ class JobTuner:
         self._began: dict = {}
         self._durations: list = []
         self._finished = 0
+        self._scores: dict = {}
 
     def run_trial(self, trial, *args, **kwargs):
         if self.budget is not None:
@@ -250,15 +251,20 @@ class JobTuner:
         results = super().run_trial(trial, *args, **kwargs)
         take = getattr(self.hypermodel, "take_last_fit", None)
         last = take() if take is not None else None
-        if self.keeper is not None and last is not None and last["history"]:
+        if last is not None and last["history"]:
             objective = self.oracle.objective
             values = [v for v in last["history"].get(objective.name, []) if v is not None]
             if values:
                 score = max(values) if objective.direction == "max" else min(values)
-                hps = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
-                self.keeper.offer(
-                    last["model"], float(score), hps, {**last["history"], "phase": last["phases"]}
-                )
+                # A worker's trial object never receives the oracle's score: its trial line shows this one.
+                self._scores[trial.trial_id] = float(score)
+                if self.keeper is not None:
+                    hps = {
+                        k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")
+                    }
+                    self.keeper.offer(
+                        last["model"], float(score), hps, {**last["history"], "phase": last["phases"]}
+                    )
         if self.budget is not None and len(self.budget.stops) > stops:
             _record_budget_stop(self.project_dir, trial.trial_id, self.budget.stops[-1])
         return results
@@ -278,9 +284,11 @@ class JobTuner:
                 times[trial.trial_id] = seconds
                 write_json(os.path.join(self.project_dir, "trial_times.json"), times)
         values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
-        logger.info("trial %s  score %s  %.1fs  %s", trial.trial_id, trial.score, seconds or 0, values)
+        score = trial.score if trial.score is not None else self._scores.get(trial.trial_id)
+        self._scores.pop(trial.trial_id, None)
+        logger.info("trial %s  score %s  %.1fs  %s", trial.trial_id, score, seconds or 0, values)
         if self.print_trials:
-            print(self._trial_line(trial, trial.score, seconds, values), flush=True)
+            print(self._trial_line(trial, score, seconds, values), flush=True)
         if not is_worker():  # a worker's oracle is a client; the chief writes it at the end
             write_leaderboard(self)
             if not self.keep_checkpoints:

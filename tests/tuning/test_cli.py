@@ -335,6 +335,11 @@ def test_workers_run_every_trial_exactly_once(tmp_path):
     logs = sorted(os.listdir(out / "workers"))
     assert logs == ["tuner0.log", "tuner1.log"]
     assert all("finished its trials" in (out / "workers" / f).read_text() for f in logs)
+    # A worker's trial lines show the score it measured (its trial object never gets the oracle's).
+    lines = [
+        l for f in logs for l in (out / "workers" / f).read_text().splitlines() if l.startswith("[trial")
+    ]
+    assert lines and not any("=n/a" in l for l in lines), lines
     assert (out / "best.keras").exists() and (out / "report.md").exists()
 
 
