@@ -75,7 +75,17 @@ def _listed(items, more=3):
 
 
 def find_labels(labels: str, data: str) -> str:
-    """The labels file: `labels` as given, else inside `data`; a `DataError` if neither exists."""
+    """The labels file: `labels` as given, else inside `data`; a `DataError` if neither exists.
+
+    Example:
+
+        >>> import os, tempfile
+        >>> from tuning.labels import find_labels
+        >>> d = tempfile.mkdtemp()
+        >>> _ = open(os.path.join(d, "labels.csv"), "w").close()
+        >>> find_labels("labels.csv", d) == os.path.join(d, "labels.csv")
+        True
+    """
     for path in (labels, os.path.join(data, labels)):
         if os.path.isfile(path):
             return os.path.abspath(path)
@@ -450,6 +460,23 @@ def split_labels(
 
 
 # ----------------------------------------------------------- multi-label figures
+def _ranked(y_true, scores):
+    """Per class with positives: `(class, sorted scores, end of each tie run, hits so far, positives)`.
+
+    Scores sorted high to low; tied scores form one run (ranked together),
+    `tp[i]` counts the positives up to the end of run `i`.
+    """
+    y, p = np.asarray(y_true).astype(bool), np.asarray(scores, "float64")
+    for c in range(y.shape[1]):
+        positives = y[:, c].sum()
+        if not positives:
+            continue
+        order = np.argsort(-p[:, c], kind="stable")
+        s = p[order, c]
+        last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the end of each run of equal scores
+        yield c, s, last, np.cumsum(y[order, c])[last], positives
+
+
 def average_precision(y_true, scores) -> np.ndarray:
     """Per-class average precision: the mean of the precision at each positive's rank.
 
@@ -465,16 +492,8 @@ def average_precision(y_true, scores) -> np.ndarray:
         >>> [round(float(v), 4) for v in average_precision(y, p)]
         [0.8333]
     """
-    y, p = np.asarray(y_true).astype(bool), np.asarray(scores, "float64")
-    out = np.full(y.shape[1], np.nan)
-    for c in range(y.shape[1]):
-        positives = y[:, c].sum()
-        if not positives:
-            continue
-        order = np.argsort(-p[:, c], kind="stable")
-        s, t = p[order, c], y[order, c]
-        last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the end of each run of equal scores
-        tp = np.cumsum(t)[last]
+    out = np.full(np.shape(y_true)[1], np.nan)
+    for c, _, last, tp, positives in _ranked(y_true, scores):
         precision = tp / (last + 1)
         recall_gain = np.diff(np.r_[0, tp]) / positives
         out[c] = float((precision * recall_gain).sum())
@@ -498,16 +517,8 @@ def choose_thresholds(y_true, scores, *, default: float = 0.5) -> np.ndarray:
         >>> [round(float(t), 4) for t in choose_thresholds(y, p)]
         [0.25]
     """
-    y, p = np.asarray(y_true).astype(bool), np.asarray(scores, "float64")
-    out = np.full(y.shape[1], default, "float64")
-    for c in range(y.shape[1]):
-        positives = y[:, c].sum()
-        if not positives:
-            continue
-        order = np.argsort(-p[:, c], kind="stable")
-        s, t = p[order, c], y[order, c]
-        last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-        tp = np.cumsum(t)[last]
+    out = np.full(np.shape(y_true)[1], default, "float64")
+    for c, s, last, tp, positives in _ranked(y_true, scores):
         f1 = 2 * tp / (last + 1 + positives)
         k = int(np.argmax(f1))
         below = s[last[k] + 1] if last[k] + 1 < len(s) else 0.0

@@ -53,6 +53,14 @@ def _inside(name, u, v, r, radius):
     raise ValueError(f"Unknown shape {name!r}; known: {CLASSES}")
 
 
+def _written(marker: str, stamp: str) -> bool:
+    """Whether a complete set with these settings is already there (its marker file says so)."""
+    if not os.path.exists(marker):
+        return False
+    with open(marker) as f:
+        return f.read() == stamp
+
+
 def _background(rng, size):
     """`(yy, xx, base colour, image)`: a random base colour, oriented stripes, pixel noise."""
     yy, xx = np.mgrid[0:size, 0:size].astype("float32")
@@ -163,10 +171,8 @@ def write_multilabel(
     directory = os.fspath(directory)
     marker = os.path.join(directory, ".zoo_multilabel")
     stamp = f"images={images} size={size} seed={seed}\n"
-    if os.path.exists(marker):
-        with open(marker) as f:
-            if f.read() == stamp:
-                return directory
+    if _written(marker, stamp):
+        return directory
     os.makedirs(os.path.join(directory, "images"), exist_ok=True)
     rows = []
     for i in range(images):
@@ -234,10 +240,8 @@ def write_shapes(
     directory = os.fspath(directory)
     marker = os.path.join(directory, ".zoo_shapes")
     stamp = f"images_per_class={images_per_class} size={size} seed={seed}\n"
-    if os.path.exists(marker):
-        with open(marker) as f:
-            if f.read() == stamp:
-                return directory
+    if _written(marker, stamp):
+        return directory
     for split, fraction in SPLITS.items():
         n = max(1, round(images_per_class * fraction))
         x, y, m = shapes(n, size=size, seed=seed, split=split)
@@ -327,10 +331,8 @@ def write_segmentation(
     directory = os.fspath(directory)
     marker = os.path.join(directory, ".zoo_segmentation")
     stamp = f"images={images} size={size} seed={seed}\n"
-    if os.path.exists(marker):
-        with open(marker) as f:
-            if f.read() == stamp:
-                return directory
+    if _written(marker, stamp):
+        return directory
     for sub in ("images", "masks"):
         os.makedirs(os.path.join(directory, sub), exist_ok=True)
     palette = voc_palette().ravel().tolist()
