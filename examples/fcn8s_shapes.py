@@ -48,7 +48,7 @@ def main(argv=None):
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=zoo.fcn.segmentation_metrics(num_classes),
+        metrics=zoo.tasks.fcn.segmentation_metrics(num_classes),
     )
     start = time.time()
     model.fit(x, masks, epochs=args.epochs, batch_size=16, verbose=2)

@@ -5,7 +5,7 @@
 
 CI builds one backbone per family and layout (`tests/zoo/test_fcn.py`: the
 members of a family share their body code); this is the full sweep (about
-4 minutes on a 2-core CPU), for the closing note of a change to `zoo.fcn`
+4 minutes on a 2-core CPU), for the closing note of a change to `zoo.tasks.fcn`
 or to a family. Each backbone is built at its smallest multiple of 32 from
 64 px (NASNet at its fixed default size), with an odd width so the padding
 and crops are exercised, and must give a `(1, H, W, 3)` score map. Exits 1
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
         spec = zoo.get_spec(name)
         side = max(64, -(-spec.min_size // 32) * 32)
         try:
-            shape = None if spec.static_input else (side, side + 32, 3)
+            shape = None if spec.hooks.static_input else (side, side + 32, 3)
             model = zoo.build("fcn8s", backbone=name, num_classes=3, input_shape=shape)
             h, w = (d or side for d in model.input_shape[1:3])
             y = keras.ops.convert_to_numpy(model(np.zeros((1, h, w, 3), "float32")))

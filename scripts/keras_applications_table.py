@@ -1,4 +1,4 @@
-"""Regenerate `zoo/applications.py`'s table from the installed Keras.
+"""Regenerate `zoo/models/applications.py`'s table from the installed Keras.
 
 A maintainer tool, run when Keras adds or changes an application:
 
@@ -18,7 +18,7 @@ ends are not all cut points, follow the rules in `_override`.
 `python scripts/keras_applications_table.py MobileNetV2 Xception` prints
 only those rows. Layer names are the ones a fresh Keras session gives (zoo renames the
 unnamed layers of an application to exactly those, see
-`zoo.applications._stable_names`).
+`zoo.models.applications._stable_names`).
 """
 
 from __future__ import annotations

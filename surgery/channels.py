@@ -28,7 +28,7 @@ from keras import tree
 
 from surgery.engine import LayerSpec, SurgeryError, _graph_nodes, graph_of, resolve, rewrite
 from zoo._keras import producing_layer as _producer  # zoo's fence: `_keras_history` has no public accessor
-from zoo.weights import leaf_layers
+from zoo.layers import leaf_layers
 
 L = keras.layers
 
@@ -814,7 +814,7 @@ def size_report(before: keras.Model, after: keras.Model) -> SizeReport:
         >>> r.params_after < r.params_before, r.macs_after < r.macs_before
         (True, True)
     """
-    from zoo.cards import count_macs
+    from zoo import count_macs
 
     def macs(m):
         try:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import keras
 
 from surgery.engine import LayerSpec, SurgeryError, fresh_layer, graph_of, resolve, rewrite
-from zoo.features import stages_of
+from zoo import stages_of
 
 
 def _shape(t):

@@ -11,6 +11,11 @@ Nested models (a keras.applications base inside a classifier, a Sequential
 inside a functional model) are kept as one cloned unit unless an edit or an
 output reaches inside them; then they are inlined: their layers join the
 outer graph. Sequential models are edited through their functional graph.
+
+This is `surgery`'s one module that reads Keras internals: a functional
+graph's call sites (`KerasTensor._keras_history`, `Layer._inbound_nodes`)
+and a model's input structure (`Functional._inputs_struct`), which Keras 3
+exposes through no public API; the other modules use `keras` only.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections.abc import Callable, Sequence
 import keras
 from keras import tree
 
-from zoo.weights import leaf_layers
+from zoo.layers import leaf_layers
 
 # A layer named by a str (name or glob), a Layer object, an int index, or a list of these.
 LayerSpec = str | int | keras.layers.Layer | Sequence["LayerSpec"]

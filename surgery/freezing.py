@@ -12,8 +12,8 @@ import keras
 import numpy as np
 
 from surgery.engine import SurgeryError, _mark_container_trainable, resolve
-from zoo.features import stages_of
-from zoo.weights import leaf_layers
+from zoo import stages_of
+from zoo.layers import leaf_layers
 
 
 @dataclasses.dataclass

@@ -291,7 +291,7 @@ def _with_tta(model, path):
     import zoo
     from tuning.tta import tta_model
 
-    ours = any(type(l).__module__.split(".")[0] in ("zoo", "tuning") for l in zoo.weights.leaf_layers(model))
+    ours = any(type(l).__module__.split(".")[0] in ("zoo", "tuning") for l in zoo.layers.leaf_layers(model))
     if not ours:
         raise UsageError(
             f"--tta: {path!r} has none of the toolkit's layers (no zoo backbone, no tuning head); "

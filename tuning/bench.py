@@ -53,7 +53,7 @@ def _recalibrate_batch_norm(model, x, batch_size: int = 32) -> None:
 
     import zoo
 
-    layers = [l for l in zoo.weights.leaf_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
+    layers = [l for l in zoo.layers.leaf_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
     saved = [l.momentum for l in layers]
     try:
         for k, i in enumerate(range(0, len(x), batch_size)):

@@ -493,9 +493,7 @@ def check(config: SearchConfig, out: str) -> SearchConfig:
         names.append(spec.name)
     if config.weights is not None and not os.path.isfile(config.weights):
         for name in names:  # fetched now (or found in the cache): offline, the error names the file to place
-            zoo.weights.fetch(
-                zoo.builder.resolve_source(zoo.get_spec(name), config.weights, include_top=False)
-            )
+            zoo.weights.fetch(zoo.get_spec(name).source(config.weights, include_top=False))
     _check_writable(os.path.abspath(out))
     return config.replace(backbone=tuple(dict.fromkeys(names)))
 

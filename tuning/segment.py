@@ -30,7 +30,7 @@ from tuning.optimizers import warmup_cosine
 
 VARIANTS = ("fcn8s", "fcn16s", "fcn32s")
 LOSSES = ("ce", "ce+dice")
-# Layers `zoo.fcn` adds to a backbone: scores, upsampling, fusion, VGG's convolutional fc6/fc7.
+# Layers `zoo.tasks.fcn` adds to a backbone: scores, upsampling, fusion, VGG's convolutional fc6/fc7.
 _FCN_LAYERS = ("score", "upscore", "fuse_", "fc6", "fc7")
 
 
@@ -98,7 +98,7 @@ def segmentation_metrics(num_classes: int) -> list:
         >>> miou.name, round(float(miou.result()), 4)  # the 255 pixel counts nowhere
         ('mean_iou', 0.25)
     """
-    return [zoo.fcn.MeanIoU(num_classes, sparse_y_pred=False, ignore_class=IGNORE, name="mean_iou")]
+    return [zoo.tasks.fcn.MeanIoU(num_classes, sparse_y_pred=False, ignore_class=IGNORE, name="mean_iou")]
 
 
 class SegmentationHyperModel(kt.HyperModel):
@@ -156,7 +156,7 @@ class SegmentationHyperModel(kt.HyperModel):
         self.num_classes, self.input_shape, self.weights = num_classes, tuple(input_shape), weights
         self.variants, self.unfreeze = list(variants), list(unfreeze)
         self.learning_rates, self.losses = [float(r) for r in learning_rate], list(losses)
-        self.dtype_policy = zoo.builder.precision_policy(precision)
+        self.dtype_policy = zoo.precision_policy(precision)
         self.seed = seed
         self._last_fit = None
 

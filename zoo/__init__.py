@@ -1,30 +1,37 @@
 """zoo: classic CNN families built from scratch for Keras 3, on every backend.
 
-Modules, along timm's lines: `registry` (specs: stages, weight sources,
-tasks; pure data), `builder` (`build`), `features` (`stages_of`), `cards`
-(`info`, `count_macs`), `weights` (the one weight reader), `layers` (shared
-blocks and the one classifier head), one module per family.
+The layout follows timm's: the families in one folder, the machinery apart.
+
+- `zoo.models`: one module per family (`vgg`, `resnet`, `googlenet`,
+  `applications`), each with its stage table, its blocks, its weight
+  sources and its torchvision converter rows; `zoo.tasks`: task models on a
+  backbone (`fcn`).
+- The public modules a user extends or calls: `registry` (specs, `register`),
+  `weights` (the one weight reader), `layers` (the shared layers and the one
+  classifier head), `torchvision` (state-dict conversion), `datasets` (demo
+  data).
+- The machinery behind `zoo.build`, `zoo.info`, `zoo.stages_of`,
+  `zoo.export`, `zoo.ensemble` and `python -m zoo`: the private modules
+  `_builder`, `_features`, `_cards`, `_serving`, `_averaging`, `_auxiliary`,
+  `_bench`, `_sizes`; Keras internals are fenced in `_keras`.
 
 >>> import zoo
 >>> model = zoo.build("resnet50", num_classes=10, input_shape=(64, 64, 3))
 >>> print(zoo.info("resnet50"))  # doctest: +SKIP
 """
 
-from zoo import datasets, layers, registry, weights
-from zoo.builder import build, dtype_policy_scope, precision_policy, preprocess
-from zoo.cards import ModelCard, count_macs, info
-from zoo.features import stages_of
-from zoo.registry import Body, ModelSpec, Stage, get_spec, list_models, register, register_task
-from zoo.serving import export
+from zoo import datasets, layers, registry, torchvision, weights
+from zoo._auxiliary import AuxiliaryClassifierModel, strip_auxiliary
+from zoo._averaging import ensemble
+from zoo._builder import build, dtype_policy_scope, precision_policy, preprocess
+from zoo._cards import ModelCard, count_macs, info
+from zoo._features import stages_of
+from zoo._serving import export
+from zoo.registry import Body, Hooks, ModelSpec, Stage, get_spec, list_models, register, register_task
 
-# Families register themselves on import; tasks after their backbones.
-from zoo import googlenet, resnet, vgg  # noqa: F401
-from zoo import applications  # noqa: F401  (keras.applications backbones)
-from zoo import fcn  # noqa: F401
-from zoo import averaging
-from zoo.averaging import ensemble
-from zoo.fcn import convolutionalize
-from zoo.googlenet import AuxiliaryClassifierModel, strip_auxiliary
+# Families register themselves on import (zoo.models), tasks after their backbones (zoo.tasks).
+from zoo import models, tasks  # noqa: E402  (order: the machinery first)
+from zoo.tasks.fcn import convolutionalize
 
 registry._mark_builtin()
 
@@ -44,10 +51,10 @@ __all__ = [
     "__version__",
     "AuxiliaryClassifierModel",
     "Body",
+    "Hooks",
     "ModelCard",
     "ModelSpec",
     "Stage",
-    "averaging",
     "build",
     "convolutionalize",
     "count_macs",
@@ -58,6 +65,7 @@ __all__ = [
     "get_spec",
     "info",
     "layers",
+    "models",
     "list_models",
     "precision_policy",
     "preprocess",
@@ -65,5 +73,7 @@ __all__ = [
     "register_task",
     "stages_of",
     "strip_auxiliary",
+    "tasks",
+    "torchvision",
     "weights",
 ]

@@ -104,7 +104,7 @@ def main(argv=None):
     elif args.command == "info":
         print(zoo.info(args.name))
     elif args.command == "bench":
-        from zoo import bench as bench_mod
+        from zoo import _bench as bench_mod
 
         names = [zoo.get_spec(n).name for n in args.models.split(",") if n]
         bench_mod.main(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import functools
 import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -110,72 +111,25 @@ def global_pool_top(
     return apply(classifier_head(num_classes, pooling="avg", activation=classifier_activation), x)
 
 
-# The arguments of `zoo.build` that a backbone takes; a task declares its own.
-BACKBONE_ARGUMENTS = frozenset(
-    {
-        "num_classes",
-        "input_shape",
-        "input_tensor",
-        "include_top",
-        "pooling",
-        "weights",
-        "classifier_activation",
-        "features_only",
-        "out_indices",
-        "include_preprocessing",
-        "dtype",
-        "activation",
-        "aux_logits",
-        "name",
-    }
-)
-
-
 @dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """Everything the zoo knows about one registered model (pure data).
+class Hooks:
+    """A family's quirks, handed to the one builder (`zoo.build`).
+
+    As timm's families pass `feature_cfg=` and `pretrained_filter_fn=` to its
+    one `build_model_with_cfg`, a family passes what only it needs here and
+    `ModelSpec` keeps what every model has. Every field has a default that
+    means "no quirk".
 
     Args:
-        name: str. Lower-case registry name.
-        family: str. Family name, e.g. `"resnet"`.
-        body: callable. `body(x, **options) -> Body`, builds the layers after
-            the input (and after preprocessing, when that is included).
-            `None` for task models.
-        stages: tuple of `Stage`. The stages with the default options,
-            shallow to deep (empty for tasks: theirs are the backbone's).
-        stage_fn: callable. `stage_fn(**options) -> tuple of Stage` for
-            options that rename stage layers (`activation="mish"`).
-        paper: str. Reference (title and link).
         top: callable. `top(x, *, num_classes, classifier_activation)`
             builds the classifier head. Defaults to `global_pool_top`.
-        fixed_size_top: bool. Whether the head needs a fixed input size
-            (a Flatten before Dense, as in VGG).
-        default_size: int. Default square input resolution.
-        min_size: int. Smallest input side the model accepts.
-        preprocessing: str. Input normalisation of the default weights (or
-            of the family, without weights): `"caffe"`, `"torch"`, `"tf"`.
-        weights: mapping of tag to `WeightSource`; each source carries its
-            own preprocessing, input size and reported accuracy.
-        description: str. One line for listings.
+        fixed_size_top: bool. The head needs a fixed input size (a Flatten
+            before Dense, as in VGG).
         aux_top: callable. `aux_top(x, *, num_classes, classifier_activation,
-            name)` builds an auxiliary classifier on each `Body.aux` map.
-        aux_needs_fixed_size: bool. Whether the auxiliary heads flatten a
-            map whose size depends on the input (needs a fixed input size).
-        state_dict_converter: callable. Turns a PyTorch state dict
-            (name -> array) into zoo weights (`"<layer>/<i>" -> array`).
-        conv_head: callable. `conv_head(x) -> x`: the classifier's hidden
-            dense layers as convolutions, for dense prediction (VGG's
-            fc6/fc7 in FCN). `None` when the head has no hidden layers.
-        conv_head_names: mapping. Classifier layer name -> `conv_head` layer
-            name (`{"fc1": "fc6", "fc2": "fc7"}`), to carry weights over.
-        task: str. `"classification"` for backbones, else the task
-            (`"segmentation"`).
-        builder: callable. For task models: `builder(**arguments) ->
-            keras.Model` replaces `zoo.build`'s own assembly.
-        arguments: frozenset of str. The `zoo.build` arguments the model
-            takes; any other one given is refused.
-        default_classes: int. `num_classes` when the user gives none.
-        default_backbone: str. For tasks: the backbone used by default.
+            name)` builds an auxiliary classifier on each `Body.aux` map
+            (GoogLeNet); a model without one refuses `aux_logits=True`.
+        aux_needs_fixed_size: bool. The auxiliary heads flatten a map whose
+            size depends on the input (GoogLeNet's paper layout).
         builds_head: bool. The body builds the classifier head or pooling
             itself (`body(x, include_top=, pooling=, num_classes=,
             classifier_activation=)`): keras.applications models, whose
@@ -183,37 +137,86 @@ class ModelSpec:
             and pretrained files are Keras'.
         static_input: bool. The body needs a fixed input size even without
             the head (NASNet compares the sizes of its cell inputs).
-        load_fixup: callable. `load_fixup(model, source)` runs after a
-            known weight file (`WeightSource`) was loaded, for a file's
-            documented quirk (keras.applications' EfficientNet files).
+        load_fixup: callable. `load_fixup(model, source)` runs after a known
+            weight file (`WeightSource`) was loaded, for a file's documented
+            quirk (keras.applications' EfficientNet files).
+        state_dict_converter: callable. Turns a PyTorch state dict
+            (name -> array) into zoo weights (`"<layer>/<i>" -> array`).
+        conv_head: callable. `conv_head(x) -> x`: the classifier's hidden
+            dense layers as convolutions, for dense prediction (VGG's
+            fc6/fc7 in FCN).
+        conv_head_names: mapping. Classifier layer name -> `conv_head` layer
+            name (`{"fc1": "fc6", "fc2": "fc7"}`), to carry weights over.
+
+    Example:
+
+        >>> import zoo
+        >>> hooks = zoo.get_spec("vgg16").hooks
+        >>> hooks.fixed_size_top, dict(hooks.conv_head_names)
+        (True, {'fc1': 'fc6', 'fc2': 'fc7'})
+        >>> zoo.get_spec("resnet50").hooks == zoo.Hooks()  # no quirk
+        True
+    """
+
+    top: Callable = global_pool_top
+    fixed_size_top: bool = False
+    aux_top: Callable | None = None
+    aux_needs_fixed_size: bool = False
+    builds_head: bool = False
+    static_input: bool = False
+    load_fixup: Callable | None = None
+    state_dict_converter: Callable | None = None
+    conv_head: Callable | None = None
+    conv_head_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Everything the zoo knows about one registered model (pure data).
+
+    What every model has; a family's quirks are its `hooks`.
+
+    Args:
+        name: str. Lower-case registry name.
+        family: str. Family name, e.g. `"resnet"`.
+        body: callable. `body(x, **options) -> Body`, builds the layers after
+            the input (and after preprocessing, when that is included).
+            `None` for task models.
+        builder: callable. For task models: `builder(**arguments) ->
+            keras.Model` replaces `zoo.build`'s own assembly. Its keyword
+            parameters are the `zoo.build` arguments the task takes, and
+            their defaults are the task's (`backbone`, `num_classes`).
+        task: str. `"classification"` for backbones, else the task
+            (`"segmentation"`).
+        stages: tuple of `Stage`. The stages with the default options,
+            shallow to deep (empty for tasks: theirs are the backbone's).
+        stage_fn: callable. `stage_fn(**options) -> tuple of Stage` for
+            options that rename stage layers (`activation="mish"`).
+        paper: str. Reference (title and link).
+        description: str. One line for listings.
+        default_size: int. Default square input resolution.
+        min_size: int. Smallest input side the model accepts.
+        preprocessing: str. Input normalisation of the default weights (or
+            of the family, without weights): `"caffe"`, `"torch"`, `"tf"`.
+        weights: mapping of tag to `WeightSource`; each source carries its
+            own preprocessing, input size and reported accuracy.
+        hooks: `Hooks`. The family's quirks for the builder.
     """
 
     name: str
     family: str
     body: Callable | None = None
+    builder: Callable | None = None
+    task: str = "classification"
     stages: tuple = ()
     stage_fn: Callable | None = None
     paper: str = ""
-    top: Callable = global_pool_top
-    fixed_size_top: bool = False
+    description: str = ""
     default_size: int = 224
     min_size: int = 32
     preprocessing: str = "caffe"
     weights: Mapping[str, WeightSource] = dataclasses.field(default_factory=dict)
-    description: str = ""
-    aux_top: Callable | None = None
-    aux_needs_fixed_size: bool = False
-    state_dict_converter: Callable | None = None
-    conv_head: Callable | None = None
-    conv_head_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    task: str = "classification"
-    builder: Callable | None = None
-    arguments: frozenset = BACKBONE_ARGUMENTS
-    default_classes: int = 1000
-    default_backbone: str | None = None
-    builds_head: bool = False
-    static_input: bool = False
-    load_fixup: Callable | None = None
+    hooks: Hooks = dataclasses.field(default_factory=Hooks)
 
     @property
     def builtin(self) -> bool:
@@ -232,6 +235,58 @@ class ModelSpec:
         """Whether this is a task model (assembled by its own builder)."""
         return self.builder is not None
 
+    @property
+    def arguments(self) -> frozenset:
+        """A task model's `zoo.build` arguments: its builder's keyword parameters.
+
+        Backbones take `zoo.build`'s own (`zoo.build` checks them); this is
+        empty for them.
+
+        Example:
+
+            >>> import zoo
+            >>> sorted(zoo.get_spec("fcn8s").arguments)[:3]
+            ['backbone', 'classifier_activation', 'dtype']
+        """
+        if self.builder is None:
+            return frozenset()
+        bound = self.builder.keywords if isinstance(self.builder, functools.partial) else {}
+        return frozenset(
+            p
+            for p, v in inspect.signature(self.builder).parameters.items()
+            if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD) and p not in bound
+        )
+
+    def _task_default(self, argument: str, backbone_value):
+        if self.builder is None:
+            return backbone_value
+        parameter = inspect.signature(self.builder).parameters.get(argument)
+        return None if parameter is None or parameter.default is parameter.empty else parameter.default
+
+    @property
+    def default_classes(self) -> int | None:
+        """`num_classes` when the user gives none: 1000 (ImageNet) for backbones, the builder's default for tasks.
+
+        Example:
+
+            >>> import zoo
+            >>> zoo.get_spec("resnet18").default_classes, zoo.get_spec("fcn8s").default_classes
+            (1000, 21)
+        """
+        return self._task_default("num_classes", 1000)
+
+    @property
+    def default_backbone(self) -> str | None:
+        """A task model's default backbone (its builder's `backbone` default); `None` for backbones.
+
+        Example:
+
+            >>> import zoo
+            >>> zoo.get_spec("fcn8s").default_backbone
+            'vgg16'
+        """
+        return self._task_default("backbone", None)
+
     def stages_for(self, **options: Any) -> tuple:
         """The stages of a model built with `options` (e.g. `activation`).
 
@@ -246,15 +301,22 @@ class ModelSpec:
             return self.stages
         return tuple(self.stage_fn(**options))
 
-    def source(self, tag: str) -> WeightSource:
+    def source(self, tag: str, *, include_top: bool = True) -> WeightSource:
         """The weight source `tag` (`"imagenet"` picks the default one).
+
+        Without the top, `"imagenet"` is the `"imagenet_notop"` file where
+        the model has one.
 
         Example:
 
             >>> import zoo
             >>> zoo.get_spec("resnet50").source("imagenet").preprocessing
             'caffe'
+            >>> zoo.get_spec("vgg16").source("imagenet", include_top=False).file_name
+            'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5'
         """
+        if tag == "imagenet" and not include_top and "imagenet_notop" in self.weights:
+            tag = "imagenet_notop"
         if tag in self.weights:
             return self.weights[tag]
         raise ValueError(
@@ -270,7 +332,7 @@ class ModelSpec:
 
 _REGISTRY: dict[str, ModelSpec] = {}
 # The specs `import zoo` registered (filled by `_mark_builtin` at the end of
-# the package's import): what the weights table (docs/models.md) and zoo/sizes.py cover.
+# the package's import): what the weights table (docs/models.md) and zoo/_sizes.py cover.
 _BUILTIN: dict[str, ModelSpec] = {}
 
 
@@ -302,21 +364,12 @@ def register(
     stages: Sequence[Stage] = (),
     stage_fn: Callable | None = None,
     paper: str = "",
-    top: Callable = global_pool_top,
-    fixed_size_top: bool = False,
+    description: str = "",
     default_size: int = 224,
     min_size: int = 32,
     preprocessing: str | None = None,
     weights: Mapping[str, WeightSource] | None = None,
-    description: str = "",
-    aux_top: Callable | None = None,
-    aux_needs_fixed_size: bool = False,
-    state_dict_converter: Callable | None = None,
-    conv_head: Callable | None = None,
-    conv_head_names: Mapping[str, str] | None = None,
-    builds_head: bool = False,
-    static_input: bool = False,
-    load_fixup: Callable | None = None,
+    hooks: Hooks | None = None,
     overwrite: bool = False,
 ) -> Callable[[Callable], Callable]:
     """Register a backbone body so `zoo.build`, `list_models` and `info` know it.
@@ -332,9 +385,11 @@ def register(
             to `()` (then inferred from the graph when needed).
         preprocessing: str. The input normalisation without pretrained
             weights. Defaults to the `"imagenet"` source's, else `"caffe"`.
-        others: the other keyword arguments (`paper`, `top`,
-            `default_size`, `min_size`, `weights`, ...) are the `ModelSpec`
-            fields of the same names, documented there.
+        hooks: `zoo.Hooks`. The family's quirks (its own head, auxiliary
+            heads, a PyTorch converter, ...). Defaults to none.
+        others: `stage_fn`, `paper`, `description`, `default_size`,
+            `min_size`, `weights` are the `ModelSpec` fields of the same
+            names, documented there.
         overwrite: bool. Allow replacing an existing entry. Defaults to
             `False`.
 
@@ -360,6 +415,8 @@ def register(
     for s in stages:
         if not isinstance(s, Stage):
             raise TypeError(f"`stages` must hold zoo.Stage objects. Received: {s!r}")
+    if hooks is not None and not isinstance(hooks, Hooks):
+        raise TypeError(f"`hooks` must be a zoo.Hooks. Received: {hooks!r}")
 
     def decorator(body: Callable) -> Callable:
         key = (name or body.__name__).lower()
@@ -371,21 +428,12 @@ def register(
                 stages=stages,
                 stage_fn=stage_fn,
                 paper=paper,
-                top=top,
-                fixed_size_top=fixed_size_top,
+                description=description,
                 default_size=default_size,
                 min_size=min_size,
                 preprocessing=preprocessing,
                 weights=weights,
-                description=description,
-                aux_top=aux_top,
-                aux_needs_fixed_size=aux_needs_fixed_size,
-                state_dict_converter=state_dict_converter,
-                conv_head=conv_head,
-                conv_head_names=dict(conv_head_names or {}),
-                builds_head=builds_head,
-                static_input=static_input,
-                load_fixup=load_fixup,
+                hooks=hooks or Hooks(),
             ),
             overwrite,
         )
@@ -400,25 +448,23 @@ def register_task(
     family: str,
     builder: Callable,
     task: str,
-    default_backbone: str,
-    default_classes: int,
     paper: str = "",
     description: str = "",
     overwrite: bool = False,
 ) -> ModelSpec:
     """Register a task model (segmentation, detection, ...) built by `builder`.
 
-    The `zoo.build` arguments the task accepts are `builder`'s keyword
-    parameters: `zoo.build` refuses any other one with a clear error instead
-    of dropping it.
+    `builder`'s keyword parameters are the `zoo.build` arguments the task
+    accepts (`zoo.build` refuses any other one with a clear error instead of
+    dropping it), and their defaults are the task's: `backbone` (the
+    registered backbone used by default) and `num_classes`.
 
     Args:
         name: str. Registry name.
         family: str. Family name (`"fcn"`).
-        builder: callable. `builder(**arguments) -> keras.Model`.
+        builder: callable. `builder(**arguments) -> keras.Model`, with a
+            `backbone` parameter whose default is a registered backbone.
         task: str. What the model does, e.g. `"segmentation"`.
-        default_backbone: str. The registered backbone used by default.
-        default_classes: int. `num_classes` when the user gives none.
         paper, description: str. For the model card.
         overwrite: bool. Allow replacing an existing entry.
 
@@ -429,32 +475,23 @@ def register_task(
         >>> spec.task, spec.default_backbone, "pooling" in spec.arguments
         ('segmentation', 'vgg16', False)
     """
-    params = inspect.signature(builder).parameters
-    arguments = frozenset(
-        p
-        for p, v in params.items()
-        if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD) and p in _BUILD_ARGUMENTS
-    )
-    spec = ModelSpec(
-        name=name.lower(),
-        family=family,
-        builder=builder,
-        task=task,
-        arguments=arguments,
-        default_backbone=default_backbone,
-        default_classes=default_classes,
+    spec = ModelSpec(name=name.lower(), family=family, builder=builder, task=task)
+    if spec.default_backbone is None:
+        raise ValueError(
+            f"The builder of task {name!r} needs a `backbone` parameter whose default is a "
+            "registered backbone (e.g. `backbone='vgg16'`)."
+        )
+    backbone = get_spec(spec.default_backbone)
+    spec = dataclasses.replace(
+        spec,
         paper=paper,
         description=description,
-        default_size=get_spec(default_backbone).default_size,
-        min_size=get_spec(default_backbone).min_size,
-        preprocessing=get_spec(default_backbone).preprocessing,
+        default_size=backbone.default_size,
+        min_size=backbone.min_size,
+        preprocessing=backbone.preprocessing,
     )
     _add(spec, overwrite)
     return spec
-
-
-# Every argument `zoo.build` has (a task's builder takes a subset).
-_BUILD_ARGUMENTS = BACKBONE_ARGUMENTS | {"backbone"}
 
 
 def list_models(pattern: str = "*", *, task: str | None = None, pretrained: bool = False) -> list[str]:

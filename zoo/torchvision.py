@@ -13,8 +13,9 @@ cannot disagree. Kinds:
   input rows are re-ordered to Keras' (H, W, C) flatten.
 
 Key names are torchvision's exact ones (`layer2.0.downsample.1.running_var`,
-`features.7.weight`, `classifier.0.weight`). GoogLeNet keeps its own
-mapping in `zoo.googlenet` (its BasicConv2d pairs and auxiliary heads).
+`features.7.weight`, `classifier.0.weight`). Each family keeps its rows in
+its own module: `zoo.models.resnet.torchvision_rows`,
+`zoo.models.vgg.torchvision_rows`, `zoo.models.googlenet.torchvision_rows`.
 """
 
 from __future__ import annotations
@@ -52,56 +53,6 @@ def source(file_name: str, top1: float, *, resize: int = 256) -> WeightSource:
     )
 
 
-def resnet_rows(depths, *, bottleneck: bool = False) -> list:
-    """Rows of a torchvision ResNet: basic blocks (resnet18/34) or bottlenecks (50/101/152).
-
-    Example:
-
-        >>> import zoo
-        >>> zoo.torchvision.resnet_rows((2, 2, 2, 2))[:3]
-        [('conv1', 'conv1_conv', 'conv'), ('bn1', 'conv1_bn', 'bn'), ('layer1.0.conv1', 'conv2_block1_1_conv', 'conv')]
-    """
-    rows = [("conv1", "conv1_conv", "conv"), ("bn1", "conv1_bn", "bn")]
-    for s, depth in enumerate(depths, start=1):
-        for b in range(depth):
-            t, k = f"layer{s}.{b}", f"conv{s + 1}_block{b + 1}"
-            for i in range(1, 4 if bottleneck else 3):
-                rows += [(f"{t}.conv{i}", f"{k}_{i}_conv", "conv"), (f"{t}.bn{i}", f"{k}_{i}_bn", "bn")]
-            # The first block of a stage projects its shortcut when the shape
-            # changes: always with bottlenecks (64 -> 256), from stage 2 on otherwise.
-            if b == 0 and (s > 1 or bottleneck):
-                rows += [
-                    (f"{t}.downsample.0", f"{k}_0_conv", "conv"),
-                    (f"{t}.downsample.1", f"{k}_0_bn", "bn"),
-                ]
-    return rows + [("fc", "predictions", "linear")]
-
-
-def vgg_rows(convs_per_block, *, batch_norm: bool) -> list:
-    """Rows of a torchvision VGG (`features.{i}` in its Sequential order).
-
-    Example:
-
-        >>> import zoo
-        >>> zoo.torchvision.vgg_rows((1, 1, 2, 2, 2), batch_norm=True)[:3]
-        [('features.0', 'block1_conv1', 'conv'), ('features.1', 'block1_conv1_bn', 'bn'), ('features.4', 'block2_conv1', 'conv')]
-    """
-    rows, i = [], 0
-    for b, n in enumerate(convs_per_block, start=1):
-        for j in range(1, n + 1):
-            rows.append((f"features.{i}", f"block{b}_conv{j}", "conv"))
-            if batch_norm:
-                rows.append((f"features.{i + 1}", f"block{b}_conv{j}_bn", "bn"))
-            i += 3 if batch_norm else 2  # conv, [bn], relu
-        i += 1  # the block's max pool
-    # torchvision pools to 7x7 and flattens (C, H, W); Keras flattens (H, W, C).
-    return rows + [
-        ("classifier.0", "fc1", ("linear_chw", 512, 7, 7)),
-        ("classifier.3", "fc2", "linear"),
-        ("classifier.6", "predictions", "linear"),
-    ]
-
-
 def _to_numpy(value):
     if hasattr(value, "detach"):  # a torch tensor
         value = value.detach().cpu().numpy()
@@ -117,7 +68,7 @@ def from_torchvision(state_dict, rows, *, model_name: str = "the model") -> dict
 
     Args:
         state_dict: mapping of torch names to arrays or tensors.
-        rows: the family's mapping (`resnet_rows`, `vgg_rows`).
+        rows: the family's mapping (`zoo.models.resnet.torchvision_rows(...)`, ...).
         model_name: str. For the error message.
 
     Returns:
@@ -128,7 +79,7 @@ def from_torchvision(state_dict, rows, *, model_name: str = "the model") -> dict
 
         >>> import zoo
         >>> m = zoo.build("resnet18", num_classes=10, input_shape=(32, 32, 3))
-        >>> rows = zoo.torchvision.resnet_rows((2, 2, 2, 2))
+        >>> rows = zoo.models.resnet.torchvision_rows((2, 2, 2, 2))
         >>> sd = zoo.torchvision.to_torchvision(m, rows)
         >>> zoo.weights.load_weights(m, zoo.torchvision.from_torchvision(sd, rows)).ok
         True
@@ -183,7 +134,7 @@ def to_torchvision(model, rows) -> dict:
 
         >>> import zoo
         >>> m = zoo.build("vgg11_bn", include_top=False, input_shape=(32, 32, 3))
-        >>> sd = zoo.torchvision.to_torchvision(m, zoo.torchvision.vgg_rows((1, 1, 2, 2, 2), batch_norm=True))
+        >>> sd = zoo.torchvision.to_torchvision(m, zoo.models.vgg.torchvision_rows((1, 1, 2, 2, 2), batch_norm=True))
         >>> sd["features.0.weight"].shape, "features.1.num_batches_tracked" in sd
         ((64, 3, 3, 3), True)
     """

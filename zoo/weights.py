@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from zoo._keras import _snake
+from zoo._keras import _snake, keras_home
+from zoo.layers import PREPROCESSING_CONSTANTS, leaf_layers
 
 if TYPE_CHECKING:  # annotations only: importing keras here is not needed at run time
     import keras
@@ -111,16 +112,56 @@ class WeightSource:
         )
 
 
-# (mean, std) of each preprocessing mode, in the units of its input: caffe
-# works on BGR 0-255, torch on RGB 0-1, tf maps 0-1 to -1..1.
-PREPROCESSING_CONSTANTS = {
-    "caffe": ((103.939, 116.779, 123.68), (1.0, 1.0, 1.0)),
-    "torch": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "tf": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    # The model normalises its own input (keras.applications' EfficientNet,
-    # MobileNetV3, ConvNeXt): RGB 0-255 goes in unchanged.
-    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-}
+KERAS_APPLICATIONS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+def keras_applications_sources(top: Sequence[str], notop: Sequence[str], **meta) -> dict:
+    """keras.applications' two files of one model, as the `imagenet`/`imagenet_notop` sources.
+
+    The one place that makes keras.applications sources, for the families
+    that load its files (VGG, ResNet, the keras.applications backbones).
+
+    Args:
+        top: `(file_name, url, file_hash)` of the file with the classifier.
+        notop: `(file_name, url, file_hash)` of the file without it.
+        meta: the other `WeightSource` fields (`preprocessing`, `top1`,
+            `input_size`, `license`, ...); `origin` is `"keras.applications"`.
+
+    Example:
+
+        >>> import zoo
+        >>> url = zoo.weights.KERAS_APPLICATIONS_URL
+        >>> pair = zoo.weights.keras_applications_sources(
+        ...     ("a.h5", url + "a.h5", ""), ("b.h5", url + "b.h5", ""), top1=70.0)
+        >>> [(tag, s.include_top) for tag, s in pair.items()]
+        [('imagenet', True), ('imagenet_notop', False)]
+    """
+    return {
+        tag: WeightSource(
+            url, file_name, file_hash, include_top=include_top, origin="keras.applications", **meta
+        )
+        for tag, include_top, (file_name, url, file_hash) in (
+            ("imagenet", True, top),
+            ("imagenet_notop", False, notop),
+        )
+    }
+
+
+def legacy_keras_files(folder: str, name: str, hashes: Sequence[str]) -> tuple:
+    """The `(top, notop)` entries of keras.applications' older file names (`<name>_weights_tf_dim_ordering_tf_kernels[_notop].h5`).
+
+    Example:
+
+        >>> import zoo
+        >>> top, notop = zoo.weights.legacy_keras_files("vgg16", "vgg16", ("h1", "h2"))
+        >>> notop[0]
+        'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5'
+    """
+    out = []
+    for suffix, file_hash in zip(("", "_notop"), hashes, strict=True):
+        file_name = f"{name}_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
+        out.append((file_name, f"{KERAS_APPLICATIONS_URL}{folder}/{file_name}", file_hash))
+    return tuple(out)
 
 
 @dataclasses.dataclass
@@ -351,28 +392,6 @@ def _own_vars(layer) -> list:
     return list(layer.weights)
 
 
-def leaf_layers(model: keras.Model) -> list:
-    """All non-model layers of `model`, nested models flattened, in order.
-
-    Example:
-
-        >>> import keras, zoo
-        >>> base = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False)
-        >>> outer = keras.Sequential([base, keras.layers.Dense(2)])
-        >>> len(zoo.weights.leaf_layers(outer)) == len(base.layers) + 1
-        True
-    """
-    import keras
-
-    out = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            out.extend(leaf_layers(layer))
-        else:
-            out.append(layer)
-    return out
-
-
 def _model_paths(model, prefix="layers") -> dict:
     """Keras 3 storage path of every weighted leaf layer of `model`."""
     import keras
@@ -582,8 +601,6 @@ def fetch(source: WeightSource) -> str:
     download is impossible (no network).
     """
     import keras
-
-    from zoo._keras import keras_home
 
     home = keras_home()
     cache_dir = os.path.join(home, "models")

@@ -32,7 +32,7 @@ def _roundtrip(model, tmp_path, x):
 
 
 def _names_unique(model):
-    names = [l.name for l in zoo.weights.leaf_layers(model)]
+    names = [l.name for l in zoo.layers.leaf_layers(model)]
     assert len(names) == len(set(names))
 
 

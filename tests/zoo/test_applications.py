@@ -14,7 +14,7 @@ import surgery
 import zoo
 from tests.conftest import randomize_bn_stats
 from zoo import weights as zw
-from zoo.applications import _TABLE
+from zoo.models.applications import _TABLE
 
 APPS = {app.constructor.lower(): app for app in _TABLE if hasattr(keras.applications, app.constructor)}
 ONCE = pytest.mark.one_backend  # Keras' own code: the same on every backend
@@ -48,7 +48,7 @@ def test_every_keras_application_is_registered():
 # One of each kind of Keras head: MobileNet's 1x1 convolution, MobileNetV3's
 # hidden 1x1 convolution, ConvNeXt's layer norm, EfficientNet's dropout (the
 # others are pooling and Dense, as ResNet's). Every model's count with the
-# head is checked against zoo/sizes.py in tests/zoo/test_sizes.py.
+# head is checked against zoo/_sizes.py in tests/zoo/test_models.py.
 SMALL = ["mobilenet", "mobilenetv3small", "convnexttiny", "efficientnetb0"]
 
 

@@ -3,9 +3,9 @@ import json
 import keras
 import pytest
 
-from zoo import bench
+from zoo import _bench as bench
 from zoo.__main__ import main
-from zoo.bench import bench_model
+from zoo._bench import bench_model
 
 
 def test_demo_list_info(capsys):

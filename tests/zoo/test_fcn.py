@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo import layers as blocks
-from zoo.sizes import SIZES
+from zoo._sizes import SIZES
+from zoo.tasks import fcn as blocks
 
 
 def _np(x):
@@ -56,9 +56,9 @@ def test_fcn8s_builds_on_every_backbone_family(backbone):
     spec = zoo.get_spec(backbone)
     side = max(64, -(-spec.min_size // 32) * 32)
     # An odd size (padding and crops must line up); NASNet needs a fixed one.
-    h, w = (side, side) if spec.static_input else (side - 5, side + 27)
+    h, w = (side, side) if spec.hooks.static_input else (side - 5, side + 27)
     model = zoo.build(
-        "fcn8s", backbone=backbone, num_classes=3, input_shape=(h, w, 3) if spec.static_input else None
+        "fcn8s", backbone=backbone, num_classes=3, input_shape=(h, w, 3) if spec.hooks.static_input else None
     )
     assert tuple(_np(model(np.zeros((1, h, w, 3), "float32"))).shape) == (1, h, w, 3)
     assert zoo.stages_of(model) == list(spec.stages)  # the backbone's stamp and stages survive
@@ -177,7 +177,7 @@ def test_segmentation_metrics_and_training_step():
     model.compile(
         "adam",
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=zoo.fcn.segmentation_metrics(3),
+        metrics=zoo.tasks.fcn.segmentation_metrics(3),
     )
     x = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 3)).astype("float32")
     y = np.random.default_rng(1).integers(0, 3, (2, 64, 64)).astype("int32")  # JAX has no int64 by default
@@ -186,7 +186,7 @@ def test_segmentation_metrics_and_training_step():
 
 
 def test_mean_iou_equals_keras_and_does_not_warn():
-    # zoo.fcn.MeanIoU counts the confusion matrix in int32 (Keras' int64
+    # zoo.tasks.fcn.MeanIoU counts the confusion matrix in int32 (Keras' int64
     # indices warn on JAX every step): the same result as Keras' own, with
     # out-of-range labels, an ignored class and sample weights.
     rng = np.random.default_rng(0)
@@ -196,7 +196,7 @@ def test_mean_iou_equals_keras_and_does_not_warn():
     for kwargs, sw in (({}, None), ({"ignore_class": 2}, weights)):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            ours = zoo.fcn.MeanIoU(4, sparse_y_pred=False, **kwargs)
+            ours = zoo.tasks.fcn.MeanIoU(4, sparse_y_pred=False, **kwargs)
             ours.update_state(y_true, scores, sample_weight=sw)
         with warnings.catch_warnings():  # Keras' own warns on JAX (int64) and for float weights
             warnings.simplefilter("ignore")

@@ -6,7 +6,7 @@ import pytest
 
 import zoo
 from tests.conftest import randomize_bn_stats
-from zoo.googlenet import INCEPTION
+from zoo.models.googlenet import INCEPTION
 
 
 def _trainable(model):
@@ -167,7 +167,7 @@ def test_activation_option_reaches_every_block():
 def _random_state_dict(seed=0, num_classes=10):
     """A torchvision-named GoogLeNet state dict of random arrays."""
     ref = zoo.build("googlenet", num_classes=num_classes, aux_logits=True, input_shape=(64, 64, 3))
-    sd = zoo.googlenet.to_torchvision(ref)
+    sd = zoo.models.googlenet.to_torchvision(ref)
     rng = np.random.default_rng(seed)
     out = {}
     for k, v in sd.items():
@@ -182,8 +182,8 @@ def _random_state_dict(seed=0, num_classes=10):
 def test_torchvision_state_dict_round_trips(tmp_path):
     sd = _random_state_dict()
     a = zoo.build("googlenet", num_classes=10, aux_logits=True, input_shape=(64, 64, 3), weights=None)
-    zoo.weights.load_weights(a, zoo.googlenet.from_torchvision(sd))
-    back = zoo.googlenet.to_torchvision(a)
+    zoo.weights.load_weights(a, zoo.models.googlenet.from_torchvision(sd))
+    back = zoo.models.googlenet.to_torchvision(a)
     assert set(back) == set(sd)  # num_batches_tracked included: torchvision loads it strictly
     for k, v in back.items():
         if not k.endswith("num_batches_tracked"):
@@ -202,7 +202,7 @@ def test_torchvision_state_dict_round_trips(tmp_path):
 
 def test_foreign_state_dict_is_refused():
     with pytest.raises(ValueError, match="not part of GoogLeNet.s torchvision layout"):
-        zoo.googlenet.from_torchvision({"features.0.weight": np.zeros((64, 3, 3, 3))})
+        zoo.models.googlenet.from_torchvision({"features.0.weight": np.zeros((64, 3, 3, 3))})
 
 
 def _torch_googlenet(num_classes):

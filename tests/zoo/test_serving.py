@@ -33,7 +33,8 @@ def test_saved_model_and_litert_take_uint8_and_answer_like_keras(model, tmp_path
     np.testing.assert_allclose(got, want, atol=1e-5)
     layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
     np.testing.assert_allclose(next(iter(layer(tf.constant(x)).values())).numpy(), want, atol=1e-5)
-    assert json.load(open(os.path.join(path, "classes.json"))) == ["a", "b", "c"]
+    with open(os.path.join(path, "classes.json")) as f:
+        assert json.load(f) == ["a", "b", "c"]
 
     lite = zoo.export(model, str(tmp_path / "m.tflite"), format="litert")
     with warnings.catch_warnings():  # TF's note that its interpreter moves to ai_edge_litert
@@ -78,7 +79,7 @@ def test_bad_exports_are_refused_before_writing(tmp_path):
     ok = zoo.build("resnet18", num_classes=3, input_shape=(32, 32, 3), include_preprocessing=True)
     with pytest.raises(ValueError, match="predicts 3 classes"):
         zoo.export(ok, str(tmp_path / "a"), class_names=["a"])
-    assert zoo.serving.takes_raw_images(zoo.build("mobilenetv3small", input_shape=(32, 32, 3)))
+    assert zoo._serving.takes_raw_images(zoo.build("mobilenetv3small", input_shape=(32, 32, 3)))
     if keras.backend.backend() != "tensorflow":
         with pytest.raises(RuntimeError, match="needs the TensorFlow backend"):
             zoo.export(ok, str(tmp_path / "a"))

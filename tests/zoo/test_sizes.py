@@ -1,11 +1,11 @@
-"""zoo/sizes.py (the README's parameters and GMACs) and every declared stage, against a build."""
+"""zoo/_sizes.py (the README's parameters and GMACs) and every declared stage, against a build."""
 
 import math
 
 import pytest
 
 import zoo
-from zoo.sizes import SIZES
+from zoo._sizes import SIZES
 
 BUILTIN = [s.name for s in zoo.registry.specs() if s.builtin]
 
@@ -21,7 +21,7 @@ def test_sizes_and_stages_at_the_default_size(name):
     size = spec.default_size
     model = zoo.build(name, input_shape=(size, size, 3))
     assert (model.count_params(), zoo.count_macs(model)) == SIZES[name], (
-        "stale zoo/sizes.py: regenerate with `python scripts/measure_models.py > zoo/sizes.py`"
+        "stale zoo/_sizes.py: regenerate with `python scripts/measure_models.py > zoo/_sizes.py`"
     )
     if spec.is_task:
         return

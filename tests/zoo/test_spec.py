@@ -68,7 +68,7 @@ def test_stages_of_foreign_model_builds_no_registered_model(count_builds):
 
 @ONE_BACKEND
 def test_info_builds_once(count_builds):
-    zoo.cards._card.cache_clear()
+    zoo._cards._card.cache_clear()
     card = zoo.info("resnet18")
     assert count_builds == ["resnet18"]
     assert card.params == 11_699_112 and card.gmacs == pytest.approx(1.81, abs=0.01)
@@ -234,8 +234,8 @@ def test_docs_weights_table_is_generated_from_the_registry():
     readme = (pathlib.Path(__file__).parents[2] / "docs" / "models.md").read_text()
     start, end = "<!-- weights-table -->\n", "\n<!-- /weights-table -->"
     shown = readme[readme.index(start) + len(start) : readme.index(end)]
-    assert shown == zoo.cards.weights_table(), (
-        "docs/models.md's weights table is stale: paste zoo.cards.weights_table() between its markers"
+    assert shown == zoo._cards.weights_table(), (
+        "docs/models.md's weights table is stale: paste zoo._cards.weights_table() between its markers"
     )
     names = {line.split(" | ")[0].strip("| ") for line in shown.splitlines()[2:]}
     assert {"resnet18", "resnet34", "vgg11", "vgg13_bn", "googlenet"} <= names

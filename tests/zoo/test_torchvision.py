@@ -11,6 +11,7 @@ import pytest
 import zoo
 from tests.conftest import randomize_bn_stats
 from zoo import torchvision as tv
+from zoo.models import resnet, vgg
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -64,7 +65,7 @@ def _torch_resnet(sd, x, depths, bottleneck=False):
 
 
 def _torch_vgg_features(sd, x, convs, batch_norm):
-    """torchvision's `VGG.features` Sequential, index by index (not through vgg_rows)."""
+    """torchvision's `VGG.features` Sequential, index by index (not through vgg.torchvision_rows)."""
     w = {k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}
     i = 0
     for n in convs:
@@ -82,7 +83,7 @@ def _torch_vgg_features(sd, x, convs, batch_norm):
 
 
 def test_resnet18_matches_an_independent_torch_forward_pass(tmp_path):
-    rows = tv.resnet_rows((2, 2, 2, 2))
+    rows = resnet.torchvision_rows((2, 2, 2, 2))
     model = zoo.build("resnet18", num_classes=7, input_shape=(64, 64, 3), classifier_activation=None)
     sd = _random_state_dict(model, rows)
     pth = str(tmp_path / "resnet18.pth")
@@ -103,11 +104,11 @@ def test_resnet18_matches_an_independent_torch_forward_pass(tmp_path):
 
 @pytest.mark.one_backend  # the same Keras layers as resnet18's parity, in a bottleneck
 def test_resnet50_tv_matches_torchvision_and_refuses_keras_files(tmp_path):
-    rows = tv.resnet_rows((3, 4, 6, 3), bottleneck=True)
+    rows = resnet.torchvision_rows((3, 4, 6, 3), bottleneck=True)
     model = zoo.build("resnet50_tv", num_classes=5, input_shape=(64, 64, 3), classifier_activation=None)
     sd = _random_state_dict(model, rows, seed=7)
     assert "layer1.0.downsample.0.weight" in sd and "layer4.2.conv3.weight" in sd
-    zoo.weights.load_weights(model, zoo.get_spec("resnet50_tv").state_dict_converter(sd))
+    zoo.weights.load_weights(model, zoo.get_spec("resnet50_tv").hooks.state_dict_converter(sd))
     x = np.random.default_rng(8).standard_normal((2, 64, 64, 3)).astype("float32")
     with torch.no_grad():
         ref = _torch_resnet(sd, torch.from_numpy(x.transpose(0, 3, 1, 2)), (3, 4, 6, 3), True).numpy()
@@ -131,7 +132,7 @@ def test_resnet50_tv_matches_torchvision_and_refuses_keras_files(tmp_path):
     ],
 )
 def test_vgg_features_match_an_independent_torch_forward_pass(name, convs, bn):
-    rows = tv.vgg_rows(convs, batch_norm=bn)
+    rows = vgg.torchvision_rows(convs, batch_norm=bn)
     model = zoo.build(name, include_top=False, input_shape=(32, 32, 3))
     sd = _random_state_dict(model, rows, seed=2)
     ours = zoo.build(name, include_top=False, input_shape=(32, 32, 3), weights=None)
@@ -144,7 +145,7 @@ def test_vgg_features_match_an_independent_torch_forward_pass(name, convs, bn):
 
 @pytest.mark.one_backend  # numpy re-ordering of VGG's 25088x4096 fc1: the same on every backend
 def test_vgg_dense_head_round_trips_bit_identically():
-    rows = tv.vgg_rows((1, 1, 2, 2, 2), batch_norm=False)
+    rows = vgg.torchvision_rows((1, 1, 2, 2, 2), batch_norm=False)
     model = zoo.build("vgg11", num_classes=5, input_shape=(224, 224, 3))
     sd = tv.to_torchvision(model, rows)
     assert sd["classifier.0.weight"].shape == (4096, 512 * 7 * 7)
@@ -160,7 +161,7 @@ def test_vgg_dense_head_round_trips_bit_identically():
 
 
 def test_round_trip_and_refusals_keep_the_model():
-    rows18 = tv.resnet_rows((2, 2, 2, 2))
+    rows18 = resnet.torchvision_rows((2, 2, 2, 2))
     a = zoo.build("resnet18", num_classes=4, input_shape=(32, 32, 3))
     randomize_bn_stats(a, np.random.default_rng(0))
     sd = tv.to_torchvision(a, rows18)
@@ -172,7 +173,9 @@ def test_round_trip_and_refusals_keep_the_model():
     # A resnet34 state dict into resnet18: its extra blocks are named, nothing is loaded.
     r34 = zoo.build("resnet34", num_classes=4, input_shape=(32, 32, 3))
     with pytest.raises(ValueError, match=r"not part of resnet18's torchvision layout: \['layer1.2"):
-        zoo.get_spec("resnet18").state_dict_converter(tv.to_torchvision(r34, tv.resnet_rows((3, 4, 6, 3))))
+        zoo.get_spec("resnet18").hooks.state_dict_converter(
+            tv.to_torchvision(r34, resnet.torchvision_rows((3, 4, 6, 3)))
+        )
     before = [_np(w).copy() for w in b.weights]
     with pytest.raises(ValueError, match="not part of"):
         zoo.weights.load_weights(
@@ -196,7 +199,10 @@ def test_imagenet_for_resnet18_through_a_hashed_file_in_the_keras_cache(tmp_path
     os.makedirs(tmp_path / "models")
     path = tmp_path / "models" / source.file_name
     torch.save(
-        {k: torch.from_numpy(v) for k, v in tv.to_torchvision(ref, tv.resnet_rows((2, 2, 2, 2))).items()},
+        {
+            k: torch.from_numpy(v)
+            for k, v in tv.to_torchvision(ref, resnet.torchvision_rows((2, 2, 2, 2))).items()
+        },
         str(path),
     )
     prefix = hashlib.sha256(path.read_bytes()).hexdigest()[:8]

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import functools
 
+import keras
 from keras import layers
 
-from zoo import layers as blocks
 from zoo import torchvision as tv
-from zoo.registry import Body, Stage, check_stage, register
-from zoo.weights import WeightSource
+from zoo.layers import act_name, conv_bn
+from zoo.registry import Body, Hooks, Stage, check_stage, register
+from zoo.weights import keras_applications_sources, legacy_keras_files
 
 # Table 1 of the v1 paper: blocks per stage (conv2_x .. conv5_x).
 DEPTHS = {
@@ -31,7 +32,6 @@ DEPTHS = {
 }
 STAGE_FILTERS = (64, 128, 256, 512)
 
-_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 # (with top, without top) md5 hashes of keras.applications' files.
 _KERAS_HASHES = {
     "resnet50": ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
@@ -64,18 +64,12 @@ PAPER_V2 = "He et al. 2016, Identity Mappings in Deep Residual Networks, https:/
 
 
 def _keras_sources(name: str) -> dict:
-    top_hash, notop_hash = _KERAS_HASHES[name]
-    top = f"{name}_weights_tf_dim_ordering_tf_kernels.h5"
-    notop = f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    meta = dict(
+    return keras_applications_sources(
+        *legacy_keras_files("resnet", name, _KERAS_HASHES[name]),
         preprocessing="tf" if name.endswith("v2") else "caffe",
         top1=_KERAS_TOP1[name],
         license="MIT (keras.applications)",
     )
-    return {
-        "imagenet": WeightSource(_BASE_URL + top, top, top_hash, include_top=True, **meta),
-        "imagenet_notop": WeightSource(_BASE_URL + notop, notop, notop_hash, include_top=False, **meta),
-    }
 
 
 def resnet_v1_stages(depths, *, bottleneck: bool, activation: str = "relu") -> tuple:
@@ -84,11 +78,11 @@ def resnet_v1_stages(depths, *, bottleneck: bool, activation: str = "relu") -> t
     Example:
 
         >>> import zoo
-        >>> [s.layer for s in zoo.resnet.resnet_v1_stages((2, 2, 2, 2), bottleneck=False)]
+        >>> [s.layer for s in zoo.models.resnet.resnet_v1_stages((2, 2, 2, 2), bottleneck=False)]
         ['conv1_relu', 'conv2_block2_out', 'conv3_block2_out', 'conv4_block2_out', 'conv5_block2_out']
     """
     expansion = 4 if bottleneck else 1
-    stages = [Stage("stem", f"conv1_{blocks.act_name(activation)}", 2, 64)]
+    stages = [Stage("stem", f"conv1_{act_name(activation)}", 2, 64)]
     for i, (filters, depth) in enumerate(zip(STAGE_FILTERS, depths)):
         stages.append(
             Stage(f"conv{i + 2}", f"conv{i + 2}_block{depth}_out", 2 ** (i + 2), filters * expansion)
@@ -105,16 +99,214 @@ def resnet_v2_stages(depths, *, activation: str = "relu") -> tuple:
     Example:
 
         >>> import zoo
-        >>> [s.channels for s in zoo.resnet.resnet_v2_stages((3, 4, 6, 3))]
+        >>> [s.channels for s in zoo.models.resnet.resnet_v2_stages((3, 4, 6, 3))]
         [64, 256, 512, 1024, 2048]
     """
-    act = blocks.act_name(activation)
+    act = act_name(activation)
     stages = [Stage("stem", "conv1_conv", 2, 64)]
     last = len(depths) - 1
     for i, (filters, depth) in enumerate(zip(STAGE_FILTERS, depths)):
         layer = f"conv{i + 2}_block{depth}_preact_{act}" if i < last else f"post_{act}"
         stages.append(Stage(f"conv{i + 2}", layer, 2 ** (i + 2), filters * 4))
     return tuple(stages)
+
+
+# --------------------------------------------------------------------------
+# Blocks
+# --------------------------------------------------------------------------
+
+
+def basic_block(
+    x: keras.KerasTensor,
+    filters: int,
+    *,
+    name: str,
+    strides: int = 1,
+    conv_shortcut: bool = False,
+    bn_epsilon: float = 1e-5,
+    activation: str = "relu",
+) -> keras.KerasTensor:
+    """ResNet v1 basic block (two 3x3 convs), torchvision layout.
+
+    Example:
+
+        >>> import keras, zoo
+        >>> x = keras.Input((32, 32, 64))
+        >>> zoo.models.resnet.basic_block(x, 128, strides=2, conv_shortcut=True,
+        ...                        name="conv3_block1").shape
+        (None, 16, 16, 128)
+    """
+    if conv_shortcut:
+        shortcut = conv_bn(
+            x,
+            filters,
+            1,
+            strides=strides,
+            bn_epsilon=bn_epsilon,
+            activation=None,
+            name=f"{name}_0",
+        )
+    else:
+        shortcut = x
+    y = conv_bn(
+        x,
+        filters,
+        3,
+        strides=strides,
+        padding="symmetric",
+        bn_epsilon=bn_epsilon,
+        activation=activation,
+        name=f"{name}_1",
+    )
+    y = conv_bn(
+        y,
+        filters,
+        3,
+        padding="symmetric",
+        bn_epsilon=bn_epsilon,
+        activation=None,
+        name=f"{name}_2",
+    )
+    y = layers.Add(name=f"{name}_add")([shortcut, y])
+    return layers.Activation(activation, name=f"{name}_out")(y)
+
+
+def bottleneck_block(
+    x: keras.KerasTensor,
+    filters: int,
+    *,
+    name: str,
+    strides: int = 1,
+    conv_shortcut: bool = False,
+    use_bias: bool = True,
+    bn_epsilon: float = 1.001e-5,
+    activation: str = "relu",
+    expansion: int = 4,
+    stride_on: str = "1x1",
+) -> keras.KerasTensor:
+    """ResNet v1 bottleneck block (1x1, 3x3, 1x1).
+
+    `stride_on="1x1"` (default) is keras.applications' layout (and Caffe's
+    original ResNet): the stride on the first 1x1 convolution, so its
+    ImageNet weights load unchanged. `stride_on="3x3"` is torchvision's
+    ("ResNet v1.5"): the stride on the 3x3, padded PyTorch-style.
+
+    Example:
+
+        >>> import keras, zoo
+        >>> x = keras.Input((16, 16, 64))
+        >>> zoo.models.resnet.bottleneck_block(x, 64, conv_shortcut=True,
+        ...                             name="conv2_block1").shape
+        (None, 16, 16, 256)
+    """
+    if conv_shortcut:
+        shortcut = conv_bn(
+            x,
+            expansion * filters,
+            1,
+            strides=strides,
+            use_bias=use_bias,
+            bn_epsilon=bn_epsilon,
+            activation=None,
+            name=f"{name}_0",
+        )
+    else:
+        shortcut = x
+    if stride_on not in ("1x1", "3x3"):
+        raise ValueError(f"`stride_on` must be '1x1' or '3x3'. Received: stride_on={stride_on!r}")
+    common = dict(use_bias=use_bias, bn_epsilon=bn_epsilon)
+    first, second = (strides, 1) if stride_on == "1x1" else (1, strides)
+    y = conv_bn(x, filters, 1, strides=first, activation=activation, name=f"{name}_1", **common)
+    y = conv_bn(
+        y,
+        filters,
+        3,
+        strides=second,
+        padding="symmetric" if second > 1 else "same",
+        activation=activation,
+        name=f"{name}_2",
+        **common,
+    )
+    y = conv_bn(y, expansion * filters, 1, activation=None, name=f"{name}_3", **common)
+    y = layers.Add(name=f"{name}_add")([shortcut, y])
+    return layers.Activation(activation, name=f"{name}_out")(y)
+
+
+def preact_bottleneck_block(
+    x: keras.KerasTensor,
+    filters: int,
+    *,
+    name: str,
+    strides: int = 1,
+    conv_shortcut: bool = False,
+    bn_epsilon: float = 1.001e-5,
+    activation: str = "relu",
+    expansion: int = 4,
+) -> keras.KerasTensor:
+    """ResNet v2 (pre-activation) bottleneck block, keras.applications layout.
+
+    BN-ReLU come before each convolution ("Identity Mappings in Deep
+    Residual Networks", He et al. 2016); the stride sits on the 3x3.
+
+    Example:
+
+        >>> import keras, zoo
+        >>> x = keras.Input((16, 16, 64))
+        >>> zoo.models.resnet.preact_bottleneck_block(x, 64, conv_shortcut=True,
+        ...                                    name="conv2_block1").shape
+        (None, 16, 16, 256)
+    """
+    preact = layers.BatchNormalization(epsilon=bn_epsilon, name=f"{name}_preact_bn")(x)
+    preact = layers.Activation(activation, name=f"{name}_preact_{act_name(activation)}")(preact)
+    if conv_shortcut:
+        shortcut = layers.Conv2D(expansion * filters, 1, strides=strides, name=f"{name}_0_conv")(preact)
+    elif strides > 1:
+        shortcut = layers.MaxPooling2D(1, strides=strides, name=f"{name}_0_pool")(x)
+    else:
+        shortcut = x
+    y = conv_bn(preact, filters, 1, bn_epsilon=bn_epsilon, activation=activation, name=f"{name}_1")
+    y = conv_bn(
+        y,
+        filters,
+        3,
+        strides=strides,
+        padding="symmetric",
+        bn_epsilon=bn_epsilon,
+        activation=activation,
+        name=f"{name}_2",
+    )
+    y = layers.Conv2D(expansion * filters, 1, name=f"{name}_3_conv")(y)
+    return layers.Add(name=f"{name}_out")([shortcut, y])
+
+
+# --------------------------------------------------------------------------
+# torchvision's names for the layers (rows for zoo.torchvision)
+# --------------------------------------------------------------------------
+
+
+def torchvision_rows(depths, *, bottleneck: bool = False) -> list:
+    """Rows of a torchvision ResNet: basic blocks (resnet18/34) or bottlenecks (50/101/152).
+
+    Example:
+
+        >>> import zoo
+        >>> zoo.models.resnet.torchvision_rows((2, 2, 2, 2))[:3]
+        [('conv1', 'conv1_conv', 'conv'), ('bn1', 'conv1_bn', 'bn'), ('layer1.0.conv1', 'conv2_block1_1_conv', 'conv')]
+    """
+    rows = [("conv1", "conv1_conv", "conv"), ("bn1", "conv1_bn", "bn")]
+    for s, depth in enumerate(depths, start=1):
+        for b in range(depth):
+            t, k = f"layer{s}.{b}", f"conv{s + 1}_block{b + 1}"
+            for i in range(1, 4 if bottleneck else 3):
+                rows += [(f"{t}.conv{i}", f"{k}_{i}_conv", "conv"), (f"{t}.bn{i}", f"{k}_{i}_bn", "bn")]
+            # The first block of a stage projects its shortcut when the shape
+            # changes: always with bottlenecks (64 -> 256), from stage 2 on otherwise.
+            if b == 0 and (s > 1 or bottleneck):
+                rows += [
+                    (f"{t}.downsample.0", f"{k}_0_conv", "conv"),
+                    (f"{t}.downsample.1", f"{k}_0_bn", "bn"),
+                ]
+    return rows + [("fc", "predictions", "linear")]
 
 
 def resnet_v1(x, *, depths, bottleneck: bool, activation: str = "relu", layout: str = "keras") -> Body:
@@ -134,7 +326,7 @@ def resnet_v1(x, *, depths, bottleneck: bool, activation: str = "relu", layout: 
     stages = resnet_v1_stages(depths, bottleneck=bottleneck, activation=activation)
     keras_layout = bottleneck and layout == "keras"
     eps = 1.001e-5 if keras_layout else 1e-5
-    x = blocks.conv_bn(
+    x = conv_bn(
         x,
         64,
         7,
@@ -155,7 +347,7 @@ def resnet_v1(x, *, depths, bottleneck: bool, activation: str = "relu", layout: 
             strides = 2 if (b == 0 and i > 0) else 1
             name = f"{stage}_block{b + 1}"
             if bottleneck:
-                x = blocks.bottleneck_block(
+                x = bottleneck_block(
                     x,
                     filters,
                     strides=strides,
@@ -167,7 +359,7 @@ def resnet_v1(x, *, depths, bottleneck: bool, activation: str = "relu", layout: 
                     stride_on="1x1" if keras_layout else "3x3",
                 )
             else:
-                x = blocks.basic_block(
+                x = basic_block(
                     x,
                     filters,
                     strides=strides,
@@ -198,7 +390,7 @@ def resnet_v2(x, *, depths, activation: str = "relu") -> Body:
             strides = 2 if (b == depth - 1 and i < last) else 1
             # The last block of a stage downsamples (but the last stage's);
             # its pre-activation `declared.layer` ends the stage.
-            x = blocks.preact_bottleneck_block(
+            x = preact_bottleneck_block(
                 x,
                 filters,
                 strides=strides,
@@ -207,7 +399,7 @@ def resnet_v2(x, *, depths, activation: str = "relu") -> Body:
                 name=f"{declared.name}_block{b + 1}",
             )
     x = layers.BatchNormalization(epsilon=1.001e-5, name="post_bn")(x)
-    x = layers.Activation(activation, name=f"post_{blocks.act_name(activation)}")(x)
+    x = layers.Activation(activation, name=f"post_{act_name(activation)}")(x)
     return Body(check_stage(x, stages[-1]))
 
 
@@ -222,9 +414,13 @@ for _depth in (18, 34, 50, 101, 152):
         stage_fn=functools.partial(resnet_v1_stages, DEPTHS[_depth], bottleneck=_bottleneck),
         preprocessing="caffe" if _bottleneck else "torch",
         weights=_keras_sources(_name) if _name in _KERAS_HASHES else _TORCHVISION[_name],
-        state_dict_converter=None
+        hooks=Hooks()
         if _bottleneck
-        else functools.partial(tv.from_torchvision, rows=tv.resnet_rows(DEPTHS[_depth]), model_name=_name),
+        else Hooks(
+            state_dict_converter=functools.partial(
+                tv.from_torchvision, rows=torchvision_rows(DEPTHS[_depth]), model_name=_name
+            )
+        ),
         description=(
             f"ResNet-{_depth} v1, "
             + (
@@ -261,8 +457,10 @@ for _depth in (50, 101, 152):
         stages=resnet_v1_stages(DEPTHS[_depth], bottleneck=True),
         stage_fn=functools.partial(resnet_v1_stages, DEPTHS[_depth], bottleneck=True),
         weights=_TORCHVISION_V15[_depth],
-        state_dict_converter=functools.partial(
-            tv.from_torchvision, rows=tv.resnet_rows(DEPTHS[_depth], bottleneck=True), model_name=_name
+        hooks=Hooks(
+            state_dict_converter=functools.partial(
+                tv.from_torchvision, rows=torchvision_rows(DEPTHS[_depth], bottleneck=True), model_name=_name
+            )
         ),
         description=f"ResNet-{_depth} v1.5, torchvision layout (stride on the 3x3, no conv biases)",
     )(functools.partial(resnet_v1, depths=DEPTHS[_depth], bottleneck=True, layout="torchvision"))

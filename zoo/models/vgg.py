@@ -13,10 +13,10 @@ import functools
 
 from keras import layers
 
-from zoo import layers as blocks
 from zoo import torchvision as tv
-from zoo.registry import Body, Stage, check_stage, register
-from zoo.weights import WeightSource
+from zoo.layers import apply, classifier_head
+from zoo.registry import Body, Hooks, Stage, check_stage, register
+from zoo.weights import keras_applications_sources, legacy_keras_files
 
 # Table 1: convolutions per block (all 3x3); channels double per block to 512.
 CONFIGS = {
@@ -28,7 +28,6 @@ CONFIGS = {
 BLOCK_FILTERS = (64, 128, 256, 512, 512)
 PAPER = "Simonyan & Zisserman 2014, Very Deep Convolutional Networks for Large-Scale Image Recognition, https://arxiv.org/abs/1409.1556"
 
-_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 _KERAS_HASHES = {
     "vgg16": ("64373286793e3c8b2b4e3219cbf3544b", "6d6bbae143d832006294945121d1f1fc"),
     "vgg19": ("cbe5617147190e668d6c5d5026f83318", "253f8cb515780f3b799900260a226db6"),
@@ -57,15 +56,13 @@ def _sources(name: str) -> dict:
 
 
 def _keras_sources(name: str) -> dict:
-    top_hash, notop_hash = _KERAS_HASHES[name]
-    top = f"{name}_weights_tf_dim_ordering_tf_kernels.h5"
-    notop = f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
     # keras.applications' table reports 71.3 % top-1 for both VGG16 and VGG19.
-    meta = dict(preprocessing="caffe", top1=71.3, license="CC BY 4.0 (Oxford VGG)")
-    return {
-        "imagenet": WeightSource(f"{_URL}{name}/{top}", top, top_hash, include_top=True, **meta),
-        "imagenet_notop": WeightSource(f"{_URL}{name}/{notop}", notop, notop_hash, include_top=False, **meta),
-    }
+    return keras_applications_sources(
+        *legacy_keras_files(name, name, _KERAS_HASHES[name]),
+        preprocessing="caffe",
+        top1=71.3,
+        license="CC BY 4.0 (Oxford VGG)",
+    )
 
 
 def vgg_stages() -> tuple:
@@ -74,7 +71,7 @@ def vgg_stages() -> tuple:
     Example:
 
         >>> import zoo
-        >>> zoo.vgg.vgg_stages()[-1]
+        >>> zoo.models.vgg.vgg_stages()[-1]
         Stage(name='block5', layer='block5_pool', reduction=32, channels=512)
     """
     return tuple(Stage(f"block{b}", f"block{b}_pool", 2**b, f) for b, f in enumerate(BLOCK_FILTERS, start=1))
@@ -99,10 +96,10 @@ def vgg(x, *, convs_per_block, batch_norm: bool, activation: str = "relu") -> Bo
 
 def vgg_top(x, *, num_classes, classifier_activation):
     """VGG's classifier: Flatten, two 4096-unit layers, the predictions."""
-    head = blocks.classifier_head(
+    head = classifier_head(
         num_classes, pooling="flatten", hidden_units=(4096, 4096), activation=classifier_activation
     )
-    return blocks.apply(head, x)
+    return apply(head, x)
 
 
 def vgg_conv_head(x):
@@ -118,6 +115,36 @@ def vgg_conv_head(x):
     return layers.Dropout(0.5, name="drop7")(x)
 
 
+# --------------------------------------------------------------------------
+# torchvision's names for the layers (rows for zoo.torchvision)
+# --------------------------------------------------------------------------
+
+
+def torchvision_rows(convs_per_block, *, batch_norm: bool) -> list:
+    """Rows of a torchvision VGG (`features.{i}` in its Sequential order).
+
+    Example:
+
+        >>> import zoo
+        >>> zoo.models.vgg.torchvision_rows((1, 1, 2, 2, 2), batch_norm=True)[:3]
+        [('features.0', 'block1_conv1', 'conv'), ('features.1', 'block1_conv1_bn', 'bn'), ('features.4', 'block2_conv1', 'conv')]
+    """
+    rows, i = [], 0
+    for b, n in enumerate(convs_per_block, start=1):
+        for j in range(1, n + 1):
+            rows.append((f"features.{i}", f"block{b}_conv{j}", "conv"))
+            if batch_norm:
+                rows.append((f"features.{i + 1}", f"block{b}_conv{j}_bn", "bn"))
+            i += 3 if batch_norm else 2  # conv, [bn], relu
+        i += 1  # the block's max pool
+    # torchvision pools to 7x7 and flattens (C, H, W); Keras flattens (H, W, C).
+    return rows + [
+        ("classifier.0", "fc1", ("linear_chw", 512, 7, 7)),
+        ("classifier.3", "fc2", "linear"),
+        ("classifier.6", "predictions", "linear"),
+    ]
+
+
 for _name, _convs in CONFIGS.items():
     for _bn in (False, True):
         _full = _name + ("_bn" if _bn else "")
@@ -126,13 +153,15 @@ for _name, _convs in CONFIGS.items():
             family="vgg",
             paper=PAPER,
             stages=vgg_stages(),
-            top=vgg_top,
-            fixed_size_top=True,
-            conv_head=vgg_conv_head,
-            conv_head_names={"fc1": "fc6", "fc2": "fc7"},
             weights=_sources(_full),
-            state_dict_converter=functools.partial(
-                tv.from_torchvision, rows=tv.vgg_rows(_convs, batch_norm=_bn), model_name=_full
+            hooks=Hooks(
+                top=vgg_top,
+                fixed_size_top=True,
+                conv_head=vgg_conv_head,
+                conv_head_names={"fc1": "fc6", "fc2": "fc7"},
+                state_dict_converter=functools.partial(
+                    tv.from_torchvision, rows=torchvision_rows(_convs, batch_norm=_bn), model_name=_full
+                ),
             ),
             description=f"VGG-{_name[3:]} (config {'ABDE'[list(CONFIGS).index(_name)]})"
             + (" with BatchNorm" if _bn else ""),

@@ -13,9 +13,9 @@ the image; each upsampled map is cropped by `factor // 2` (the bilinear
 kernel's centre) to align with the next, and the output is cropped back to
 the input size: `(H, W, 3)` in, `(H, W, num_classes)` out.
 
-Backbones whose spec has a `conv_head` keep their classifier as
+Backbones whose spec's hooks have a `conv_head` keep their classifier as
 convolutions (VGG: fc6 7x7x4096, fc7 1x1x4096), so ImageNet VGG weights flow
-into fc6/fc7 through the spec's `conv_head_names`.
+into fc6/fc7 through the hooks' `conv_head_names`.
 
 FCN-32s/16s/8s are registered as *task* models (`zoo.registry.register_task`):
 `zoo.build("fcn8s", ...)` takes exactly the arguments of `fcn` below and
@@ -26,19 +26,225 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import Any
 
 import keras
-from keras import layers
+import numpy as np
+from keras import layers, ops
 
-from zoo import layers as blocks
 from zoo import weights as zoo_weights
+from zoo._builder import build, dtype_policy_scope, input_stamp, resolve_input_shape
 from zoo._keras import inbound_nodes
+from zoo.layers import ImageNormalization
 from zoo.registry import get_spec, register_task
 
 PAPER = "Long, Shelhamer & Darrell 2015, Fully Convolutional Networks for Semantic Segmentation, https://arxiv.org/abs/1411.4038"
 VARIANTS = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
 # Layers that pass a Dense input through unchanged in shape semantics.
 _PASSTHROUGH = (layers.Dropout, layers.Activation, layers.ReLU, layers.BatchNormalization)
+
+
+# --------------------------------------------------------------------------
+# Blocks: bilinear upsampling, cropping, padding
+# --------------------------------------------------------------------------
+
+
+def bilinear_kernel(factor: int, channels: int) -> np.ndarray:
+    """The `(2f, 2f, C, C)` transposed-convolution kernel of bilinear upsampling.
+
+    Caffe's `upsample_filt` on the channel diagonal (Long et al. 2015):
+    channels do not mix. Cropping `factor // 2` pixels from the top-left of
+    the stride-`factor` transposed convolution then equals half-pixel
+    bilinear resizing away from the border.
+
+    Example:
+
+        >>> import zoo
+        >>> zoo.tasks.fcn.bilinear_kernel(2, 1)[:, 0, 0, 0].tolist()
+        [0.0625, 0.1875, 0.1875, 0.0625]
+    """
+    size = 2 * factor
+    center = factor - 0.5
+    og = np.arange(size)
+    filt1d = 1 - np.abs(og - center) / factor
+    filt = np.outer(filt1d, filt1d)
+    kernel = np.zeros((size, size, channels, channels), dtype="float32")
+    for c in range(channels):
+        kernel[:, :, c, c] = filt
+    return kernel
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class BilinearUpsamplingInitializer(keras.initializers.Initializer):
+    """Initialises a `Conv2DTranspose` kernel to bilinear upsampling.
+
+    Args:
+        factor: int. The transposed convolution's stride.
+
+    Example:
+
+        >>> import keras, zoo
+        >>> init = zoo.tasks.fcn.BilinearUpsamplingInitializer(2)
+        >>> tuple(init((4, 4, 3, 3)).shape)
+        (4, 4, 3, 3)
+    """
+
+    def __init__(self, factor: int):
+        self.factor = factor
+
+    def __call__(self, shape, dtype=None):
+        kh, kw, out_c, in_c = shape
+        if (kh, kw) != (2 * self.factor, 2 * self.factor) or out_c != in_c:
+            raise ValueError(
+                f"A bilinear kernel for factor {self.factor} has shape "
+                f"({2 * self.factor}, {2 * self.factor}, C, C). Received: shape={shape}"
+            )
+        return ops.convert_to_tensor(bilinear_kernel(self.factor, in_c), dtype=dtype)
+
+    def get_config(self):
+        return {"factor": self.factor}
+
+
+def bilinear_upsample(x: keras.KerasTensor, factor: int, *, name: str) -> keras.KerasTensor:
+    """A learnable, bias-free transposed convolution initialised to bilinear.
+
+    Output side is `(n + 1) * factor`; `CropLike(offset=factor // 2)` aligns it
+    with a reference map (FCN's skips and final output).
+
+    Example:
+
+        >>> import keras, zoo
+        >>> x = keras.Input((7, 7, 21))
+        >>> zoo.tasks.fcn.bilinear_upsample(x, 2, name="upscore2").shape
+        (None, 16, 16, 21)
+    """
+    return layers.Conv2DTranspose(
+        x.shape[-1],
+        2 * factor,
+        strides=factor,
+        padding="valid",
+        use_bias=False,
+        kernel_initializer=BilinearUpsamplingInitializer(factor),
+        name=name,
+    )(x)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class CropLike(layers.Layer):
+    """Crops `x` to the spatial size of `reference`, starting at `offset`.
+
+    Called as `CropLike(offset)([x, reference])`; works with unknown
+    (None) sizes on every backend.
+
+    Example:
+
+        >>> import numpy as np, zoo
+        >>> y = zoo.tasks.fcn.CropLike(offset=1)([np.zeros((1, 9, 9, 2)), np.zeros((1, 5, 6, 3))])
+        >>> tuple(y.shape)
+        (1, 5, 6, 2)
+    """
+
+    def __init__(self, offset: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.offset = offset
+
+    def call(self, inputs):
+        x, reference = inputs
+        ref_shape = ops.shape(reference)
+        h, w = ref_shape[1], ref_shape[2]
+        o = self.offset
+        return x[:, o : o + h, o : o + w, :]
+
+    def compute_output_shape(self, input_shapes):
+        x_shape, ref_shape = input_shapes
+        return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "offset": self.offset}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class FitLike(layers.Layer):
+    """Centre-crops `x`, or extends its edges, to the spatial size of `reference`.
+
+    Called as `FitLike()([x, reference])`. FCN aligns its scores with it on
+    backbones whose maps do not divide the input exactly (valid padding:
+    InceptionV3, Inception-ResNet-v2 lose a border at every reduction, so a
+    stride-8 map of a 96 px input is 9 wide, not 12). Such a map covers the
+    centre of the image, so the upsampled scores are centred on the
+    reference, and a side that falls short repeats its outermost row or
+    column. Works with unknown (None) sizes on every backend.
+
+    Example:
+
+        >>> import numpy as np, zoo
+        >>> x = np.arange(4.0).reshape(1, 2, 2, 1)
+        >>> y = zoo.tasks.fcn.FitLike()([x, np.zeros((1, 4, 1, 1))])
+        >>> np.asarray(y)[0, :, :, 0].tolist()
+        [[0.0], [0.0], [2.0], [2.0]]
+    """
+
+    def call(self, inputs):
+        x, reference = inputs
+        for axis in (1, 2):
+            x = _fit_axis(x, ops.shape(reference)[axis], axis)
+        return x
+
+    def compute_output_shape(self, input_shapes):
+        x_shape, ref_shape = input_shapes
+        return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
+
+
+def _fit_axis(x, size, axis):
+    """`x` along `axis` (1 or 2) edge-extended, then centre-cropped, to `size`."""
+    n = ops.shape(x)[axis]
+    short = ops.maximum(size - n, 0)
+    before = short // 2
+    first, last = (x[:, :1], x[:, -1:]) if axis == 1 else (x[:, :, :1], x[:, :, -1:])
+    x = ops.concatenate(
+        [ops.repeat(first, before, axis=axis), x, ops.repeat(last, short - before, axis=axis)], axis=axis
+    )
+    start = (ops.shape(x)[axis] - size) // 2
+    return x[:, start : start + size] if axis == 1 else x[:, :, start : start + size]
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class PadToMultiple(layers.Layer):
+    """Zero-pads height and width at the bottom/right up to a multiple.
+
+    FCN pads its input to a multiple of the backbone's stride, so every skip
+    divides exactly and the upsampled scores cover the whole image; the
+    output is cropped back to the input size.
+
+    Args:
+        multiple: int. Defaults to 32.
+
+    Example:
+
+        >>> import numpy as np, zoo
+        >>> tuple(zoo.tasks.fcn.PadToMultiple(32)(np.zeros((1, 33, 64, 3))).shape)
+        (1, 64, 64, 3)
+    """
+
+    def __init__(self, multiple: int = 32, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.multiple = multiple
+
+    def call(self, x):
+        shape = ops.shape(x)
+        m = self.multiple
+        pad_h = (m - shape[1] % m) % m
+        pad_w = (m - shape[2] % m) % m
+        return ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+
+    def compute_output_shape(self, input_shape):
+        def up(n):
+            return None if n is None else -(-n // self.multiple) * self.multiple
+
+        return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "multiple": self.multiple}
 
 
 def convolutionalize(model: keras.Model, *, input_shape: tuple = (None, None, 3)) -> keras.Model:
@@ -179,7 +385,6 @@ def fcn(
         >>> m.output_shape
         (None, 75, 100, 3)
     """
-    from zoo.builder import build, dtype_policy_scope, input_stamp, resolve_input_shape
 
     variant = {v: k for k, v in VARIANTS.items()}[stride]
     spec = get_spec(backbone)
@@ -195,8 +400,8 @@ def fcn(
         inputs = keras.Input(shape, name=input_stamp(spec))
         x = inputs
         if include_preprocessing:
-            x = blocks.ImageNormalization(preprocessing, name="preprocessing")(x)
-        x = blocks.PadToMultiple(32, name="pad_to_32")(x)
+            x = ImageNormalization(preprocessing, name="preprocessing")(x)
+        x = PadToMultiple(32, name="pad_to_32")(x)
         # The backbone through `features_only`, the one path every zoo and
         # keras.applications body is built by (so their keywords, names and
         # stage checks apply here as well).
@@ -204,27 +409,23 @@ def fcn(
         stage_out = _stage_outputs(features.outputs, spec.stages, spec.name)
         exact = _divides_exactly(features, spec)
         x = stage_out[32]
-        if spec.conv_head is not None:
+        if spec.hooks.conv_head is not None:
             # The classifier's hidden layers as convolutions (Long et al. 3.1).
-            x = spec.conv_head(x)
+            x = spec.hooks.conv_head(x)
         score = layers.Conv2D(num_classes, 1, name="score_fr")(x)
         # Skips (Long et al. Figure 3): 2x upsample, crop, add the scored stage.
         for skip, pool, up_name in ((16, "pool4", "upscore_2"), (8, "pool3", "upscore_pool4")):
             if stride > skip:
                 break
-            up = blocks.bilinear_upsample(score, 2, name=up_name)
+            up = bilinear_upsample(score, 2, name=up_name)
             skip_score = layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=f"score_{pool}")(
                 stage_out[skip]
             )
-            align = (
-                blocks.CropLike(1, name=f"{up_name}_crop")
-                if exact
-                else blocks.FitLike(name=f"{up_name}_crop")
-            )
+            align = CropLike(1, name=f"{up_name}_crop") if exact else FitLike(name=f"{up_name}_crop")
             up = align([up, skip_score])
             score = layers.Add(name=f"fuse_{pool}")([up, skip_score])
-        up = blocks.bilinear_upsample(score, stride, name=f"upscore{stride}")
-        align = blocks.CropLike(stride // 2, name="score") if exact else blocks.FitLike(name="score")
+        up = bilinear_upsample(score, stride, name=f"upscore{stride}")
+        align = CropLike(stride // 2, name="score") if exact else FitLike(name="score")
         score = align([up, inputs])
         outputs = layers.Activation(classifier_activation or "linear", dtype="float32", name="predictions")(
             score
@@ -251,7 +452,7 @@ def segmentation_metrics(num_classes: int) -> list:
     Example:
 
         >>> import numpy as np, zoo
-        >>> miou, acc = zoo.fcn.segmentation_metrics(2)
+        >>> miou, acc = zoo.tasks.fcn.segmentation_metrics(2)
         >>> scores = np.eye(2)[np.array([[[0, 1], [1, 1]]])]
         >>> _ = miou.update_state(np.array([[[0, 1], [0, 1]]]), scores)
         >>> round(float(miou.result()), 4)
@@ -277,7 +478,7 @@ class MeanIoU(keras.metrics.MeanIoU):
     Example:
 
         >>> import numpy as np, zoo
-        >>> m = zoo.fcn.MeanIoU(2)
+        >>> m = zoo.tasks.fcn.MeanIoU(2)
         >>> _ = m.update_state(np.array([0, 1, 0, 1]), np.array([0, 1, 1, 1]))
         >>> round(float(m.result()), 4)
         0.5833
@@ -313,7 +514,7 @@ def _divides_exactly(features, spec) -> bool:
     True for backbones with "same" padding (VGG, ResNet, MobileNet, ...): the
     skips then align by Long et al.'s crops. Valid-padding backbones
     (InceptionV3, Inception-ResNet-v2) lose a border at each reduction; their
-    scores are centred on the next map instead (`zoo.layers.FitLike`).
+    scores are centred on the next map instead (`zoo.tasks.fcn.FitLike`).
     """
     h, w = features.inputs[0].shape[1:3]
     size = (-(-h // 32) * 32, -(-w // 32) * 32) if h and w else (128, 160)
@@ -362,7 +563,7 @@ def _load(model, weights, spec):
         source_model = convolutionalize(source_model)
     entries = zoo_weights.read_weights(source_model)
     for e in entries:
-        e.name = spec.conv_head_names.get(e.name, e.name)
+        e.name = spec.hooks.conv_head_names.get(e.name, e.name)
     plan = zoo_weights.plan_assignment(model, entries, match="name")
     # The FCN's own layers (scores, deconvolutions) have no counterpart in a backbone.
     head = {l.name for l in model.layers if l.name.startswith(("score_", "upscore"))}
@@ -376,9 +577,8 @@ def _load(model, weights, spec):
 
 
 def _backbone_classifier(spec, weights):
-    from zoo.builder import build
 
-    include_top = spec.conv_head is not None  # e.g. VGG's fc6/fc7 come from its classifier
+    include_top = spec.hooks.conv_head is not None  # e.g. VGG's fc6/fc7 come from its classifier
     kwargs = {"input_shape": (spec.default_size, spec.default_size, 3)} if include_top else {}
     return build(spec.name, include_top=include_top, weights=weights, **kwargs)
 
@@ -390,7 +590,5 @@ for _name, _stride in VARIANTS.items():
         task="segmentation",
         paper=PAPER,
         builder=functools.partial(fcn, stride=_stride),
-        default_backbone="vgg16",
-        default_classes=21,
         description=f"FCN-{_stride}s semantic segmentation (default backbone VGG16)",
     )

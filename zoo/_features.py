@@ -15,8 +15,8 @@ import math
 
 import keras
 
+from zoo.layers import leaf_layers
 from zoo.registry import _REGISTRY, Stage
-from zoo.weights import leaf_layers
 
 
 def select_stages(stages, out_indices, name):
@@ -25,7 +25,7 @@ def select_stages(stages, out_indices, name):
     Example:
 
         >>> import zoo
-        >>> [s.name for s in zoo.features.select_stages(zoo.get_spec("vgg11").stages, (0, -1), "vgg11")]
+        >>> [s.name for s in zoo._features.select_stages(zoo.get_spec("vgg11").stages, (0, -1), "vgg11")]
         ['block1', 'block5']
     """
     stages = list(stages)
@@ -57,7 +57,7 @@ def spec_of(model: keras.Model):
 
         >>> import zoo
         >>> m = zoo.build("vgg11", input_shape=(32, 32, 3), include_top=False, name="mine")
-        >>> zoo.features.spec_of(m).name
+        >>> zoo._features.spec_of(m).name
         'vgg11'
     """
     try:
@@ -126,7 +126,7 @@ def infer_stages(model: keras.Model) -> list[Stage]:
         >>> import keras, zoo
         >>> m = keras.applications.MobileNetV2(weights=None, include_top=False,
         ...                                    input_shape=(64, 64, 3))
-        >>> [s.reduction for s in zoo.features.infer_stages(m)]
+        >>> [s.reduction for s in zoo._features.infer_stages(m)]
         [2, 4, 8, 16, 32]
     """
     stages, last_by_reduction = [], {}

@@ -32,7 +32,7 @@ class EnsembleCombine(layers.Layer):
         >>> import keras, numpy as np, zoo
         >>> a, b, c = (np.array([[0.6, 0.4, 0.0]]), np.array([[0.1, 0.5, 0.4]]),
         ...            np.array([[0.2, 0.7, 0.1]]))
-        >>> vote = keras.ops.convert_to_numpy(zoo.averaging.EnsembleCombine("vote")([a, b, c]))
+        >>> vote = keras.ops.convert_to_numpy(zoo._averaging.EnsembleCombine("vote")([a, b, c]))
         >>> int(np.argmax(vote)), round(float(np.sum(vote)), 5)
         (1, 1.0)
     """

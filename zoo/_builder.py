@@ -10,7 +10,9 @@ checks their arguments and hands over.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
+import types
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -19,7 +21,8 @@ import numpy as np
 
 from zoo import layers as zoo_layers
 from zoo import weights as zoo_weights
-from zoo.features import select_stages
+from zoo._auxiliary import AuxiliaryClassifierModel
+from zoo._features import select_stages
 from zoo.registry import ModelSpec, get_spec, specs
 
 _POOLING = ("avg", "max", None)
@@ -95,9 +98,9 @@ def resolve_input_shape(spec, input_shape, *, include_top, weights):
 
         >>> import zoo
         >>> spec = zoo.get_spec("vgg16")
-        >>> zoo.builder.resolve_input_shape(spec, None, include_top=True, weights=None)
+        >>> zoo._builder.resolve_input_shape(spec, None, include_top=True, weights=None)
         (224, 224, 3)
-        >>> zoo.builder.resolve_input_shape(spec, None, include_top=False, weights=None)
+        >>> zoo._builder.resolve_input_shape(spec, None, include_top=False, weights=None)
         (None, None, 3)
     """
     if keras.config.image_data_format() != "channels_last":
@@ -108,7 +111,7 @@ def resolve_input_shape(spec, input_shape, *, include_top, weights):
             "where that is faster."
         )
     if input_shape is None:
-        if (include_top and spec.fixed_size_top) or spec.static_input:
+        if (include_top and spec.hooks.fixed_size_top) or spec.hooks.static_input:
             return (spec.default_size, spec.default_size, 3)
         return (None, None, 3)
     input_shape = tuple(input_shape)
@@ -133,14 +136,14 @@ def resolve_input_shape(spec, input_shape, *, include_top, weights):
             f"Received: input_shape={input_shape}. Convert the images to RGB "
             "or build with `weights=None`."
         )
-    if spec.static_input and (h is None or w is None):
+    if spec.hooks.static_input and (h is None or w is None):
         raise ValueError(
             f"{spec.name!r} needs a fixed input size (its cells compare the "
             f"sizes of their inputs while building). Received: "
             f"input_shape={input_shape}. Give a size, e.g. "
             f"({spec.default_size}, {spec.default_size}, 3)."
         )
-    if include_top and spec.fixed_size_top:
+    if include_top and spec.hooks.fixed_size_top:
         if h is None or w is None:
             raise ValueError(
                 f"{spec.name!r} with `include_top=True` flattens its last "
@@ -168,16 +171,13 @@ def resolve_source(spec, weights, *, include_top):
     Example:
 
         >>> import zoo
-        >>> src = zoo.builder.resolve_source(zoo.get_spec("vgg16"), "imagenet", include_top=False)
+        >>> src = zoo._builder.resolve_source(zoo.get_spec("vgg16"), "imagenet", include_top=False)
         >>> src.file_name
         'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5'
     """
     if not isinstance(weights, str) or not (weights in spec.weights or weights == "imagenet"):
         return None
-    tag = weights
-    if tag == "imagenet" and not include_top and "imagenet_notop" in spec.weights:
-        tag = "imagenet_notop"
-    return spec.source(tag)
+    return spec.source(weights, include_top=include_top)
 
 
 def _resolve_weights(spec, weights, *, include_top, num_classes):
@@ -218,24 +218,6 @@ def _given(arguments: dict, defaults: dict) -> dict:
     return out
 
 
-_DEFAULTS = dict(
-    num_classes=None,
-    classes=None,
-    input_shape=None,
-    input_tensor=None,
-    include_top=True,
-    pooling=None,
-    weights=None,
-    classifier_activation="softmax",
-    features_only=False,
-    out_indices=None,
-    include_preprocessing=False,
-    dtype=None,
-    activation=None,
-    aux_logits=False,
-    backbone=None,
-    name=None,
-)
 # Why a backbone does not take an argument, and where to look instead.
 _HINTS = {
     "aux_logits": "Auxiliary classifiers exist for GoogLeNet (`zoo.list_models('googlenet*')`).",
@@ -246,11 +228,13 @@ _HINTS = {
 
 def _check_arguments(spec, given):
     """Refuse any argument the model does not take, naming what it does take."""
-    accepted = set(spec.arguments)
-    if not spec.is_task:
+    if spec.is_task:
+        accepted = set(spec.arguments)
+    else:
+        accepted = set(_DEFAULTS) - _NOT_BACKBONE
         if spec.body is not None and "activation" not in _parameters(spec.body):
             accepted.discard("activation")
-        if spec.aux_top is None:
+        if spec.hooks.aux_top is None:
             accepted.discard("aux_logits")
     for key, value in given.items():
         if key in accepted:
@@ -265,8 +249,6 @@ def _check_arguments(spec, given):
 
 
 def _parameters(fn):
-    import inspect
-
     return inspect.signature(fn).parameters
 
 
@@ -373,25 +355,8 @@ def build(
         ...           input_tensor=keras.Input((64, 64, 3))).name
         'mine'
     """
+    arguments = {k: v for k, v in locals().items() if k != "model_name"}  # every argument, as declared above
     spec = get_spec(model_name)
-    arguments = dict(
-        num_classes=num_classes,
-        classes=classes,
-        input_shape=input_shape,
-        input_tensor=input_tensor,
-        include_top=include_top,
-        pooling=pooling,
-        weights=weights,
-        classifier_activation=classifier_activation,
-        features_only=features_only,
-        out_indices=out_indices,
-        include_preprocessing=include_preprocessing,
-        dtype=dtype,
-        activation=activation,
-        aux_logits=aux_logits,
-        backbone=backbone,
-        name=name,
-    )
     given = _given(arguments, _DEFAULTS)
     if "classes" in given:
         if "num_classes" in given and num_classes != classes:
@@ -406,107 +371,100 @@ def build(
     if spec.is_task:
         given.setdefault("num_classes", num_classes)
         return spec.builder(**given)
-    return _build_backbone(
-        spec,
-        num_classes=num_classes,
-        **{k: v for k, v in arguments.items() if k not in ("num_classes", "classes", "backbone")},
-    )
+    arguments["num_classes"] = num_classes
+    return _build_backbone(spec, **{k: v for k, v in arguments.items() if k not in _NOT_BACKBONE})
 
 
-def _build_backbone(
-    spec,
-    *,
-    num_classes,
-    input_shape,
-    input_tensor,
-    include_top,
-    pooling,
-    weights,
-    classifier_activation,
-    features_only,
-    out_indices,
-    include_preprocessing,
-    dtype,
-    activation,
-    aux_logits,
-    name,
-):
-    options = {k: v for k, v in (("activation", activation), ("aux_logits", aux_logits)) if v}
-    if aux_logits and not include_top:
+# `build`'s signature is the one declaration of its arguments: the defaults,
+# the checks and the backbone assembly below all read it.
+_DEFAULTS = {
+    p.name: p.default for p in inspect.signature(build).parameters.values() if p.kind is p.KEYWORD_ONLY
+}
+# What a backbone does not take: the task models' `backbone`, and `classes`
+# (keras.applications' name for `num_classes`, renamed before the check).
+_NOT_BACKBONE = frozenset({"backbone", "classes"})
+
+
+def _build_backbone(spec, **arguments):
+    # `a.<argument>`: `build`'s arguments as declared in its signature (the
+    # ones a backbone takes), so adding one to `build` needs no list here.
+    a = types.SimpleNamespace(**arguments)
+    options = {k: v for k, v in (("activation", a.activation), ("aux_logits", a.aux_logits)) if v}
+    if a.aux_logits and not a.include_top:
         raise ValueError(
             "`aux_logits=True` adds auxiliary *classifiers*, so it needs "
             "`include_top=True` (and `features_only=False`)."
         )
-    if input_shape is None and input_tensor is not None:
-        input_shape = tuple(input_tensor.shape[1:])
-    if aux_logits and spec.aux_needs_fixed_size and input_shape is None:
-        input_shape = (spec.default_size, spec.default_size, 3)
-    if pooling not in _POOLING:
-        raise ValueError(f"`pooling` must be one of {_POOLING}. Received: pooling={pooling!r}")
-    if include_top and (not isinstance(num_classes, int) or num_classes < 1):
-        raise ValueError(f"`num_classes` must be a positive int. Received: num_classes={num_classes!r}")
-    if out_indices is not None and not features_only:
+    if a.input_shape is None and a.input_tensor is not None:
+        a.input_shape = tuple(a.input_tensor.shape[1:])
+    if a.aux_logits and spec.hooks.aux_needs_fixed_size and a.input_shape is None:
+        a.input_shape = (spec.default_size, spec.default_size, 3)
+    if a.pooling not in _POOLING:
+        raise ValueError(f"`pooling` must be one of {_POOLING}. Received: pooling={a.pooling!r}")
+    if a.include_top and (not isinstance(a.num_classes, int) or a.num_classes < 1):
+        raise ValueError(f"`num_classes` must be a positive int. Received: num_classes={a.num_classes!r}")
+    if a.out_indices is not None and not a.features_only:
         raise ValueError("`out_indices` only applies with `features_only=True`.")
-    if features_only:
-        include_top = False
-    stages = spec.stages_for(activation=activation)
-    if features_only:
-        stages = select_stages(stages, out_indices, spec.name)
-    shape = resolve_input_shape(spec, input_shape, include_top=include_top, weights=weights)
-    source = resolve_source(spec, weights, include_top=include_top)
-    path = _resolve_weights(spec, weights, include_top=include_top, num_classes=num_classes)
+    if a.features_only:
+        a.include_top = False
+    stages = spec.stages_for(activation=a.activation)
+    if a.features_only:
+        stages = select_stages(stages, a.out_indices, spec.name)
+    shape = resolve_input_shape(spec, a.input_shape, include_top=a.include_top, weights=a.weights)
+    source = resolve_source(spec, a.weights, include_top=a.include_top)
+    path = _resolve_weights(spec, a.weights, include_top=a.include_top, num_classes=a.num_classes)
     if source is None and path is not None:
         # A known file passed by path (downloaded by hand) is that source.
         source = next((w for w in spec.weights.values() if w.file_name == os.path.basename(path)), None)
     preprocessing = source.preprocessing if source is not None else spec.preprocessing
 
-    with dtype_policy_scope(dtype):
-        inputs, x = _inputs(spec, shape, input_tensor)
+    with dtype_policy_scope(a.dtype):
+        inputs, x = _inputs(spec, shape, a.input_tensor)
         x = inputs if x is None else x
-        if include_preprocessing and preprocessing != "none":
+        if a.include_preprocessing and preprocessing != "none":
             x = zoo_layers.ImageNormalization(preprocessing, name="preprocessing")(x)
-        if spec.builds_head:
+        if spec.hooks.builds_head:
             body, x = _body_with_head(
                 spec,
                 x,
-                include_top=include_top,
-                pooling=pooling,
-                num_classes=num_classes,
-                classifier_activation=classifier_activation,
+                include_top=a.include_top,
+                pooling=a.pooling,
+                num_classes=a.num_classes,
+                classifier_activation=a.classifier_activation,
             )
         else:
             body = spec.body(x, **options)
             x = body.output
-            if include_top:
-                x = spec.top(x, num_classes=num_classes, classifier_activation=classifier_activation)
-            elif pooling == "avg":
+            if a.include_top:
+                x = spec.hooks.top(
+                    x, num_classes=a.num_classes, classifier_activation=a.classifier_activation
+                )
+            elif a.pooling == "avg":
                 x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-            elif pooling == "max":
+            elif a.pooling == "max":
                 x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
         if body.aux:
-            from zoo.googlenet import AuxiliaryClassifierModel
-
             outputs = {"main": x}
             for i, feature in enumerate(body.aux, start=1):
-                outputs[f"aux{i}"] = spec.aux_top(
+                outputs[f"aux{i}"] = spec.hooks.aux_top(
                     feature,
-                    num_classes=num_classes,
-                    classifier_activation=classifier_activation,
+                    num_classes=a.num_classes,
+                    classifier_activation=a.classifier_activation,
                     name=f"aux{i}",
                 )
-            model = AuxiliaryClassifierModel(inputs, outputs, name=name or spec.name)
+            model = AuxiliaryClassifierModel(inputs, outputs, name=a.name or spec.name)
         else:
-            model = keras.Model(inputs, x, name=name or spec.name)
+            model = keras.Model(inputs, x, name=a.name or spec.name)
 
     if path is not None:
         zoo_weights.load_weights(model, _weights_source(spec, path))
-        if source is not None and spec.load_fixup is not None:
-            spec.load_fixup(model, source)
-    if features_only:
+        if source is not None and spec.hooks.load_fixup is not None:
+            spec.hooks.load_fixup(model, source)
+    if a.features_only:
         model = keras.Model(
             inputs,
             [model.get_layer(s.layer).output for s in stages],
-            name=name or f"{spec.name}_features",
+            name=a.name or f"{spec.name}_features",
         )
     return model
 
@@ -541,13 +499,13 @@ def _weights_source(spec, path):
             torch_file = bool(data.files) and all("/" not in k for k in data.files)
     if not torch_file:
         return path
-    if spec.state_dict_converter is None:
+    if spec.hooks.state_dict_converter is None:
         raise zoo_weights.WeightFileError(
             f"{path!r} holds a PyTorch state dict, and {spec.name!r} has no "
             "mapping from PyTorch names. Models with one: "
-            f"{[s.name for s in specs() if s.state_dict_converter is not None]}."
+            f"{[s.name for s in specs() if s.hooks.state_dict_converter is not None]}."
         )
-    return spec.state_dict_converter(zoo_weights.read_state_dict(path))
+    return spec.hooks.state_dict_converter(zoo_weights.read_state_dict(path))
 
 
 def preprocess(images: Any, name_or_mode: str, *, weights: str = "imagenet") -> Any:

@@ -14,9 +14,11 @@ import functools
 import keras
 import numpy as np
 
-from zoo import weights as zoo_weights
+from zoo._builder import build
 from zoo._keras import inbound_nodes
-from zoo.registry import get_spec
+from zoo._sizes import SIZES
+from zoo.layers import leaf_layers
+from zoo.registry import get_spec, specs
 
 _COUNTED = (
     keras.layers.Conv1D,
@@ -42,7 +44,7 @@ def count_macs(model: keras.Model) -> int:
         1.81
     """
     total = 0
-    for layer in zoo_weights.leaf_layers(model):
+    for layer in leaf_layers(model):
         if not layer.weights:
             continue
         for node in inbound_nodes(layer):
@@ -126,7 +128,7 @@ def weights_table(names=None) -> str:
     """A markdown table of every zoo model: size, cost and weight sources (pure data).
 
     One row per source: model, parameters (millions) and GMACs at the
-    default input size with the ImageNet head (from `zoo/sizes.py`, which a
+    default input size with the ImageNet head (from `zoo/_sizes.py`, which a
     test keeps current), tag, who trained it, preprocessing, input size,
     reported ImageNet top-1, file; a model without a source says so. The
     The table of docs/models.md is this function's output (a test keeps it current).
@@ -134,13 +136,11 @@ def weights_table(names=None) -> str:
     Example:
 
         >>> import zoo
-        >>> print(zoo.cards.weights_table(["resnet18"]))  # doctest: +NORMALIZE_WHITESPACE
+        >>> print(zoo._cards.weights_table(["resnet18"]))  # doctest: +NORMALIZE_WHITESPACE
         | model | params | GMACs | weights | origin | preprocessing | input | top-1 | file |
         | --- | --- | --- | --- | --- | --- | --- | --- | --- |
         | resnet18 | 11.7 M | 1.81 | imagenet | torchvision | torch | 224 | 69.758 % | resnet18-f37072fd.pth |
     """
-    from zoo.registry import specs
-    from zoo.sizes import SIZES
 
     chosen = [get_spec(n) for n in names] if names is not None else [s for s in specs() if s.builtin]
     lines = [
@@ -167,7 +167,6 @@ def weights_table(names=None) -> str:
 
 @functools.cache
 def _card(name: str) -> ModelCard:
-    from zoo.builder import build
 
     spec = get_spec(name)
     size = spec.default_size

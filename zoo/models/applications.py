@@ -43,8 +43,10 @@ import inspect
 import keras
 import numpy as np
 
-from zoo.registry import Body, Stage, register
-from zoo.weights import PREPROCESSING_CONSTANTS, WeightSource
+from zoo._keras import producing_layer, stable_default_names
+from zoo.layers import PREPROCESSING_CONSTANTS
+from zoo.registry import Body, Hooks, Stage, register
+from zoo.weights import WeightSource, keras_applications_sources
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,8 +315,6 @@ def _upstream_layers(x) -> list:
     """The layers that produced `x` (the zoo input, the preprocessing layer)."""
     sources = keras.utils.get_source_inputs(x)
     if len(sources) == 1 and sources[0] is x:
-        from zoo._keras import producing_layer
-
         return [producing_layer(x)]
     return keras.Model(sources, x).layers
 
@@ -322,7 +322,6 @@ def _upstream_layers(x) -> list:
 def _body(
     x, *, app: _App, stages: tuple, include_top: bool, pooling, num_classes: int, classifier_activation
 ):
-    from zoo._keras import stable_default_names
 
     constructor = getattr(keras.applications, app.constructor)
     kwargs = dict(
@@ -380,22 +379,13 @@ def _register(app: _App):
         Stage(f"stage{i}", layer, reduction, channels)
         for i, (layer, reduction, channels) in enumerate(app.stages, start=1)
     )
-    weights = {
-        tag: WeightSource(
-            url=url,
-            file_name=file_name,
-            file_hash=file_hash,
-            include_top=top,
-            origin="keras.applications",
-            preprocessing=preprocessing,
-            input_size=app.size,
-            top1=_TOP1.get(app.constructor),
-        )
-        for tag, top, (file_name, url, file_hash) in (
-            ("imagenet", True, app.top),
-            ("imagenet_notop", False, app.notop),
-        )
-    }
+    weights = keras_applications_sources(
+        app.top,
+        app.notop,
+        preprocessing=preprocessing,
+        input_size=app.size,
+        top1=_TOP1.get(app.constructor),
+    )
 
     def body(x, *, include_top, pooling, num_classes, classifier_activation):
         return _body(
@@ -419,9 +409,11 @@ def _register(app: _App):
         preprocessing=preprocessing,
         weights=weights,
         description=f"keras.applications.{app.constructor}",
-        builds_head=True,
-        static_input=family == "nasnet",
-        load_fixup=_efficientnet_fixup if family == "efficientnet" else None,
+        hooks=Hooks(
+            builds_head=True,
+            static_input=family == "nasnet",
+            load_fixup=_efficientnet_fixup if family == "efficientnet" else None,
+        ),
     )(body)
 
 

@@ -227,7 +227,7 @@ def torch_available() -> bool:
 
     Example:
 
-        >>> from zoo.bench import torch_available
+        >>> from zoo._bench import torch_available
         >>> torch_available() in (True, False)
         True
     """
@@ -251,7 +251,7 @@ def torch_steps(module, x8, y, *, precision="fp32", compile=False):
     Example:
 
         >>> import numpy as np, torch
-        >>> from zoo.bench import torch_steps
+        >>> from zoo._bench import torch_steps
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 5))
         >>> infer, train, sync = torch_steps(net, np.zeros((2, 8, 8, 3), "uint8"), np.array([0, 1]))
         >>> sync(train()).shape, tuple(sync(infer()).shape)
@@ -317,12 +317,12 @@ def _keras_child(name, batch, size, precision, steps, repeats, jit_compile):
 
 
 def _in_child(function, backend, **kwargs):
-    """Run `zoo.bench.<function>(**kwargs)` in a fresh process on `backend`; its JSON result."""
+    """Run `zoo._bench.<function>(**kwargs)` in a fresh process on `backend`; its JSON result."""
     import os
     import subprocess
 
     code = (
-        f"import json, sys; from zoo.bench import {function}; "
+        f"import json, sys; from zoo._bench import {function}; "
         f"print('@@' + json.dumps({function}(**json.loads(sys.argv[1]))))"
     )
     env = {**os.environ, "KERAS_BACKEND": backend}
@@ -417,7 +417,7 @@ def bench_model(
 
     Example:
 
-        >>> from zoo.bench import bench_model
+        >>> from zoo._bench import bench_model
         >>> row = bench_model("resnet18", batch=2, steps=1, size=32, repeats=1, torch=False)
         >>> row["zoo_train_img_s"] > 0
         True

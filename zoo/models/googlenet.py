@@ -22,11 +22,11 @@ import functools
 from typing import Any
 
 import keras
-from keras import layers
+from keras import layers, ops
 
-from zoo import layers as blocks
-from zoo._keras import inputs_struct, outputs_struct
-from zoo.registry import Body, Stage, check_stage, register
+from zoo import torchvision as tv
+from zoo.layers import act_name, apply, classifier_head, conv_bn
+from zoo.registry import Body, Hooks, Stage, check_stage, register
 from zoo.weights import WeightSource
 
 PAPER = "Szegedy et al. 2014, Going Deeper with Convolutions, https://arxiv.org/abs/1409.4842"
@@ -54,7 +54,6 @@ _FIELDS = (
 # Between groups: (the stage that ends, the pool that follows it).
 _POOL_BEFORE = {"4a": ("inception3", "pool3"), "5a": ("inception4", "pool4")}
 AUX_AFTER = ("4a", "4d")  # the auxiliary classifiers tap these modules
-AUX_LOSS_WEIGHT = 0.3
 
 TORCHVISION_WEIGHTS = {
     # torchvision's GoogLeNet_Weights.IMAGENET1K_V1 (ported from TensorFlow);
@@ -79,10 +78,10 @@ def googlenet_stages(*, layout: str = "torchvision", activation: str = "relu") -
     Example:
 
         >>> import zoo
-        >>> [s.channels for s in zoo.googlenet.googlenet_stages()]
+        >>> [s.channels for s in zoo.models.googlenet.googlenet_stages()]
         [64, 192, 480, 832, 1024]
     """
-    act = blocks.act_name(activation)
+    act = act_name(activation)
 
     def width(block):  # 1x1 + 3x3 + 5x5 + pool projection
         f = dict(zip(_FIELDS, INCEPTION[block]))
@@ -95,6 +94,137 @@ def googlenet_stages(*, layout: str = "torchvision", activation: str = "relu") -
         Stage("inception4", "inception4e_out", 16, width("4e")),
         Stage("inception5", "inception5b_out", 32, width("5b")),
     )
+
+
+# --------------------------------------------------------------------------
+# Blocks
+# --------------------------------------------------------------------------
+
+
+def max_pool_ceil(x: keras.KerasTensor, pool_size: int, strides: int, *, name: str) -> keras.KerasTensor:
+    """Max pooling with PyTorch/Caffe `ceil_mode=True` output sizes.
+
+    Pads `strides - 1` zeros at the bottom/right, then pools "valid": the
+    output has `ceil((n - pool_size) / strides) + 1` rows, as Caffe's
+    GoogLeNet and torchvision's do. Zero padding equals PyTorch's (ignored)
+    padding here because the blocks feed it non-negative (post-ReLU) maps.
+
+    Example:
+
+        >>> import keras, zoo
+        >>> x = keras.Input((57, 57, 8))
+        >>> zoo.models.googlenet.max_pool_ceil(x, 3, 2, name="pool").shape
+        (None, 28, 28, 8)
+    """
+    if strides > 1:
+        x = layers.ZeroPadding2D(((0, strides - 1), (0, strides - 1)), name=f"{name}_pad")(x)
+    return layers.MaxPooling2D(pool_size, strides=strides, name=name)(x)
+
+
+def inception_module(
+    x: keras.KerasTensor,
+    *,
+    filters_1x1: int,
+    filters_3x3_reduce: int,
+    filters_3x3: int,
+    filters_5x5_reduce: int,
+    filters_5x5: int,
+    filters_pool_proj: int,
+    name: str,
+    batch_norm: bool = True,
+    kernel_5x5: int = 3,
+    bn_epsilon: float = 1e-3,
+    activation: str = "relu",
+) -> keras.KerasTensor:
+    """Inception v1 module (Szegedy et al. 2014, Figure 2b).
+
+    Four branches, concatenated on channels: a 1x1 convolution; a 1x1
+    bottleneck then a 3x3; a 1x1 bottleneck then the "5x5"; a 3x3/1 max
+    pool then a 1x1 projection. The 1x1 bottlenecks are what keep the module
+    cheap. `batch_norm=True, kernel_5x5=3` is torchvision's layout (BN after
+    every conv, no conv bias, a 3x3 in the "5x5" branch);
+    `batch_norm=False, kernel_5x5=5` is the paper's.
+
+    Layers: `{name}_1x1`, `{name}_3x3_reduce`, `{name}_3x3`,
+    `{name}_5x5_reduce`, `{name}_5x5`, `{name}_pool`, `{name}_pool_proj`
+    (each with `_conv`/`_bn`/`_relu`), and `{name}_out`.
+
+    Example:
+
+        >>> import keras, zoo
+        >>> x = keras.Input((28, 28, 192))
+        >>> zoo.models.googlenet.inception_module(
+        ...     x, filters_1x1=64, filters_3x3_reduce=96, filters_3x3=128,
+        ...     filters_5x5_reduce=16, filters_5x5=32, filters_pool_proj=32,
+        ...     name="inception3a").shape
+        (None, 28, 28, 256)
+    """
+    conv = dict(
+        batch_norm=batch_norm,
+        use_bias=not batch_norm,
+        bn_epsilon=bn_epsilon,
+        activation=activation,
+    )
+    b1 = conv_bn(x, filters_1x1, 1, name=f"{name}_1x1", **conv)
+    b2 = conv_bn(x, filters_3x3_reduce, 1, name=f"{name}_3x3_reduce", **conv)
+    b2 = conv_bn(b2, filters_3x3, 3, name=f"{name}_3x3", **conv)
+    b3 = conv_bn(x, filters_5x5_reduce, 1, name=f"{name}_5x5_reduce", **conv)
+    b3 = conv_bn(b3, filters_5x5, kernel_5x5, name=f"{name}_5x5", **conv)
+    b4 = layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x)
+    b4 = conv_bn(b4, filters_pool_proj, 1, name=f"{name}_pool_proj", **conv)
+    return layers.Concatenate(axis=-1, name=f"{name}_out")([b1, b2, b3, b4])
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class LocalResponseNormalization(layers.Layer):
+    """Cross-channel local response normalisation (AlexNet, GoogLeNet).
+
+    Caffe's definition: `x / (bias + alpha / size * sum(x^2))^beta`, the sum
+    over `size` neighbouring channels centred on each channel.
+
+    Args:
+        size: int. Channels in the window (odd). Defaults to 5.
+        alpha: float. Scale. Defaults to 1e-4.
+        beta: float. Exponent. Defaults to 0.75.
+        bias: float. Additive constant. Defaults to 1.0.
+
+    Example:
+
+        >>> import keras, numpy as np, zoo
+        >>> y = zoo.models.googlenet.LocalResponseNormalization(size=3, alpha=3.0, beta=1.0)(
+        ...     np.ones((1, 1, 1, 3), "float32"))
+        >>> [round(float(v), 3) for v in keras.ops.convert_to_numpy(y).ravel()]
+        [0.333, 0.25, 0.333]
+    """
+
+    def __init__(
+        self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"`size` must be a positive odd int. Received: size={size}")
+        self.size, self.alpha, self.beta, self.bias = size, alpha, beta, bias
+
+    def call(self, x):
+        half = self.size // 2
+        sq = ops.pad(ops.square(x), [[0, 0], [0, 0], [0, 0], [half, half]])
+        channels = x.shape[-1]
+        total = sq[..., 0:channels]
+        for i in range(1, self.size):
+            total = total + sq[..., i : i + channels]
+        return x / ops.power(self.bias + (self.alpha / self.size) * total, self.beta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "size": self.size,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "bias": self.bias,
+        }
 
 
 def googlenet(x, *, layout: str = "torchvision", aux_logits: bool = False, activation: str = "relu") -> Body:
@@ -110,17 +240,17 @@ def googlenet(x, *, layout: str = "torchvision", aux_logits: bool = False, activ
     paper = layout == "paper"
     stages = dict((s.name, s) for s in googlenet_stages(layout=layout, activation=activation))
     conv = dict(batch_norm=not paper, use_bias=paper, bn_epsilon=1e-3, activation=activation)
-    x = blocks.conv_bn(x, 64, 7, strides=2, padding="symmetric", name="conv1", **conv)
+    x = conv_bn(x, 64, 7, strides=2, padding="symmetric", name="conv1", **conv)
     x = check_stage(x, stages["stem"])
-    x = blocks.max_pool_ceil(x, 3, 2, name="pool1")
+    x = max_pool_ceil(x, 3, 2, name="pool1")
     if paper:
-        x = blocks.LocalResponseNormalization(name="pool1_lrn")(x)
-    x = blocks.conv_bn(x, 64, 1, name="conv2", **conv)
-    x = blocks.conv_bn(x, 192, 3, name="conv3", **conv)
+        x = LocalResponseNormalization(name="pool1_lrn")(x)
+    x = conv_bn(x, 64, 1, name="conv2", **conv)
+    x = conv_bn(x, 192, 3, name="conv3", **conv)
     if paper:
-        x = blocks.LocalResponseNormalization(name="conv3_lrn")(x)
+        x = LocalResponseNormalization(name="conv3_lrn")(x)
     x = check_stage(x, stages["conv3"])
-    x = blocks.max_pool_ceil(x, 3, 2, name="pool2")
+    x = max_pool_ceil(x, 3, 2, name="pool2")
     aux = []
     for block, filters in INCEPTION.items():
         if block in _POOL_BEFORE:
@@ -128,8 +258,8 @@ def googlenet(x, *, layout: str = "torchvision", aux_logits: bool = False, activ
             x = check_stage(x, stages[stage])
             # torchvision pools 2x2 before 5a where the paper pools 3x3.
             size = 2 if (block == "5a" and not paper) else 3
-            x = blocks.max_pool_ceil(x, size, 2, name=pool)
-        x = blocks.inception_module(
+            x = max_pool_ceil(x, size, 2, name=pool)
+        x = inception_module(
             x,
             **dict(zip(_FIELDS, filters)),
             name=f"inception{block}",
@@ -144,10 +274,8 @@ def googlenet(x, *, layout: str = "torchvision", aux_logits: bool = False, activ
 
 def googlenet_top(x, *, num_classes, classifier_activation, dropout: float = 0.2):
     """Main classifier: global average pool, dropout, one Dense layer."""
-    head = blocks.classifier_head(
-        num_classes, pooling="avg", dropout=dropout, activation=classifier_activation
-    )
-    return blocks.apply(head, x)
+    head = classifier_head(num_classes, pooling="avg", dropout=dropout, activation=classifier_activation)
+    return apply(head, x)
 
 
 def googlenet_aux_top(x, *, num_classes, classifier_activation, name: str, layout: str = "torchvision"):
@@ -158,11 +286,11 @@ def googlenet_aux_top(x, *, num_classes, classifier_activation, name: str, layou
     """
     if layout == "paper":
         x = layers.AveragePooling2D(5, strides=3, name=f"{name}_pool")(x)
-        x = blocks.conv_bn(x, 128, 1, batch_norm=False, use_bias=True, name=name)
+        x = conv_bn(x, 128, 1, batch_norm=False, use_bias=True, name=name)
     else:
         x = layers.AdaptiveAveragePooling2D((4, 4), name=f"{name}_pool")(x)
-        x = blocks.conv_bn(x, 128, 1, bn_epsilon=1e-3, name=name)
-    head = blocks.classifier_head(
+        x = conv_bn(x, 128, 1, bn_epsilon=1e-3, name=name)
+    head = classifier_head(
         num_classes,
         pooling="flatten",
         hidden_units=(1024,),
@@ -170,143 +298,7 @@ def googlenet_aux_top(x, *, num_classes, classifier_activation, name: str, layou
         activation=classifier_activation,
         prefix=f"{name}_",
     )
-    return blocks.apply(head, x)
-
-
-register(
-    "googlenet",
-    family="googlenet",
-    paper=PAPER,
-    stages=googlenet_stages(),
-    stage_fn=googlenet_stages,
-    top=googlenet_top,
-    aux_top=googlenet_aux_top,
-    weights=TORCHVISION_WEIGHTS,
-    state_dict_converter=lambda sd: from_torchvision(sd),
-    description="GoogLeNet (Inception v1), BatchNorm layout of torchvision",
-)(functools.partial(googlenet, layout="torchvision"))
-
-register(
-    "googlenet_paper",
-    family="googlenet",
-    paper=PAPER,
-    stages=googlenet_stages(layout="paper"),
-    stage_fn=functools.partial(googlenet_stages, layout="paper"),
-    top=functools.partial(googlenet_top, dropout=0.4),
-    aux_top=functools.partial(googlenet_aux_top, layout="paper"),
-    aux_needs_fixed_size=True,
-    preprocessing="caffe",
-    description="GoogLeNet (Inception v1) as published in 2014: 5x5 branches, LRN, no BatchNorm",
-)(functools.partial(googlenet, layout="paper"))
-
-
-# --------------------------------------------------------------------------
-# Auxiliary classifiers: one label, weighted losses, stripping
-# --------------------------------------------------------------------------
-
-
-@keras.saving.register_keras_serializable(package="zoo")
-class AuxiliaryClassifierModel(keras.Model):
-    """A functional model with a `main` output and auxiliary classifiers.
-
-    `compile(loss=...)` with a single loss applies it to every output,
-    weighting the auxiliary ones by `aux_weight` (0.3, as in the paper);
-    metrics given as a list apply to `main`. `fit`/`evaluate` then take one
-    label array `y` for all outputs: nobody duplicates labels by hand.
-    Explicit dicts (`loss={...}`, `loss_weights={...}`) still work.
-
-    Example:
-
-        >>> import numpy as np, zoo
-        >>> m = zoo.build("googlenet", num_classes=3, aux_logits=True,
-        ...               input_shape=(96, 96, 3))
-        >>> sorted(m(np.zeros((1, 96, 96, 3))))
-        ['aux1', 'aux2', 'main']
-        >>> m.compile("sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        >>> x, y = np.random.rand(2, 96, 96, 3), np.array([0, 2])
-        >>> logs = m.fit(x, y, epochs=1, verbose=0).history
-        >>> "loss" in logs
-        True
-    """
-
-    def compile(
-        self,
-        optimizer: str | keras.optimizers.Optimizer = "rmsprop",
-        loss: Any = None,
-        loss_weights: Any = None,
-        metrics: Any = None,
-        aux_weight: float = AUX_LOSS_WEIGHT,
-        **kwargs: Any,
-    ) -> None:
-        keys = self._output_keys()
-        if loss is not None and not isinstance(loss, dict):
-            loss = {k: loss for k in keys}
-        if loss_weights is None:
-            loss_weights = {k: 1.0 if k == "main" else aux_weight for k in keys}
-        if metrics is not None and not isinstance(metrics, dict):
-            metrics = {"main": metrics}
-        super().compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, **kwargs)
-
-    def _output_keys(self):
-        return sorted(outputs_struct(self)) if isinstance(outputs_struct(self), dict) else []
-
-    def _expand(self, y, y_pred):
-        if y is not None and isinstance(y_pred, dict) and not isinstance(y, dict):
-            return {k: y for k in y_pred}
-        return y
-
-    def compute_loss(
-        self,
-        x: Any = None,
-        y: Any = None,
-        y_pred: Any = None,
-        sample_weight: Any = None,
-        training: bool = True,
-    ) -> Any:
-        return super().compute_loss(
-            x=x,
-            y=self._expand(y, y_pred),
-            y_pred=y_pred,
-            sample_weight=self._expand(sample_weight, y_pred),
-            training=training,
-        )
-
-    def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict:
-        return super().compute_metrics(
-            x, self._expand(y, y_pred), y_pred, self._expand(sample_weight, y_pred)
-        )
-
-
-def strip_auxiliary(model: keras.Model, output: str = "predictions") -> keras.Model:
-    """The inference model: the main classifier only, sharing the weights.
-
-    Args:
-        model: keras.Model. A model with auxiliary outputs (e.g.
-            `zoo.build("googlenet", aux_logits=True)`).
-        output: str. Name of the main classifier layer. Defaults to
-            `"predictions"`.
-
-    Returns:
-        A single-output functional `keras.Model` using the same layers (and
-        so the same, trained, variables).
-
-    Example:
-
-        >>> import zoo
-        >>> train = zoo.build("googlenet", num_classes=5, aux_logits=True,
-        ...                   input_shape=(96, 96, 3))
-        >>> infer = zoo.strip_auxiliary(train)
-        >>> infer.output_shape, len(infer.weights) < len(train.weights)
-        ((None, 5), True)
-    """
-    try:
-        main = model.get_layer(output)
-    except ValueError as e:
-        raise ValueError(
-            f"Model {model.name!r} has no layer {output!r} to keep as the main "
-            f"output. Received: output={output!r}"
-        ) from e
-    return keras.Model(inputs_struct(model), main.output, name=model.name)
+    return apply(head, x)
 
 
 # --------------------------------------------------------------------------
@@ -323,7 +315,7 @@ def torchvision_rows() -> list:
     Example:
 
         >>> import zoo
-        >>> zoo.googlenet.torchvision_rows()[:2]
+        >>> zoo.models.googlenet.torchvision_rows()[:2]
         [('conv1.conv', 'conv1_conv', 'conv'), ('conv1.bn', 'conv1_bn', 'bn')]
     """
     convs = [("conv1", "conv1"), ("conv2", "conv2"), ("conv3", "conv3")]
@@ -371,11 +363,10 @@ def from_torchvision(state_dict) -> dict:
 
         >>> import zoo
         >>> m = zoo.build("googlenet", num_classes=10, input_shape=(64, 64, 3))
-        >>> sd = zoo.googlenet.to_torchvision(m)
-        >>> zoo.weights.load_weights(m, zoo.googlenet.from_torchvision(sd)).ok
+        >>> sd = zoo.models.googlenet.to_torchvision(m)
+        >>> zoo.weights.load_weights(m, zoo.models.googlenet.from_torchvision(sd)).ok
         True
     """
-    from zoo import torchvision as tv
 
     return tv.from_torchvision(state_dict, torchvision_rows(), model_name="GoogLeNet")
 
@@ -393,10 +384,38 @@ def to_torchvision(model: keras.Model) -> dict:
 
         >>> import zoo
         >>> m = zoo.build("googlenet", num_classes=10, input_shape=(64, 64, 3))
-        >>> sd = zoo.googlenet.to_torchvision(m)
+        >>> sd = zoo.models.googlenet.to_torchvision(m)
         >>> sd["conv1.conv.weight"].shape, sd["fc.weight"].shape
         ((64, 3, 7, 7), (10, 1024))
     """
-    from zoo import torchvision as tv
 
     return tv.to_torchvision(model, torchvision_rows())
+
+
+register(
+    "googlenet",
+    family="googlenet",
+    paper=PAPER,
+    stages=googlenet_stages(),
+    stage_fn=googlenet_stages,
+    weights=TORCHVISION_WEIGHTS,
+    hooks=Hooks(
+        top=googlenet_top, aux_top=googlenet_aux_top, state_dict_converter=lambda sd: from_torchvision(sd)
+    ),
+    description="GoogLeNet (Inception v1), BatchNorm layout of torchvision",
+)(functools.partial(googlenet, layout="torchvision"))
+
+register(
+    "googlenet_paper",
+    family="googlenet",
+    paper=PAPER,
+    stages=googlenet_stages(layout="paper"),
+    stage_fn=functools.partial(googlenet_stages, layout="paper"),
+    preprocessing="caffe",
+    hooks=Hooks(
+        top=functools.partial(googlenet_top, dropout=0.4),
+        aux_top=functools.partial(googlenet_aux_top, layout="paper"),
+        aux_needs_fixed_size=True,
+    ),
+    description="GoogLeNet (Inception v1) as published in 2014: 5x5 branches, LRN, no BatchNorm",
+)(functools.partial(googlenet, layout="paper"))

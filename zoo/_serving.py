@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 import keras
 
-from zoo.layers import ImageNormalization
+from zoo._features import spec_of
+from zoo.layers import ImageNormalization, leaf_layers
 
 FORMATS = {"saved_model": "tf_saved_model", "litert": "litert", "onnx": "onnx"}
 INPUT_DTYPES = ("uint8", "float32")
@@ -32,14 +33,12 @@ def takes_raw_images(model: keras.Model) -> bool:
     Example:
 
         >>> import zoo
-        >>> zoo.serving.takes_raw_images(zoo.build("resnet18", input_shape=(32, 32, 3),
+        >>> zoo._serving.takes_raw_images(zoo.build("resnet18", input_shape=(32, 32, 3),
         ...                                       include_preprocessing=True))
         True
-        >>> zoo.serving.takes_raw_images(zoo.build("resnet18", input_shape=(32, 32, 3)))
+        >>> zoo._serving.takes_raw_images(zoo.build("resnet18", input_shape=(32, 32, 3)))
         False
     """
-    from zoo.features import spec_of
-    from zoo.weights import leaf_layers
 
     if any(isinstance(layer, ImageNormalization) for layer in leaf_layers(model)):
         return True
