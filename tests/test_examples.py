@@ -9,6 +9,7 @@ EXAMPLES = sorted((pathlib.Path(__file__).parent.parent / "examples").glob("*.py
 
 
 @pytest.mark.one_backend  # the APIs they use are tested on every backend
+@pytest.mark.tf_eager  # a smoke test of each script: graph tracing is tested elsewhere
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_runs(path, capsys):
     spec = importlib.util.spec_from_file_location(path.stem, path)

@@ -7,6 +7,7 @@ import zoo
 SMALL = (64, 64, 3)
 
 
+@pytest.mark.one_backend  # symbolic shapes and structure
 @pytest.mark.parametrize("name", ["vgg11", "vgg13_bn", "resnet18", "resnet50", "resnet50v2"])
 def test_features_only_strides(name):
     model = zoo.build(name, features_only=True, input_shape=SMALL)
@@ -34,6 +35,7 @@ def test_features_share_weights_with_full_model(rng):
     )
 
 
+@pytest.mark.one_backend  # symbolic shapes and structure
 def test_include_top_and_pooling_semantics():
     m = zoo.build("resnet18", include_top=False, input_shape=SMALL)
     assert m.output_shape == (None, 2, 2, 512)
@@ -98,6 +100,7 @@ def test_vgg_dense_head_needs_fixed_size():
         zoo.build("vgg16", input_shape=(None, None, 3))
 
 
+@pytest.mark.one_backend  # symbolic shapes and structure
 def test_stages_of_zoo_and_foreign_models():
     m = zoo.build("resnet18", include_top=False, input_shape=SMALL)
     assert [s.layer for s in zoo.stages_of(m)][-1] == "conv5_block2_out"

@@ -153,6 +153,7 @@ def test_options_are_checked():
         zoo.build("googlenet", aux_logits=True, include_top=False)
 
 
+@pytest.mark.one_backend  # layer structure
 def test_activation_option_reaches_every_block():
     m = zoo.build("googlenet", activation="mish", input_shape=(64, 64, 3))
     acts = {l.activation.__name__ for l in m.layers if isinstance(l, keras.layers.Activation)}
