@@ -22,15 +22,12 @@ import logging
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
+import keras
 import numpy as np
 
 from zoo._keras import _snake, keras_home
 from zoo.layers import PREPROCESSING_CONSTANTS, leaf_layers
-
-if TYPE_CHECKING:  # annotations only: importing keras here is not needed at run time
-    import keras
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +200,6 @@ def read_weights(source: str | os.PathLike | Mapping) -> list[Entry]:
         >>> len(zoo.weights.read_weights(p))
         8
     """
-    import keras
-
     if isinstance(source, keras.Model):
         return [
             Entry(layer.name, None, [keras.ops.convert_to_numpy(v) for v in _own_vars(layer)])
@@ -385,8 +380,6 @@ def _unique(name: str, used: dict) -> str:
 
 def _own_vars(layer) -> list:
     """Variables a layer stores itself, in Keras' storage order."""
-    import keras
-
     if isinstance(layer, keras.Model):
         return []
     return list(layer.weights)
@@ -394,8 +387,6 @@ def _own_vars(layer) -> list:
 
 def _model_paths(model, prefix="layers") -> dict:
     """Keras 3 storage path of every weighted leaf layer of `model`."""
-    import keras
-
     out = {}
     used: dict[str, int] = {}
     for layer in model.layers:
@@ -600,8 +591,6 @@ def fetch(source: WeightSource) -> str:
     Raises a clear error naming the file and where to put it when the
     download is impossible (no network).
     """
-    import keras
-
     home = keras_home()
     cache_dir = os.path.join(home, "models")
     # torchvision publishes only a sha256 prefix (in the file name); check
