@@ -41,6 +41,8 @@ _EXPORTS = {
     "SearchConfig": "config",
     "RunInterrupted": "job",
     "RunResult": "job",
+    "DevicePlan": "job",
+    "data_parallel": "job",
     "load_result": "job",
     "run": "job",
     "TransferHyperModel": "hypermodel",

@@ -39,7 +39,9 @@ RUN_FLAGS = {
     "--epochs": "epochs per trial",
     "--tuner": "search strategy: KerasTuner's hyperband, random or bayesian",
     "--workers": "KerasTuner's chief plus N worker processes on 127.0.0.1 (README: several hosts)",
-    "--batch-size": "images per training step",
+    "--batch-size": "images per training step (per device with --distribution data-parallel)",
+    "--distribution": "data-parallel: each trial on every local device (JAX, TensorFlow), global batch "
+    "--batch-size x devices, learning rate x devices; none",
     "--precision": "bf16: mixed_bfloat16; faster on GPUs and CPUs with AMX/AVX512-BF16",
     "--seed": "seed of the data split, the search and the weights",
     "--test-fraction": "without test/: share of each class held out for the test figure (0: none)",
@@ -109,6 +111,9 @@ def _companion_parsers(sub, common):
     pred.add_argument("--model", required=True, help="a best.keras written by `run`")
     pred.add_argument(
         "--top", type=int, default=3, help="single-label models: labels per image (default: %(default)s)"
+    )
+    pred.add_argument(
+        "--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)"
     )
     pred.add_argument(
         "--masks",
@@ -304,9 +309,11 @@ def predict(args):
     import keras
     import numpy as np
 
-    from tuning.data import IMAGE_EXTENSIONS
+    from tuning.data import IMAGE_EXTENSIONS, read_batches
     from tuning.job import load_classes, load_model
 
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1. Received: --batch-size {args.batch_size}")
     model = load_model(args.model)
     stored = load_classes(args.model)
     classes, thresholds = stored["classes"], stored["thresholds"]
@@ -324,19 +331,20 @@ def predict(args):
         raise UsageError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {' '.join(args.images)}.")
     if len(model.output_shape) == 4:  # per-pixel scores: a segmentation model
         return _predict_masks(model, files, classes, args)
-    for path in files:
-        try:
-            img = keras.utils.img_to_array(keras.utils.load_img(path, target_size=size))
-        except Exception as e:  # PIL raises many types for unreadable files
-            print(f"{path}: cannot read ({type(e).__name__}: {e})")
-            continue
-        probs = keras.ops.convert_to_numpy(model(img[None].astype("uint8"), training=False))[0]
-        if thresholds is not None:  # multi-label: every class at or above its threshold
-            print(f"{path}: {_labels_above(probs, classes, thresholds)}")
-            continue
-        top = np.argsort(probs)[::-1][: args.top]
-        labels = ", ".join(f"{classes[i] if classes else i} {probs[i]:.3f}" for i in top)
-        print(f"{path}: {labels}")
+    # Batches decoded ahead in threads, as in training (bilinear resize):
+    # memory stays at a few batches however many files are given.
+    for names, images, failed in read_batches(files, tuple(size), batch_size=args.batch_size):
+        probs = iter(keras.ops.convert_to_numpy(model(images, training=False)) if len(images) else [])
+        for path in names:
+            if path in failed:
+                print(f"{path}: cannot read ({failed[path]})")
+                continue
+            p = next(probs)
+            if thresholds is not None:  # multi-label: every class at or above its threshold
+                print(f"{path}: {_labels_above(p, classes, thresholds)}")
+                continue
+            top = np.argsort(p)[::-1][: args.top]
+            print(f"{path}: " + ", ".join(f"{classes[i] if classes else i} {p[i]:.3f}" for i in top))
     return 0
 
 

@@ -24,6 +24,7 @@ CLASS_WEIGHTS = (None, "balanced", "search")
 RECIPES = ("auto", "from_scratch", "pretrained")
 TTA_VIEWS = ("flip",)
 TUNER_NAMES = ("hyperband", "random", "bayesian")
+DISTRIBUTIONS = ("none", "data-parallel")
 
 # What a resumed run may change: how long it searches and what it does
 # after the search. Everything else decides which trials exist.
@@ -82,6 +83,12 @@ class SearchConfig:
             0 for none. Defaults to 0.
         keep_checkpoints: bool. Keep every trial's checkpoint. Defaults to False.
         workers: int. Worker processes beside KerasTuner's chief. Defaults to 0.
+        distribution: str. "none", or "data-parallel": every trial trains on
+            all local devices (JAX: `keras.distribution.DataParallel`;
+            TensorFlow: `tf.distribute.MirroredStrategy`; not on the torch
+            backend) with a global batch of `batch_size` x devices and the
+            learning rate x devices (linear scaling, Goyal et al. 2017).
+            On one device it trains there, with a warning. Defaults to "none".
         demo_images_per_class: int. Size of the demo data (for
             segmentation and multi-label runs, 4x as many images). Defaults to 400.
         head_space, unfreeze_space: dict. `TransferHyperModel`'s spaces.
@@ -125,6 +132,7 @@ class SearchConfig:
     cv: int = 0
     keep_checkpoints: bool = False
     workers: int = 0
+    distribution: str = "none"
     demo_images_per_class: int = 400
     head_space: dict | None = None
     unfreeze_space: dict | None = None
@@ -179,6 +187,7 @@ class SearchConfig:
         _one_of("task", self.task, TASKS)
         _one_of("tuner", self.tuner, TUNER_NAMES)
         _one_of("precision", self.precision, ("fp32", "bf16"))
+        _one_of("distribution", self.distribution, DISTRIBUTIONS)
         _one_of("recipe", self.recipe, RECIPES)
         _one_of("objective", self.objective, OBJECTIVES)
         _one_of("class_weight", self.class_weight, CLASS_WEIGHTS)
@@ -223,6 +232,11 @@ class SearchConfig:
             raise ConfigError(
                 f"`cv` and `class_weight` are single-label classification settings; task={self.task!r} "
                 f"does not take them yet. Received: cv={self.cv}, class_weight={self.class_weight!r}"
+            )
+        if segment and self.distribution != "none":
+            raise ConfigError(
+                "`distribution` applies to classification runs; a segmentation run trains each trial on "
+                f"one device. Received: distribution={self.distribution!r}"
             )
         if segment and self.labels is not None:
             raise ConfigError(

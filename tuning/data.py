@@ -7,11 +7,13 @@ import os
 import keras
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-# Decoded images a run keeps in memory (tf.data), all splits together: 1 GiB
-# is 7,100 images at 224 px or 87,000 at 64 px. Larger data streams from disk.
-# The process holds about 1.7x the decoded size (tf.data's per-image buffers:
-# 234 MB of RSS for 3,000 images at 128 px, 141 MB of pixels).
-CACHE_BYTES = 2**30
+# Decoded images a run keeps in memory (both paths), all splits together:
+# 128 MiB is 2,700 images at 128 px or 10,900 at 64 px. Larger data streams
+# from disk every epoch: on a CPU, decoding keeps ahead of the train step
+# many times over (scripts/bench_scale.py), and peak memory then stops
+# growing with the image count. tf.data's buffers hold about 1.7x the
+# decoded size (234 MB of RSS for 3,000 images at 128 px, 141 MB of pixels).
+CACHE_BYTES = 2**27
 
 
 class DataError(ValueError):
@@ -84,14 +86,129 @@ def check_folder(directory: str) -> list[str]:
     return classes
 
 
+def decode_threads() -> int:
+    """Threads that decode images where TensorFlow is not installed: one per core, at most 8.
+
+    Pillow releases the GIL while it decodes and resizes, so threads scale
+    with the cores (processes would copy every batch back through a pipe).
+
+    Example:
+
+        >>> import tuning.data
+        >>> 1 <= tuning.data.decode_threads() <= 8
+        True
+    """
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def read_image(path: str, image_size):
+    """One image file as a `uint8` RGB array of `image_size` (an int, or `(height, width)`), bilinear.
+
+    Example:
+
+        >>> import os, tempfile, numpy as np
+        >>> from PIL import Image
+        >>> import tuning.data
+        >>> p = os.path.join(tempfile.mkdtemp(), "grey.png")
+        >>> Image.fromarray(np.zeros((40, 30), "uint8")).save(p)
+        >>> tuning.data.read_image(p, 16).shape, tuning.data.read_image(p, (8, 12)).shape
+        ((16, 16, 3), (8, 12, 3))
+    """
+    import numpy as np
+    from PIL import Image
+
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB").resize((width, height), Image.BILINEAR))
+
+
+def read_batches(paths, image_size, *, batch_size: int = 32, workers: int | None = None):
+    """`(paths, images, failed)` per batch of `paths`, in order, decoded ahead in threads.
+
+    `images` stacks the readable files of the batch (`read_image`); `failed`
+    maps each unreadable one to the reason, so one broken file costs one
+    line, not the run. At most `workers` batches wait in memory.
+
+    Example:
+
+        >>> import os, tempfile, numpy as np
+        >>> from PIL import Image
+        >>> import tuning.data
+        >>> d = tempfile.mkdtemp()
+        >>> good, bad = os.path.join(d, "a.png"), os.path.join(d, "b.png")
+        >>> Image.fromarray(np.zeros((10, 10, 3), "uint8")).save(good)
+        >>> _ = open(bad, "wb").write(b"not an image")
+        >>> [(names, x.shape, list(failed)) for names, x, failed in tuning.data.read_batches([good, bad], 8)]
+        [(['.../a.png', '.../b.png'], (1, 8, 8, 3), ['.../b.png'])]
+    """
+    import numpy as np
+
+    paths = list(paths)
+    side = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+
+    def batch(start):
+        chunk, images, failed = paths[start : start + batch_size], [], {}
+        for path in chunk:
+            try:
+                images.append(read_image(path, side))
+            except Exception as e:  # PIL raises many types for unreadable files
+                failed[path] = f"{type(e).__name__}: {e}"
+        stacked = np.stack(images) if images else np.empty((0, *side, 3), "uint8")
+        return chunk, stacked, failed
+
+    yield from _in_order(
+        batch, range(0, len(paths), batch_size), decode_threads() if workers is None else workers
+    )
+
+
+def _in_order(fn, items, workers):
+    """`fn(item)` for each item, in order, with up to `workers` calls running ahead in threads."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    import collections
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        ahead = collections.deque()
+        for item in items:
+            ahead.append(pool.submit(fn, item))
+            if len(ahead) > workers:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+
 class ImageBatches(keras.utils.PyDataset):
-    """Batches of `uint8` images read into memory: the loader where TensorFlow is not installed.
+    """Batches of `uint8` images decoded from disk as they are asked for: the loader without TensorFlow.
 
     Keras' folder loader is built on `tf.data`; on JAX or PyTorch without
     TensorFlow, `load_splits` reads the images with Pillow instead (RGB,
-    bilinear resize to `image_size`), once, and serves `(images, labels)`
-    batches, reshuffled every epoch when `shuffle` is set. Memory: the
-    images at their resized size (1,000 images at 224 px are 150 MB).
+    bilinear resize to `image_size`) and serves `(images, labels)` batches,
+    reshuffled every epoch when `shuffle` is set. Nothing is read up front:
+    each batch is decoded when Keras (or a loop over the object) asks for
+    it, `workers` batches at a time in threads (Keras' `PyDataset`
+    machinery in `fit`/`predict`; a thread pool of its own when iterated),
+    so memory does not grow with the number of images. `cache=True` keeps
+    each decoded image after its first read (`len(paths) * image_size**2 *
+    3` bytes at most, filled as the images are first read), so later
+    epochs and trials decode nothing.
+
+    Why threads and Keras' own `PyDataset`, not a loader library: decoding
+    and resizing happen inside Pillow with the GIL released, so a thread
+    per core keeps up with a CPU train step (`scripts/bench_scale.py`
+    measures both), and `PyDataset` is what `fit` already understands on
+    every backend; torch's `DataLoader` would tie the JAX path to torch.
+
+    Args:
+        paths: sequence of str. Image files.
+        labels: class indices, or rows of 0/1 per class (multi-label).
+        image_size: int. Side of the square images served.
+        batch_size: int. Images per batch. Defaults to 32.
+        shuffle: bool. A new order every epoch. Defaults to False.
+        seed: int. Seed of the order. Defaults to 0.
+        cache: bool. Keep decoded images in memory. Defaults to False.
+        workers: int or None. Decoding threads; None: `decode_threads()`.
 
     Example:
 
@@ -108,36 +225,63 @@ class ImageBatches(keras.utils.PyDataset):
     """
 
     def __init__(
-        self, paths, labels, *, image_size: int, batch_size: int = 32, shuffle: bool = False, seed: int = 0
+        self,
+        paths,
+        labels,
+        *,
+        image_size: int,
+        batch_size: int = 32,
+        shuffle: bool = False,
+        seed: int = 0,
+        cache: bool = False,
+        workers: int | None = None,
     ):
         import numpy as np
-        from PIL import Image
 
-        super().__init__()
-        images = np.empty((len(paths), image_size, image_size, 3), "uint8")
-        for i, path in enumerate(paths):
-            with Image.open(path) as img:
-                images[i] = np.asarray(img.convert("RGB").resize((image_size, image_size), Image.BILINEAR))
-        self.images, self.labels = images, _targets(labels)
-        self.batch_size, self.shuffle = batch_size, shuffle
+        workers = decode_threads() if workers is None else int(workers)
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=2 * workers)
+        self.paths, self.labels = list(paths), _targets(labels)
+        if len(self.paths) != len(self.labels):
+            raise ValueError(
+                f"`paths` and `labels` must have the same length. Received: {len(self.paths)} paths, "
+                f"{len(self.labels)} labels."
+            )
+        self.image_size, self.batch_size, self.shuffle = image_size, batch_size, shuffle
+        # np.empty reserves the pages; the OS backs them only as images are decoded.
+        self._cache = np.empty((len(self.paths), image_size, image_size, 3), "uint8") if cache else None
+        self._cached = np.zeros(len(self.paths), bool)
         self._rng = np.random.default_rng(seed)
-        self._order = self._rng.permutation(len(paths)) if shuffle else np.arange(len(paths))
+        self._order = self._rng.permutation(len(self.paths)) if shuffle else np.arange(len(self.paths))
 
     def __len__(self):
-        return -(-len(self.images) // self.batch_size)
+        return -(-len(self.paths) // self.batch_size)
+
+    def _image(self, i):
+        if self._cache is None:
+            return read_image(self.paths[i], self.image_size)
+        if not self._cached[i]:  # batches are disjoint: no two threads write one row
+            self._cache[i] = read_image(self.paths[i], self.image_size)
+            self._cached[i] = True
+        return self._cache[i]
 
     def __getitem__(self, index):
+        import numpy as np
+
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} of {len(self)}")
         idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        return self.images[idx], self.labels[idx]
+        images = np.empty((len(idx), self.image_size, self.image_size, 3), "uint8")
+        for j, i in enumerate(idx):
+            images[j] = self._image(i)
+        return images, self.labels[idx]
 
     def __iter__(self):
-        return (self[i] for i in range(len(self)))
+        """The batches in order, the next `workers` ones decoded ahead in threads."""
+        return _in_order(self.__getitem__, range(len(self)), self.workers)
 
     def on_epoch_end(self):
         if self.shuffle:
-            self._order = self._rng.permutation(len(self.images))
+            self._order = self._rng.permutation(len(self.paths))
 
 
 def _targets(labels):
@@ -323,7 +467,13 @@ def file_dataset(
     tf = _tensorflow()
     if tf is None:
         return ImageBatches(
-            paths, labels, image_size=image_size, batch_size=batch_size, shuffle=shuffle, seed=seed
+            paths,
+            labels,
+            image_size=image_size,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            cache=cache,
         )
 
     def read(path, label):
@@ -362,10 +512,12 @@ def load_splits(
 
     The splits of `split_files`, as datasets (`file_dataset`): `tf.data`
     pipelines where TensorFlow is installed (Keras' own loader steps, on
-    every backend), otherwise `ImageBatches` read into memory. Splits whose
-    decoded images fit in `cache_bytes` together (train first, then val and
-    test) are decoded once and kept in memory: a search reads each image
-    once, not once per epoch and trial. `test_fraction=0` uses no test
+    every backend), otherwise `ImageBatches` decoded batch by batch in
+    threads. On both paths, splits whose decoded images fit in
+    `cache_bytes` together (train first, then val and test) are decoded
+    once and kept in memory: a search reads each image once, not once per
+    epoch and trial. Larger splits stream from disk every epoch, so memory
+    does not grow with the number of images. `test_fraction=0` uses no test
     split; the test dataset is then `None` and `info["test"]` says so.
     Mixed greyscale/RGB images all load as RGB. Batches are prefetched.
     `info["files"]` holds the `(paths, labels)` of each split, and

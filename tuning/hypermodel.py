@@ -41,6 +41,12 @@ DEFAULT_HEAD_SPACE = {
     "loss": ["bce", "asymmetric"],
 }
 TASKS = ("classify", "multilabel")
+# Cached backbone features kept in memory, every backbone's together: 256 MiB
+# is 1,300 images of resnet18's 7x7x512 map at 224 px, 14,500 of its 3x3x512
+# at 96 px. Beyond it features go to float16 files, memory-mapped (half the
+# bytes; the head learns what it learns in memory, tests/tuning/test_hypermodel.py),
+# so frozen trials keep their speed-up on data of any size.
+FEATURE_CACHE_BYTES = 2**28
 AUGMENTATIONS = ("flip", "rotation", "zoom", "translation")
 DEFAULT_UNFREEZE_SPACE = {
     "stages": None,  # 0..number of stages
@@ -102,6 +108,12 @@ class TransferHyperModel(kt.HyperModel):
         unfreeze_space: dict. Overrides of `DEFAULT_UNFREEZE_SPACE`.
         cache_features: bool. Use cached features for frozen trials.
             Defaults to True.
+        feature_cache_bytes: int. Cached features kept in memory, all
+            backbones together; the rest go to float16 files in
+            `feature_cache_dir`, memory-mapped. Defaults to
+            `FEATURE_CACHE_BYTES` (256 MiB).
+        feature_cache_dir: str. Where those files go (the job uses its
+            search folder). Defaults to a temporary folder, removed at exit.
         phase1_fraction: float. Share of a trial's epochs spent on the head
             alone when the trial unfreezes stages; 0 trains the sampled depth
             from the first epoch (random-init backbones). Defaults to 0.5.
@@ -126,6 +138,10 @@ class TransferHyperModel(kt.HyperModel):
             `labels` attribute) when not given.
         distribution: a `keras.distribution` (e.g. `DataParallel`) every
             trial's model is built under (JAX). Defaults to None.
+        learning_rate_scale: float. Every sampled learning rate is
+            multiplied by it when the optimizer is made (the job sets the
+            device count of a data-parallel run: linear scaling for a
+            global batch that many times larger). Defaults to 1.0.
 
     After each `fit`, `take_last_fit()` hands over the trained model, its
     per-epoch history and the phase of each epoch (what a tuner keeps).
@@ -150,6 +166,8 @@ class TransferHyperModel(kt.HyperModel):
         head_space: dict | None = None,
         unfreeze_space: dict | None = None,
         cache_features: bool = True,
+        feature_cache_bytes: int = FEATURE_CACHE_BYTES,
+        feature_cache_dir: str | os.PathLike | None = None,
         phase1_fraction: float = 0.5,
         seed: int = 0,
         schedule: str = "constant",
@@ -158,6 +176,7 @@ class TransferHyperModel(kt.HyperModel):
         class_weight: str | None = None,
         class_counts: Sequence[int] | None = None,
         distribution: Any = None,
+        learning_rate_scale: float = 1.0,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name, tunable=True)
@@ -198,6 +217,8 @@ class TransferHyperModel(kt.HyperModel):
         if schedule not in ("constant", "cosine"):
             raise ValueError(f"`schedule` must be 'constant' or 'cosine'. Received: {schedule!r}")
         self.cache_features = cache_features
+        self.feature_cache_bytes = int(feature_cache_bytes)
+        self.feature_cache_dir = None if feature_cache_dir is None else os.fspath(feature_cache_dir)
         self.phase1_fraction = phase1_fraction
         self.schedule = schedule
         augmentation_layers(augmentation)  # validates the names now, not in a trial
@@ -227,6 +248,11 @@ class TransferHyperModel(kt.HyperModel):
         # A `keras.distribution` (e.g. DataParallel) for every trial's model;
         # set per build because KerasTuner clears the session before each.
         self.distribution = distribution
+        if not learning_rate_scale > 0:
+            raise ValueError(
+                f"`learning_rate_scale` must be above 0. Received: learning_rate_scale={learning_rate_scale!r}"
+            )
+        self.learning_rate_scale = float(learning_rate_scale)
         self._last_fit = None
 
     def _build_template(self, name):
@@ -360,6 +386,7 @@ class TransferHyperModel(kt.HyperModel):
         for_fit=True,
     ):
         def make(rate):
+            rate = rate * self.learning_rate_scale
             if self.schedule == "cosine" and epochs and steps_per_epoch:
                 rate = warmup_cosine(
                     rate,
@@ -437,6 +464,11 @@ class TransferHyperModel(kt.HyperModel):
             val = None
             if validation_data is not None:
                 val = self.features(*_split_xy(validation_data), backbone=s["backbone"])
+            batch = kwargs.get("batch_size") or 32
+            if isinstance(fx, np.memmap):  # batches read from the file, not the whole array into memory
+                fx, fy = _FeatureBatches(fx, fy, batch_size=batch, shuffle=True, seed=self.seed), None
+            if val is not None and isinstance(val[0], np.memmap):
+                val = _FeatureBatches(*val, batch_size=batch)
             self._compile(
                 head,
                 s,
@@ -453,7 +485,7 @@ class TransferHyperModel(kt.HyperModel):
                     initial_epoch=initial_epoch,
                     validation_data=val,
                     callbacks=redirected,
-                    **kwargs,
+                    **(kwargs if fy is not None else {k: v for k, v in kwargs.items() if k != "batch_size"}),
                 ),
                 1,
             )
@@ -541,18 +573,74 @@ class TransferHyperModel(kt.HyperModel):
         template = self.template(backbone)
         key = (template.name, _fingerprint(x, y))
         if key not in self._feature_cache:
-            if y is not None:
-                feats = template.predict(x, batch_size=64, verbose=0)
-                labels = np.asarray(y)
-            else:  # one pass over the dataset, labels collected in the same order
-                fs, ls = [], []
-                for bx, by in x:
-                    fs.append(keras.ops.convert_to_numpy(template(bx, training=False)))
-                    ls.append(np.asarray(by))
-                feats, labels = np.concatenate(fs), np.concatenate(ls)
-            # float32 whatever the compute dtype: the head's cached inputs.
-            self._feature_cache[key] = (np.asarray(feats, dtype="float32"), labels)
+            self._feature_cache[key] = self._compute_features(template, x, y, key)
         return self._feature_cache[key]
+
+    def _compute_features(self, template, x, y, key):
+        """One pass of `template` over the data: in memory while the cache has room, else a float16 file."""
+        batches = x if y is None else ((x[i : i + 64], y[i : i + 64]) for i in range(0, len(x), 64))
+        held = sum(f.nbytes for f, _ in self._feature_cache.values() if not isinstance(f, np.memmap))
+        room = self.feature_cache_bytes - held
+        parts, labels, rows, path, spill = [], [], 0, None, None
+        try:
+            for bx, by in batches:
+                # float32 whatever the compute dtype: the head's cached inputs.
+                f = np.asarray(keras.ops.convert_to_numpy(template.predict_on_batch(bx)), "float32")
+                labels.append(np.asarray(by))
+                rows, shape = rows + len(f), f.shape[1:]
+                if spill is None and (rows * f[0].nbytes > room):  # over the limit: to disk from here on
+                    path, spill = self._spill_file(key)
+                    for p in parts:
+                        spill.write(p.astype("float16").tobytes())
+                    parts = None
+                if spill is not None:
+                    spill.write(f.astype("float16").tobytes())
+                else:
+                    parts.append(f)
+        finally:
+            if spill is not None:
+                spill.close()
+        labels = np.concatenate(labels)
+        if spill is None:
+            return np.concatenate(parts), labels
+        return np.memmap(path, dtype="float16", mode="r", shape=(rows, *shape)), labels
+
+    def _spill_file(self, key):
+        if self.feature_cache_dir is None:
+            import atexit
+            import shutil
+            import tempfile
+
+            self.feature_cache_dir = tempfile.mkdtemp(prefix="kerazoo-features-")
+            atexit.register(shutil.rmtree, self.feature_cache_dir, ignore_errors=True)
+        os.makedirs(self.feature_cache_dir, exist_ok=True)
+        name = hashlib.sha1(repr(key).encode()).hexdigest()[:16]
+        path = os.path.join(self.feature_cache_dir, f"{key[0]}-{name}.f16")
+        return path, open(path, "wb")  # closed by _compute_features
+
+
+class _FeatureBatches(keras.utils.PyDataset):
+    """`(float32 features, labels)` batches read from a memory-mapped feature file, reshuffled every epoch."""
+
+    def __init__(self, features, labels, *, batch_size, shuffle=False, seed=0):
+        super().__init__()
+        self.features, self.labels, self.batch_size, self.shuffle = features, labels, batch_size, shuffle
+        self._rng = np.random.default_rng(seed)
+        self._order = self._rng.permutation(len(labels)) if shuffle else np.arange(len(labels))
+
+    def __len__(self):
+        return -(-len(self.labels) // self.batch_size)
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        # Rows in file order within a batch: fewer seeks, and a batch's order does not matter.
+        idx = np.sort(self._order[index * self.batch_size : (index + 1) * self.batch_size])
+        return np.asarray(self.features[idx], "float32"), self.labels[idx]
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self._order = self._rng.permutation(len(self.labels))
 
 
 def _build_training_state(model, *, multilabel=False):

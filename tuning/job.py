@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -23,6 +24,8 @@ from tuning.config import ConfigError, SearchConfig
 from tuning.files import publish, read_json, write_json, write_rows
 
 RUN_FILE = "run.json"
+# Cached backbone features over the hypermodel's in-memory limit (search/features/, during the search).
+FEATURES_DIR = "features"
 DEFAULT_OUT = os.path.join("runs", "demo")
 
 
@@ -116,13 +119,14 @@ def run(
     t0 = time.time()
     given = config or SearchConfig()
     config = check(recipes.resolve(given), out)
+    parallel = data_parallel(config, verbose)
     if config.task == "segment":
         return _run_segment(
             data, out, config, overwrite=overwrite, callbacks=callbacks, verbose=verbose, t0=t0
         )
     out = os.path.abspath(out)
     config = _labels_file(config, data, out)
-    loaded = _load(data, config) if data else None  # the data is checked before any write
+    loaded = _load(data, config, parallel) if data else None  # the data is checked before any write
     if loaded:
         config = _task_of(given, config, loaded[2], out, verbose)
         _check_cv(config, loaded[0])
@@ -139,7 +143,7 @@ def run(
             seed=config.seed,
         )
         _say(verbose, f"demo data: {data} (one to three of six shapes per image, labels.csv)")
-        loaded = _load(data, config)
+        loaded = _load(data, config, parallel)
     elif data is None:
         import zoo
 
@@ -150,7 +154,7 @@ def run(
             seed=config.seed,
         )
         _say(verbose, f"demo data: {data} (six shape classes, train/val/test)")
-        loaded = _load(data, config)
+        loaded = _load(data, config, parallel)
         _check_cv(config, loaded[0])
     splits, classes, info = loaded
     objective = _objective(config, info["class_counts"], classes, verbose)
@@ -161,9 +165,9 @@ def run(
     _say(verbose, "images: " + "; ".join(f"{n} {info[n]['images']} ({info[n]['source']})" for n in _SPLITS))
     _say(verbose, backend_note())
     keras.utils.set_random_seed(config.seed)
-    hypermodel = _hypermodel(config, classes, info["class_counts"])
+    hypermodel = _hypermodel(config, classes, info["class_counts"], out, parallel)
     t_search = time.time()
-    result = _search(config, hypermodel, splits, out, objective, callbacks, verbose)
+    result = _search(config, hypermodel, splits, out, objective, callbacks, verbose, parallel)
     if result is None:  # a worker: the chief evaluates and reports
         _say(verbose, f"worker {os.environ['KERASTUNER_TUNER_ID']} finished its trials")
         return None
@@ -225,6 +229,74 @@ def backend_note() -> str | None:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class DevicePlan:
+    """How each trial trains: on `devices` devices, `batch_size` images per step in all.
+
+    `distribution` (JAX) or `strategy` (TensorFlow) is set when there are
+    several devices; `data_parallel` makes it from a `SearchConfig`.
+    """
+
+    devices: int = 1
+    batch_size: int = 32
+    distribution: Any = None
+    strategy: Any = None
+
+
+def data_parallel(config: SearchConfig, verbose: int = 0) -> DevicePlan:
+    """The devices each trial of `config` trains on (`config.distribution`).
+
+    "data-parallel" uses every local device: JAX through
+    `keras.distribution.DataParallel`, TensorFlow through
+    `tf.distribute.MirroredStrategy` (KerasTuner's `distribution_strategy`).
+    The global batch is `config.batch_size` x devices and the learning rate
+    is scaled by the number of devices (linear scaling, Goyal et al. 2017).
+    On one device the run trains there and says so; the torch backend is
+    refused with a `ConfigError`.
+
+    Example:
+
+        >>> import tuning
+        >>> tuning.data_parallel(tuning.SearchConfig(batch_size=16))
+        DevicePlan(devices=1, batch_size=16, distribution=None, strategy=None)
+    """
+    if config.distribution == "none":
+        return DevicePlan(batch_size=config.batch_size)
+    backend = keras.backend.backend()
+    if backend == "jax":
+        devices = keras.distribution.list_devices()
+        distribution = keras.distribution.DataParallel(devices=devices) if len(devices) > 1 else None
+        strategy = None
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        devices = [d.name for d in found]
+        strategy = tf.distribute.MirroredStrategy(devices) if len(devices) > 1 else None
+        distribution = None
+    else:
+        raise ConfigError(
+            f"`distribution='data-parallel'` is not supported on the {backend} backend; use "
+            "KERAS_BACKEND=jax or tensorflow, or leave --distribution out."
+        )
+    if len(devices) == 1:
+        _say(
+            verbose,
+            f"warning: --distribution data-parallel found one device ({devices[0]}); each trial trains "
+            "on it alone",
+        )
+        return DevicePlan(batch_size=config.batch_size)
+    n = len(devices)
+    _say(
+        verbose,
+        f"data-parallel on {n} devices: global batch {config.batch_size} x {n} = {config.batch_size * n}, "
+        f"learning rates x {n}",
+    )
+    return DevicePlan(
+        devices=n, batch_size=config.batch_size * n, distribution=distribution, strategy=strategy
+    )
+
+
 def _labels_file(config, data, out):
     """`config` with `labels` as an absolute path (the demo's for a multi-label demo run)."""
     from tuning.labels import find_labels
@@ -266,7 +338,7 @@ def _task_of(given, config, info, out, verbose):
     return config
 
 
-def _load(data, config):
+def _load(data, config, parallel):
     from tuning.data import file_datasets, split_files
 
     fractions = dict(validation_fraction=config.validation_fraction, test_fraction=config.test_fraction)
@@ -280,7 +352,7 @@ def _load(data, config):
     else:
         files, classes, info = split_files(data, seed=config.seed, **fractions)
     made, info = file_datasets(
-        files, info, image_size=config.image_size, batch_size=config.batch_size, seed=config.seed
+        files, info, image_size=config.image_size, batch_size=parallel.batch_size, seed=config.seed
     )
     files = info.pop("files")
     splits = {"train": made["train"], "val": made["val"], "test": made.get("test"), "files": files}
@@ -367,7 +439,8 @@ def _run_segment(data, out, config, *, overwrite, callbacks, verbose, t0):
         seed=config.seed,
     )
     t_search = time.time()
-    result = _search(config, hypermodel, splits, out, objective, callbacks, verbose)
+    one_device = DevicePlan(batch_size=config.batch_size)  # `check` refuses data-parallel segmentation
+    result = _search(config, hypermodel, splits, out, objective, callbacks, verbose, one_device)
     if result is None:
         _say(verbose, f"worker {os.environ['KERASTUNER_TUNER_ID']} finished its trials")
         return None
@@ -595,8 +668,10 @@ def _record(config, data, objective, info):
 
 
 # ------------------------------------------------------------------ search
-def _hypermodel(config, classes, counts):
+def _hypermodel(config, classes, counts, out, parallel):
     from tuning.hypermodel import TransferHyperModel
+
+    # Cached features beyond the in-memory limit: files in the search folder, removed after the search.
 
     return TransferHyperModel(
         list(config.backbone) if len(config.backbone) > 1 else config.backbone[0],
@@ -613,10 +688,13 @@ def _hypermodel(config, classes, counts):
         precision=config.precision,
         class_weight=config.class_weight,
         class_counts=counts,
+        feature_cache_dir=os.path.join(out, "search", FEATURES_DIR),
+        distribution=parallel.distribution,
+        learning_rate_scale=parallel.devices,
     )
 
 
-def _search(config, hypermodel, splits, out, objective, callbacks, verbose):
+def _search(config, hypermodel, splits, out, objective, callbacks, verbose, parallel):
     import tuning
 
     project = os.path.join(out, "search")
@@ -638,6 +716,7 @@ def _search(config, hypermodel, splits, out, objective, callbacks, verbose):
             callbacks=list(callbacks),
             keep_checkpoints=config.keep_checkpoints,
             time_budget=config.time_budget,
+            distribution_strategy=parallel.strategy,
         )
     except KeyboardInterrupt:
         kept = os.path.join(project, "best.keras")
@@ -650,6 +729,8 @@ def _search(config, hypermodel, splits, out, objective, callbacks, verbose):
         else:
             where = "no trial had finished"
         raise RunInterrupted(f"interrupted: {where}. Run the same command again to resume.") from None
+    finally:  # a resumed search computes its features again
+        shutil.rmtree(os.path.join(project, FEATURES_DIR), ignore_errors=True)
 
 
 def _launch(config, data, out):

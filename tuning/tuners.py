@@ -510,6 +510,7 @@ def search(
     keep_checkpoints: bool = False,
     verbose: int = 1,
     distribution: Any = None,
+    distribution_strategy: Any = None,
     phase1_fraction: float = 0.5,
     schedule: str = "constant",
     augmentation: Sequence[str] | keras.layers.Layer | None = AUGMENTATIONS,
@@ -568,6 +569,9 @@ def search(
             KerasTuner's trial tables and one line per epoch. Defaults to 1.
         distribution: a `keras.distribution` (e.g. `DataParallel`) to train
             each trial across devices (JAX). Defaults to None.
+        distribution_strategy: a `tf.distribute.Strategy` (e.g.
+            `MirroredStrategy`) KerasTuner builds and trains each trial
+            under (TensorFlow). Defaults to None.
         phase1_fraction: float. Share of epochs for the head alone in
             trials that unfreeze stages. Defaults to 0.5.
         schedule: str. "constant" or "cosine" (warm-up then cosine decay in
@@ -655,6 +659,7 @@ def search(
         time_budget=time_budget,
         print_trials=verbose >= 1 if print_trials is None else print_trials,
         keep_checkpoints=keep_checkpoints,
+        distribution_strategy=distribution_strategy,
     )
     direction = t.oracle.objective.direction
     callbacks = [

@@ -44,6 +44,16 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
     assert len(lines) == len(os.listdir(test_dir))
     classes = ("circle", "square", "triangle", "star", "cross", "ring")
     assert all(line.split(": ")[1].split()[0] in classes for line in lines)
+    # Batches of 2 with a broken file among them: one line for it, the others as before.
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name in sorted(os.listdir(test_dir))[:3]:
+        (mixed / name).write_bytes(pathlib.Path(test_dir, name).read_bytes())
+    (mixed / "0_broken.png").write_bytes(b"not an image")
+    assert main(["predict", "--model", os.path.join(out, "best.keras"), "--batch-size", "2", str(mixed)]) == 0
+    got = capsys.readouterr().out.strip().splitlines()
+    assert got[0].startswith(f"{mixed / '0_broken.png'}: cannot read (")
+    assert [l.split(": ", 1)[1] for l in got[1:]] == [l.split(": ", 1)[1] for l in lines[:3]]
     # A fresh process (nothing imported yet) reads best.keras too.
     fresh = subprocess.run(
         [sys.executable, "-m", "tuning", "predict", "--model", os.path.join(out, "best.keras"), test_dir],
@@ -230,6 +240,35 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.one_backend  # Pillow and threads: no backend involved
+def test_image_batches_decode_only_what_is_asked_for(tmp_path, monkeypatch):
+    import tuning.data
+    from tuning.data import ImageBatches
+
+    paths = []
+    for i in range(10):  # every image unique: its pixel values name it
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(np.full((6, 6, 3), i, "uint8")).save(paths[-1])
+    reads = []
+    real = tuning.data.read_image
+    monkeypatch.setattr(tuning.data, "read_image", lambda p, s: reads.append(p) or real(p, s))
+    for cache in (False, True):
+        reads.clear()
+        b = ImageBatches(
+            paths, list(range(10)), image_size=4, batch_size=4, shuffle=True, seed=1, cache=cache
+        )
+        assert reads == []  # nothing read up front: memory does not grow with the files
+        x, y = b[1]
+        assert len(reads) == 4 and x.shape == (4, 4, 4, 3) and (x[:, 0, 0, 0] == y).all()
+        epochs = []
+        for _ in range(2):
+            epochs.append([int(v) for _, yb in b for v in yb])  # in order, decoded ahead in threads
+            b.on_epoch_end()
+        assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(10)) and epochs[0] != epochs[1]
+        # Cached: each image decoded once (batch 1's four, then the other six); else every time.
+        assert len(reads) == (10 if cache else 4 + 20)
+
+
 @pytest.mark.tf_only  # compared with the tf.data path in this process
 def test_without_tensorflow_the_same_splits_load_into_memory(tmp_path):
     from tuning.data import load_splits
@@ -359,6 +398,8 @@ def test_workers_run_every_trial_exactly_once(tmp_path):
         (["--objective", "f1"], "`objective` must be one of"),
         (["--cv", "1"], "`cv` must be 0 (no cross-validation) or at least 2 folds"),
         (["--tuner", "grid"], "`tuner` must be one of"),
+        (["--distribution", "data_parallel"], "Did you mean 'data-parallel'?"),
+        (["--distribution", "data-parallel", "--task", "segment"], "a segmentation run trains each trial on"),
         (["--config", "FILE"], "is not valid JSON"),
         (
             ["--backbone", "googlenet_paper", "--weights", "imagenet"],
@@ -432,6 +473,8 @@ def test_predict_bad_inputs_get_one_line_errors(tmp_path, capsys):
         assert main(["predict", "--model", str(model), *images]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
+    assert main(["predict", "--model", str(text), "--batch-size", "0", str(empty)]) == 2
+    assert "--batch-size must be at least 1. Received: --batch-size 0" in capsys.readouterr().err
 
 
 def test_outputs_respect_the_umask(tmp_path):

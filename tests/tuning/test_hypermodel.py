@@ -108,7 +108,7 @@ def test_per_stage_learning_rates_decay_towards_the_input(data, tmp_path):
     np.testing.assert_allclose(back.predict(xv, verbose=0), model.predict(xv, verbose=0), atol=1e-5)
 
 
-def test_cached_features_match_the_naive_path(data):
+def test_cached_features_match_the_naive_path(data, tmp_path):
     x, y, xv, yv = data
     hp_values = {
         "finetune/stages": 0,
@@ -121,11 +121,18 @@ def test_cached_features_match_the_naive_path(data):
         "head/optimizer": "adam",
         "head/learning_rate": 3e-3,
     }
-    scores = []
-    for cached in (True, False):
+    scores = {}
+    # In memory; over the memory limit (0 bytes): float16 files, memory-mapped; no cache.
+    for mode, cached, limit in (("memory", True, 2**30), ("file", True, 0), ("naive", False, 2**30)):
         keras.utils.set_random_seed(1)
         hm = tuning.TransferHyperModel(
-            "resnet18", num_classes=6, input_shape=(32, 32, 3), cache_features=cached, seed=3
+            "resnet18",
+            num_classes=6,
+            input_shape=(32, 32, 3),
+            cache_features=cached,
+            feature_cache_bytes=limit,
+            feature_cache_dir=tmp_path / "features",
+            seed=3,
         )
         hp = _hp(**hp_values)
         keras.utils.set_random_seed(2)
@@ -133,13 +140,19 @@ def test_cached_features_match_the_naive_path(data):
         h = hm.fit(
             hp, model, x, y, epochs=3, validation_data=(xv, yv), shuffle=False, batch_size=20, verbose=0
         )
-        scores.append(h.history["val_accuracy"][-1])
+        scores[mode] = h.history["val_accuracy"][-1]
         if cached:
             assert len(hm._feature_cache) == 2  # train and val, computed once
+            on_disk = [isinstance(f, np.memmap) for f, _ in hm._feature_cache.values()]
+            assert on_disk == [mode == "file"] * 2
             # The full model carries the head trained on features.
             full = model.evaluate(xv, yv, verbose=0, return_dict=True)["accuracy"]
-            assert abs(full - scores[-1]) < 1e-6
-    assert abs(scores[0] - scores[1]) <= 0.01
+            assert abs(full - scores[mode]) < 1e-6
+    files = sorted(p.name for p in (tmp_path / "features").iterdir())
+    assert len(files) == 2 and all(f.startswith("resnet18") and f.endswith(".f16") for f in files)
+    # float16 on disk: the head learns what it learns from float32 features in memory.
+    assert abs(scores["file"] - scores["memory"]) <= 1 / len(yv) + 1e-6, scores
+    assert abs(scores["memory"] - scores["naive"]) <= 0.01, scores
 
 
 @pytest.mark.tf_only  # tf.data, as keras.utils.image_dataset_from_directory yields

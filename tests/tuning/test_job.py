@@ -6,6 +6,7 @@ import os
 import pathlib
 import shutil
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -181,3 +182,19 @@ def test_near_duplicates_need_the_same_pixels_not_only_the_same_class():
             f.write(bytes([i]))
     rows = duplicates(paths, ["train", "test", "train", "test"], embeddings, images, threshold=0.9)
     assert [(r["kind"], r["path_a"], r["path_b"]) for r in rows] == [("near", paths[0], paths[1])]
+
+
+def test_data_parallel_on_one_device_warns_and_torch_is_refused(capsys):
+    config = tuning.SearchConfig(distribution="data-parallel", batch_size=8)
+    if keras.backend.backend() == "torch":
+        with pytest.raises(
+            tuning.ConfigError, match="not supported on the torch backend; use KERAS_BACKEND=jax"
+        ):
+            tuning.data_parallel(config)
+        return
+    if len(keras.distribution.list_devices()) > 1:
+        pytest.skip("several devices: the two-device test covers them")
+    plan = tuning.data_parallel(config, verbose=1)
+    assert (plan.devices, plan.batch_size, plan.distribution, plan.strategy) == (1, 8, None, None)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("warning: --distribution data-parallel found one device (")

@@ -225,13 +225,27 @@ result = tuning.search((x, y), (x, y), backbone=keras.Model(inputs, h), tuner="r
                        max_trials=1, epochs=2, batch_size=8, directory=sys.argv[1],
                        project_name="dp", tensorboard=False, distribution=dist,
                        unfreeze_space={"stages": [2], "augment": [False]}, callbacks=[Where()])
-print(json.dumps({"devices": len(devices), "replicas": seen, "batches": len(seen),
-                  "score": result.score}))
+report = {"devices": len(devices), "replicas": seen, "batches": len(seen), "score": result.score}
+# The job's --distribution data-parallel: one trial of the main job on both devices. The
+# report after the search is the single-device code every other job test runs: skipped here.
+import tuning.job
+job = {}
+def searched(config, data, out, hypermodel, result, splits, *rest):
+    job.update(scale=hypermodel.learning_rate_scale, score=result.score,
+               batch=int(next(iter(splits["train"]))[0].shape[0]))
+tuning.job._finish = searched
+seen.clear()
+config = tuning.SearchConfig(distribution="data-parallel", batch_size=4, max_trials=1, epochs=1,
+                             image_size=32, demo_images_per_class=4, tta=(),
+                             unfreeze_space={"stages": [1], "augment": [False]})
+tuning.run(out=sys.argv[1] + "/job", config=config, callbacks=[Where()])
+report["job"] = {**job, "replicas": sorted(set(seen))}
+print(json.dumps(report))
 """
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="runs in the JAX pass of the suite")
-def test_a_trial_trains_data_parallel_on_two_jax_devices(tmp_path):
+def test_a_trial_and_the_job_train_data_parallel_on_two_jax_devices(tmp_path):
     env = {
         **os.environ,
         "KERAS_BACKEND": "jax",
@@ -249,6 +263,9 @@ def test_a_trial_trains_data_parallel_on_two_jax_devices(tmp_path):
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["devices"] == 2
     assert report["batches"] >= 4 and set(report["replicas"]) == {2}  # weights on both devices
+    job = report["job"]
+    assert "data-parallel on 2 devices: global batch 4 x 2 = 8, learning rates x 2" in done.stdout
+    assert job["replicas"] == [2] and job["batch"] == 8 and job["scale"] == 2.0 and job["score"] is not None
 
 
 _BATCH_THREADS = []  # module-level: KerasTuner deep-copies the callbacks
