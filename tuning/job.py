@@ -1037,9 +1037,9 @@ def _analyse(model, splits, classes, evaluation, config, out):
     ds = file_dataset(paths, labels, image_size=config.image_size, batch_size=config.batch_size)
     probs, embeds, thumbs = [], [], []
     for x, _ in ds:
-        thumbs.append(
-            keras.ops.convert_to_numpy(keras.ops.image.resize(keras.ops.cast(x, "float32"), (16, 16)))
-        )
+        # 16x16 thumbnails as uint8: 768 bytes an image (float32: 3 KB), kept for every image.
+        small = keras.ops.image.resize(keras.ops.cast(x, "float32"), (16, 16))
+        thumbs.append(np.clip(np.rint(keras.ops.convert_to_numpy(small)), 0, 255).astype("uint8"))
         p, f = (
             both(x, training=False)
             if features is None
@@ -1048,7 +1048,8 @@ def _analyse(model, splits, classes, evaluation, config, out):
         probs.append(keras.ops.convert_to_numpy(p))
         f = keras.ops.convert_to_numpy(f).astype("float32")
         embeds.append(f.reshape(len(f), -1, f.shape[-1]).mean(1))
-    probs, embeds, labels = np.concatenate(probs), np.concatenate(embeds), np.asarray(labels)
+    probs, embeds, thumbs = np.concatenate(probs), np.concatenate(embeds), np.concatenate(thumbs)
+    labels = np.asarray(labels)
     searched = np.array([n != "test" for n in names])
     idx = np.flatnonzero(searched)
     rows = analysis.suspects(
@@ -1072,7 +1073,7 @@ def _analyse(model, splits, classes, evaluation, config, out):
             for i in top
         ],
         "confused": analysis.most_confused(evaluation["confusion"], classes),
-        "duplicates": analysis.duplicates(paths, names, embeds, np.concatenate(thumbs)),
+        "duplicates": analysis.duplicates(paths, names, embeds, thumbs),
     }
 
 
@@ -1091,11 +1092,13 @@ def _cross_validate(config, hypermodel, result, splits, objective, verbose) -> d
         hp.Fixed(k, v)
     folds = _folds(labels, config.cv, config.seed)
     scores = {k: [] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+    # The trials' global batch: a data-parallel run scales the rates by its device count.
+    batch_size = config.batch_size * round(hypermodel.learning_rate_scale)
     make = lambda idx, shuffle: file_dataset(  # noqa: E731
         [paths[i] for i in idx],
         [labels[i] for i in idx],
         image_size=config.image_size,
-        batch_size=config.batch_size,
+        batch_size=batch_size,
         shuffle=shuffle,
         seed=config.seed,
         # Every epoch reads the fold; all K folds stay alive (below): K x the images in all.
