@@ -466,7 +466,8 @@ class TransferHyperModel(kt.HyperModel):
                 val = self.features(*_split_xy(validation_data), backbone=s["backbone"])
             batch = kwargs.get("batch_size") or 32
             if isinstance(fx, np.memmap):  # batches read from the file, not the whole array into memory
-                fx, fy = _FeatureBatches(fx, fy, batch_size=batch, shuffle=True, seed=self.seed), None
+                shuffle = kwargs.get("shuffle", True)  # as `fit` would shuffle the arrays
+                fx, fy = _FeatureBatches(fx, fy, batch_size=batch, shuffle=shuffle, seed=self.seed), None
             if val is not None and isinstance(val[0], np.memmap):
                 val = _FeatureBatches(*val, batch_size=batch)
             self._compile(

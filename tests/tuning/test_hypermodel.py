@@ -121,7 +121,7 @@ def test_cached_features_match_the_naive_path(data, tmp_path):
         "head/optimizer": "adam",
         "head/learning_rate": 3e-3,
     }
-    scores = {}
+    scores, features = {}, {}
     # In memory; over the memory limit (0 bytes): float16 files, memory-mapped; no cache.
     for mode, cached, limit in (("memory", True, 2**30), ("file", True, 0), ("naive", False, 2**30)):
         keras.utils.set_random_seed(1)
@@ -142,6 +142,7 @@ def test_cached_features_match_the_naive_path(data, tmp_path):
         )
         scores[mode] = h.history["val_accuracy"][-1]
         if cached:
+            features[mode] = [np.asarray(f, "float32") for f, _ in hm._feature_cache.values()]
             assert len(hm._feature_cache) == 2  # train and val, computed once
             on_disk = [isinstance(f, np.memmap) for f, _ in hm._feature_cache.values()]
             assert on_disk == [mode == "file"] * 2
@@ -150,7 +151,10 @@ def test_cached_features_match_the_naive_path(data, tmp_path):
             assert abs(full - scores[mode]) < 1e-6
     files = sorted(p.name for p in (tmp_path / "features").iterdir())
     assert len(files) == 2 and all(f.startswith("resnet18") and f.endswith(".f16") for f in files)
-    # float16 on disk: the head learns what it learns from float32 features in memory.
+    # float16 on disk: the same features to float16's precision, read in the same order
+    # (shuffle=False), and the head learns what it learns from float32 features in memory.
+    for on_disk, in_memory in zip(features["file"], features["memory"]):
+        np.testing.assert_allclose(on_disk, in_memory, rtol=2e-3, atol=1e-3)
     assert abs(scores["file"] - scores["memory"]) <= 1 / len(yv) + 1e-6, scores
     assert abs(scores["memory"] - scores["naive"]) <= 0.01, scores
 
