@@ -87,7 +87,7 @@ def check_folder(directory: str) -> list[str]:
 
 
 def decode_threads() -> int:
-    """Threads that decode images where TensorFlow is not installed: one per core, at most 8.
+    """Threads that decode images outside `tf.data` (`ImageBatches`, `predict`): one per core, at most 8.
 
     Pillow releases the GIL while it decodes and resizes, so threads scale
     with the cores (processes would copy every batch back through a pipe).
