@@ -40,8 +40,8 @@ RUN_FLAGS = {
     "--tuner": "search strategy: KerasTuner's hyperband, random or bayesian",
     "--workers": "KerasTuner's chief plus N worker processes on 127.0.0.1 (README: several hosts)",
     "--batch-size": "images per training step (per device with --distribution data-parallel)",
-    "--distribution": "data-parallel: each trial on every local device (JAX, TensorFlow), global batch "
-    "--batch-size x devices, learning rate x devices; none",
+    "--distribution": "none, or data-parallel: each trial on every local device (JAX, TensorFlow), "
+    "global batch --batch-size x devices, learning rates x devices",
     "--precision": "bf16: mixed_bfloat16; faster on GPUs and CPUs with AMX/AVX512-BF16",
     "--seed": "seed of the data split, the search and the weights",
     "--test-fraction": "without test/: share of each class held out for the test figure (0: none)",
