@@ -22,6 +22,19 @@ def is_tuner_callback(callback: keras.callbacks.Callback) -> bool:
     return isinstance(callback, tuner_utils.TunerCallback)
 
 
+def is_checkpoint_callback(callback: keras.callbacks.Callback) -> bool:
+    """Whether `callback` is KerasTuner's per-trial checkpoint (`SaveBestEpoch`).
+
+    KerasTuner adds it to every trial's `fit` and does not export its class.
+    It writes the whole model's weights at each better epoch (resnet18: 45 MB,
+    about 0.45 s, 3 % of a 64 px epoch on a 2-core CPU); the job drops it
+    where no checkpoint is read again (`JobTuner.checkpoints_read`).
+    """
+    from keras_tuner.src.engine import tuner_utils
+
+    return isinstance(callback, tuner_utils.SaveBestEpoch)
+
+
 def tensorboard_traces(callback: keras.callbacks.TensorBoard) -> bool:
     """Whether a TensorBoard callback profiles or writes a graph on some batch.
 

@@ -25,7 +25,7 @@ import keras_tuner as kt
 import numpy as np
 from keras_tuner.engine.trial import TrialStatus
 
-from tuning._keras import custom_gradient_names, release_custom_gradients
+from tuning._keras import custom_gradient_names, is_checkpoint_callback, release_custom_gradients
 from tuning.callbacks import TimeBudget
 from tuning.files import atomic_write, file_lock, is_worker, read_json, write_json, write_rows
 from tuning.hypermodel import AUGMENTATIONS, TransferHyperModel
@@ -268,6 +268,24 @@ class JobTuner:
         if self.budget is not None and len(self.budget.stops) > stops:
             _record_budget_stop(self.project_dir, trial.trial_id, self.budget.stops[-1])
         return results
+
+    @property
+    def checkpoints_read(self) -> bool:
+        """Whether a trial's KerasTuner checkpoint is read again after the trial.
+
+        Hyperband continues trials from earlier ones' checkpoints; otherwise a
+        checkpoint serves only a user who keeps them (`keep_checkpoints`) or
+        one who keeps no `best.keras` (`keep_best=False`). When none of these
+        holds, trials train without writing one.
+        """
+        return self.keep_checkpoints or self.keeper is None or isinstance(self, kt.Hyperband)
+
+    def _build_and_fit_model(self, trial, *args, **kwargs):
+        # KerasTuner's documented override point between its `run_trial`
+        # (which adds the checkpoint callback) and `HyperModel.fit`.
+        if not self.checkpoints_read:
+            kwargs["callbacks"] = [c for c in kwargs.get("callbacks", []) if not is_checkpoint_callback(c)]
+        return super()._build_and_fit_model(trial, *args, **kwargs)
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)

@@ -18,9 +18,19 @@ import zoo
 FROZEN_ONLY = {"stages": [0], "augment": [False]}
 
 
+class _CheckpointsSeen(keras.callbacks.Callback):
+    def __init__(self, project):
+        super().__init__()
+        self.project, self.seen = project, []
+
+    def on_train_end(self, logs=None):
+        self.seen += list(self.project.glob("trial_*/checkpoint*"))
+
+
 def test_search_writes_leaderboard_and_best_model(tmp_path, capsys):
     x, y, _ = zoo.datasets.shapes(6, size=32, split="train")
     xv, yv, _ = zoo.datasets.shapes(3, size=32, split="val")
+    seen = _CheckpointsSeen(tmp_path / "p")
     result = tuning.search(
         (x, y),
         (xv, yv),
@@ -31,6 +41,7 @@ def test_search_writes_leaderboard_and_best_model(tmp_path, capsys):
         directory=str(tmp_path),
         project_name="p",
         unfreeze_space=FROZEN_ONLY,
+        callbacks=[seen],
     )
     # By default one line per trial, numbered as KerasTuner counts, with the time left.
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("[trial ")]
@@ -38,8 +49,8 @@ def test_search_writes_leaderboard_and_best_model(tmp_path, capsys):
     assert " best " in lines[-1] and "left" in lines[0] and "left" not in lines[-1]
     assert re.search(r" head/batch_norm=(true|false) ", lines[0]), lines[0]  # key=value, true/false
     project = tmp_path / "p"
-    # Only the best trial's checkpoint would be read again; none is kept at the end.
-    assert not list(project.glob("trial_*/checkpoint*"))
+    # Random search keeps best.keras and reads no checkpoint again: trials write none at all.
+    assert not seen.seen and not list(project.glob("trial_*/checkpoint*"))
     assert {"best.keras", "best.json", "leaderboard.csv", "leaderboard.json"} <= set(os.listdir(project))
     rows = result.leaderboard
     assert len(rows) == 3 and all(r["status"].endswith("COMPLETED") for r in rows)
@@ -92,6 +103,19 @@ def test_bad_arguments_are_refused(tmp_path):
         tuning.search((x, y), (x, y), backbone="resnet18", tuner="grid", directory=str(tmp_path))
     with pytest.raises(ValueError, match="Did you mean"):
         tuning.search((x, y), (x, y), backbone="resnet19", directory=str(tmp_path))
+
+
+@pytest.mark.one_backend  # which tuners read a checkpoint again: nothing trains
+def test_checkpoints_are_written_only_where_something_reads_them(tmp_path):
+    hm = tuning.TransferHyperModel("resnet18", num_classes=2, input_shape=(32, 32, 3))
+
+    def reads(**kw):
+        return tuning.make_tuner(hm, directory=str(tmp_path), overwrite=True, **kw).checkpoints_read
+
+    assert not reads(tuner="random", keep_checkpoints=False)
+    assert reads(tuner="hyperband", keep_checkpoints=False)  # continues trials from checkpoints
+    assert reads(tuner="random", keep_checkpoints=True)
+    assert reads(tuner="random", keep_checkpoints=False, keep_best=False)  # the only saved model
 
 
 SCRIPT = """
