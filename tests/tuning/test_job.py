@@ -198,3 +198,24 @@ def test_data_parallel_on_one_device_warns_and_torch_is_refused(capsys):
     assert (plan.devices, plan.batch_size, plan.distribution, plan.strategy) == (1, 8, None, None)
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith("warning: --distribution data-parallel found one device (")
+
+
+@pytest.mark.tf_only  # a TensorFlow CPU note; other backends get backend_note's
+def test_precision_note_only_for_fp32_on_a_cpu_with_native_bf16(tmp_path, monkeypatch):
+    import tuning.job
+
+    def cpu(text):
+        path = tmp_path / "cpuinfo"
+        path.write_text(text)
+        monkeypatch.setattr(tuning.job, "_CPUINFO", str(path))
+
+    cpu("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_tile\n")
+    note = tuning.job.precision_note("fp32")
+    assert note.startswith("this CPU computes bfloat16 natively (avx512_bf16): --precision bf16")
+    assert tuning.job.precision_note("bf16") is None  # already the fast setting
+    cpu("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")  # Arm
+    assert "(bf16)" in tuning.job.precision_note("fp32")
+    cpu("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert tuning.job.precision_note("fp32") is None
+    monkeypatch.setattr(tuning.job, "_CPUINFO", str(tmp_path / "missing"))  # not Linux
+    assert tuning.job.precision_note("fp32") is None
