@@ -103,8 +103,8 @@ def same_files(data: str | None, work: str, seed: int, size: int) -> str:
     return tree
 
 
-def run_ours(tree, work, args, backend):
-    out = os.path.join(work, f"ours-{backend}")
+def run_ours(tree, work, args, backend, precision="fp32"):
+    out = os.path.join(work, f"ours-{backend}-{precision}")
     cmd = [
         sys.executable,
         "-m",
@@ -127,6 +127,8 @@ def run_ours(tree, work, args, backend):
         str(args.seed),
         "--tta",
         "none",
+        "--precision",
+        precision,
     ]
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     start = time.perf_counter()
@@ -141,7 +143,7 @@ def run_ours(tree, work, args, backend):
     n = record["splits"]["train"]["images"]
     seconds = sum(t["seconds"] for t in trials)
     return {
-        "tool": f"kerazoo (python -m tuning run, {backend})",
+        "tool": f"kerazoo (python -m tuning run, {backend}, {precision})",
         "test_accuracy": record["evaluation"]["accuracy"],
         "wall_s": wall,
         "train_img_s": n * args.epochs * len(trials) / seconds,
@@ -199,6 +201,7 @@ def main(argv=None):
     p.add_argument("--fastai-batch", type=int, default=64, help="fastai's batch size (its default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backends", default="tensorflow", help="Keras backends for our side, comma-separated")
+    p.add_argument("--precisions", default="fp32", help="our --precision values, comma-separated (fp32,bf16)")
     p.add_argument("--install", action="store_true", help="install fastai into .bench/fastai first")
     p.add_argument("--fastai-python", help="an interpreter with fastai (default: .bench/fastai's)")
     p.add_argument("--table", help="also write the Markdown table here")
@@ -214,7 +217,9 @@ def main(argv=None):
         s: sum(len(fs) for _, _, fs in os.walk(os.path.join(tree, s))) for s in ("train", "val", "test")
     }
     images = ", ".join(f"{k} {v}" for k, v in counts.items())
-    rows = [run_ours(tree, work, args, b) for b in args.backends.split(",")]
+    rows = [
+        run_ours(tree, work, args, b, p) for b in args.backends.split(",") for p in args.precisions.split(",")
+    ]
     if os.path.exists(python):
         rows.append(run_fastai(python, tree, args))
     else:
