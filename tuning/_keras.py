@@ -6,7 +6,9 @@ None of these libraries has a public API for them; everything else in
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 import keras
 
@@ -33,6 +35,34 @@ def is_checkpoint_callback(callback: keras.callbacks.Callback) -> bool:
     from keras_tuner.src.engine import tuner_utils
 
     return isinstance(callback, tuner_utils.SaveBestEpoch)
+
+
+def serve_oracle(oracle, poll: float = 0.2) -> None:
+    """Serve `oracle` to KerasTuner's workers until they are done (the chief's `search`).
+
+    KerasTuner's `oracle_chief.start_server` does the same but looks every
+    second for the end of the search, then every 20 seconds for the workers
+    to leave: a run with workers finished up to 20 s after its last trial
+    (16 s in `tests/tuning/test_cli.py`'s workers test). This is its loop
+    with one short poll. The servicer, the exit test and the protocol live
+    in `keras_tuner.src.distribute`; nothing public starts a chief.
+    """
+    from concurrent import futures
+
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = oracle_chief.OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    server.add_insecure_port(f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}")
+    server.start()
+    try:
+        while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
+            time.sleep(poll)
+    finally:
+        server.stop(grace=None)
 
 
 def tensorboard_traces(callback: keras.callbacks.TensorBoard) -> bool:
