@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 
@@ -20,6 +21,10 @@ from zoo.layers import ImageNormalization, leaf_layers
 
 FORMATS = {"saved_model": "tf_saved_model", "litert": "litert", "onnx": "onnx"}
 INPUT_DTYPES = ("uint8", "float32")
+# LiteRT post-training quantization: int8 weights with float compute
+# ("dynamic"), float16 weights ("float16"), or int8 weights and activations
+# calibrated on representative images ("int8").
+QUANTIZATIONS = ("dynamic", "float16", "int8")
 
 
 def takes_raw_images(model: keras.Model) -> bool:
@@ -57,6 +62,8 @@ def export(
     format: str = "saved_model",
     input_dtype: str = "uint8",
     class_names: Sequence[str] | None = None,
+    quantize: str | None = None,
+    representative_data: Any = None,
     verbose: bool = False,
 ) -> str:
     """Export a model for serving, with a uint8 image input.
@@ -78,6 +85,16 @@ def export(
             (`<folder>/classes.json`, or `<file>.classes.json`), the order of
             the model's scores (or the values of a class map). Defaults to
             None (nothing written).
+        quantize: str. LiteRT post-training quantization (`format="litert"`
+            only): `"int8"` (weights and activations int8, calibrated on
+            `representative_data`; the uint8 input is cast and quantized
+            inside, the scores come out as float32), `"float16"` (float16
+            weights) or `"dynamic"` (int8 weights, float activations).
+            Defaults to None (float32).
+        representative_data: images to calibrate `"int8"` on: an array
+            `(n, height, width, 3)` in the artifact's input range (0-255 for
+            uint8), or an iterable of such batches or of `(images, labels)`.
+            A few hundred training images are enough. Defaults to None.
         verbose: bool. Keras' export messages. Defaults to False.
 
     Returns:
@@ -112,6 +129,20 @@ def export(
         n = model.outputs[0].shape[-1]
         if len(class_names) != n:
             raise ValueError(f"`class_names` has {len(class_names)} names; the model predicts {n} classes.")
+    if quantize is not None:
+        if quantize not in QUANTIZATIONS:
+            raise ValueError(
+                f"`quantize` must be one of {QUANTIZATIONS} or None. Received: quantize={quantize!r}"
+            )
+        if format != "litert":
+            raise ValueError(
+                f"`quantize` applies to format='litert'. Received: format={format!r}, quantize={quantize!r}"
+            )
+        if quantize == "int8" and representative_data is None:
+            raise ValueError(
+                "quantize='int8' calibrates on images: pass `representative_data` (a few hundred "
+                "training images, an array (n, height, width, 3) or batches of them)."
+            )
     if format in ("saved_model", "litert") and keras.backend.backend() != "tensorflow":
         raise RuntimeError(
             f"format={format!r} needs the TensorFlow backend (KERAS_BACKEND=tensorflow); this "
@@ -141,8 +172,113 @@ def export(
         # called; `served` never has, so it is given explicitly.
         spec = keras.InputSpec(shape=tuple(images.shape), dtype=input_dtype, name="images")
         options["input_signature"] = [spec]
-    served.export(path, format=FORMATS[format], verbose=verbose, **options)
+    if quantize is not None:
+        options.update(_quantization_options(quantize, representative_data, images.shape[1:], input_dtype))
+    try:
+        served.export(path, format=FORMATS[format], verbose=verbose, **options)
+    except Exception as e:
+        if quantize is None:
+            raise
+        # The converter's own message names the op it could not quantize.
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ValueError(
+            f"LiteRT could not quantize {model.name!r} as {quantize!r}: {first} "
+            "Try quantize='float16' or 'dynamic', or export float32 (quantize=None)."
+        ) from e
     if class_names is not None:
         with open(_class_names_path(path), "w") as f:
             json.dump(list(class_names), f)
     return path
+
+
+def _quantization_options(quantize, data, shape, input_dtype):
+    """Keras' LiteRT converter settings (`model.export(format="litert", **options)`) for `quantize`."""
+    import numpy as np
+    import tensorflow as tf  # the LiteRT converter's own constants
+
+    options = {"optimizations": [tf.lite.Optimize.DEFAULT]}
+    if quantize == "float16":
+        options["target_spec"] = {"supported_types": [tf.float16]}
+    if quantize != "int8":
+        return options
+    batches = [data] if hasattr(data, "shape") else data
+    images = []
+    for batch in batches:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        images.extend(np.asarray(keras.ops.convert_to_numpy(x)))
+    if not images or tuple(images[0].shape) != tuple(shape):
+        got = tuple(images[0].shape) if images else "no images"
+        raise ValueError(
+            f"`representative_data` must hold images of shape {tuple(shape)} (the model's input). "
+            f"Received: {got}."
+        )
+
+    def calibration():
+        for image in images:
+            yield [np.asarray(image, input_dtype)[None]]
+
+    options["representative_dataset"] = calibration
+    # Every op int8; the uint8 input is cast and quantized inside the graph.
+    options["target_spec"] = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]}
+    return options
+
+
+def litert_predict(path: str | os.PathLike, images: Any, *, threads: int | None = None) -> Any:
+    """The outputs of a LiteRT file (`zoo.export(format="litert")`) for `images`, one image at a time.
+
+    Runs the LiteRT interpreter (`ai_edge_litert` where installed, else
+    TensorFlow's) at batch 1, as a phone would; quantized inputs are
+    quantized and outputs dequantized with the file's own parameters.
+
+    Args:
+        path: str. A `.tflite` file.
+        images: array `(n, height, width, 3)` in the file's input range.
+        threads: int. Interpreter threads. Defaults to None (its default).
+
+    Returns:
+        A float32 array `(n, ...)`: the first output for each image.
+
+    Example:
+
+        >>> import os, tempfile, numpy as np, zoo
+        >>> m = zoo.build("resnet18", num_classes=3, input_shape=(32, 32, 3),
+        ...               include_preprocessing=True)
+        >>> path = zoo.export(m, os.path.join(tempfile.mkdtemp(), "m.tflite"), format="litert")
+        >>> zoo.litert_predict(path, np.zeros((2, 32, 32, 3), "uint8")).shape
+        (2, 3)
+    """
+    import numpy as np
+
+    interpreter = _interpreter(os.fspath(path), threads)
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    scale, zero = inp["quantization"]
+    results = []
+    for image in np.asarray(images):
+        x = image[None]
+        if scale:  # a quantized input: real = scale * (q - zero)
+            x = np.round(x / scale + zero)
+        interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])[0]
+        o_scale, o_zero = out["quantization"]
+        results.append((y.astype("float32") - o_zero) * o_scale if o_scale else y.astype("float32"))
+    return np.stack(results)
+
+
+def _interpreter(path, threads):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import warnings
+
+        import tensorflow as tf
+
+        with warnings.catch_warnings():  # TF's note that its interpreter moves to ai_edge_litert
+            warnings.simplefilter("ignore", UserWarning)
+            Interpreter = tf.lite.Interpreter
+            interpreter = Interpreter(model_path=path, num_threads=threads)
+    else:
+        interpreter = Interpreter(model_path=path, num_threads=threads)
+    interpreter.allocate_tensors()
+    return interpreter

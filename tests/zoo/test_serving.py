@@ -79,8 +79,63 @@ def test_bad_exports_are_refused_before_writing(tmp_path):
     ok = zoo.build("resnet18", num_classes=3, input_shape=(32, 32, 3), include_preprocessing=True)
     with pytest.raises(ValueError, match="predicts 3 classes"):
         zoo.export(ok, str(tmp_path / "a"), class_names=["a"])
+    # Quantization: LiteRT only, a known kind, int8 calibrated on images.
+    with pytest.raises(ValueError, match="applies to format='litert'"):
+        zoo.export(ok, str(tmp_path / "a"), quantize="int8", representative_data=_batch())
+    with pytest.raises(ValueError, match="`quantize` must be one of"):
+        zoo.export(ok, str(tmp_path / "a.tflite"), format="litert", quantize="int4")
+    with pytest.raises(ValueError, match="pass `representative_data`"):
+        zoo.export(ok, str(tmp_path / "a.tflite"), format="litert", quantize="int8")
     assert zoo._serving.takes_raw_images(zoo.build("mobilenetv3small", input_shape=(32, 32, 3)))
     if keras.backend.backend() != "tensorflow":
         with pytest.raises(RuntimeError, match="needs the TensorFlow backend"):
             zoo.export(ok, str(tmp_path / "a"))
     assert not os.listdir(tmp_path)
+
+
+def _litert_ops(path):
+    """`[(op, [input tensor types])]` of a LiteRT file, read off LiteRT's own analyzer."""
+    import contextlib
+    import io
+    import re
+
+    import tensorflow as tf
+
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        tf.lite.experimental.Analyzer.analyze(model_path=path)
+    types = dict(re.findall(r"^\s*T#(\d+)\(.*?type:(\w+)", text.getvalue(), re.M))
+    ops = re.findall(r"^\s*Op#\d+ (\w+)\(([^)]*)\)", text.getvalue(), re.M)
+    return [(op, [types[t] for t in re.findall(r"T#(\d+)", args)]) for op, args in ops]
+
+
+@pytest.mark.tf_only  # LiteRT's converter and interpreter
+def test_int8_litert_takes_uint8_computes_in_integers_and_agrees_with_the_float_model(tmp_path):
+    x, y, _ = zoo.datasets.shapes(16, size=32, split="train")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    h = zoo.layers.ImageNormalization("torch")(inputs)
+    for i, width in enumerate((16, 32)):
+        h = keras.layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name=f"conv{i}")(h)
+        h = keras.layers.ReLU()(keras.layers.BatchNormalization(name=f"bn{i}")(h))
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inputs, keras.layers.Dense(6, activation="softmax")(h), name="tiny")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=6, batch_size=16, verbose=0)
+    path = zoo.export(
+        model, str(tmp_path / "q.tflite"), format="litert", quantize="int8", representative_data=x[:48]
+    )
+    ops = _litert_ops(path)
+    assert ops[0] == ("CAST", ["UINT8"]) and ops[1][0] == "QUANTIZE"  # raw pixels in
+    for op, types in ops[2:]:
+        if op != "DEQUANTIZE":  # the scores leave as float32
+            assert set(types) <= {"INT8", "INT32"}, (op, types)
+    assert any(op == "CONV_2D" for op, _ in ops)
+    want = keras.ops.convert_to_numpy(model(x.astype("float32"))).argmax(-1)
+    got = zoo.litert_predict(path, x)
+    assert got.shape == (len(x), 6) and got.dtype == np.float32
+    # Tolerance: int8 may flip a few borderline images of a barely trained model.
+    assert (got.argmax(-1) == want).mean() >= 0.9
+    for kind in ("float16", "dynamic"):
+        other = zoo.export(model, str(tmp_path / f"{kind}.tflite"), format="litert", quantize=kind)
+        assert (zoo.litert_predict(other, x).argmax(-1) == want).mean() >= 0.95
