@@ -128,9 +128,21 @@ def _companion_parsers(sub, common):
     exp.add_argument("--model", required=True, help="a best.keras written by `run`")
     exp.add_argument(
         "--format",
-        default="saved_model",
         choices=("saved_model", "litert", "onnx"),
-        help="(default: %(default)s)",
+        help="(default: saved_model; litert with --quantize)",
+    )
+    exp.add_argument(
+        "--quantize",
+        choices=("int8", "float16", "dynamic"),
+        help="LiteRT post-training quantization: int8 (weights and activations, calibrated on the "
+        "run's training images), float16 or dynamic (int8 weights). Evaluates the quantized and the "
+        "float32 file on the run's test split and writes both beside --out (<out>.export.json)",
+    )
+    exp.add_argument(
+        "--calibration-images",
+        type=int,
+        default=300,
+        help="training images int8 calibrates on (default: %(default)s)",
     )
     exp.add_argument(
         "--input-dtype",
@@ -242,12 +254,24 @@ def export(args):
     from tuning.files import write_json
     from tuning.job import load_classes, load_model
 
+    if args.format is None:
+        args.format = "litert" if args.quantize else "saved_model"
+    if args.quantize and args.format != "litert":
+        raise UsageError(
+            f"--quantize writes LiteRT files; drop --format {args.format} or use --format litert."
+        )
+    if args.calibration_images < 1:
+        raise UsageError(f"--calibration-images must be at least 1. Received: {args.calibration_images}.")
     if args.format in ("saved_model", "litert") and keras.backend.backend() != "tensorflow":
         raise UsageError(
             f"--format {args.format} needs the TensorFlow backend; run with "
             "KERAS_BACKEND=tensorflow (best.keras loads on any backend)."
         )
     out = os.path.abspath(args.out)
+    if args.format == "litert" and not out.endswith(".tflite"):
+        raise UsageError(
+            f"--format litert writes a .tflite file: give --out a name ending in .tflite (got {args.out!r})."
+        )
     if os.path.exists(out):
         raise UsageError(f"--out {args.out!r} exists; choose a new path (nothing is overwritten).")
     parent = os.path.dirname(out)
@@ -267,11 +291,21 @@ def export(args):
         model = serving_model(model, probabilities=args.probabilities)
     stored = load_classes(args.model)
     classes = stored["classes"]
+    quantized = _calibration(args, model, segmentation, stored) if args.quantize else None
     # Written next to the target and renamed into place: an interrupted
     # export leaves no half-written artifact at --out.
-    tmp = os.path.join(parent, f".{os.path.basename(out)}.tmp-{os.getpid()}")
+    stem, ext = os.path.splitext(os.path.basename(out))  # Keras wants .tflite on a LiteRT file
+    tmp = os.path.join(parent, f".{stem}.tmp-{os.getpid()}{ext if args.format != 'saved_model' else ''}")
     try:
-        zoo.export(model, tmp, format=args.format, input_dtype=args.input_dtype, class_names=classes)
+        zoo.export(
+            model,
+            tmp,
+            format=args.format,
+            input_dtype=args.input_dtype,
+            class_names=classes,
+            quantize=args.quantize,
+            representative_data=quantized["calibration"] if quantized else None,
+        )
         beside = tmp + ".classes.json"
         if stored["thresholds"] is not None:  # a multi-label model: its decision thresholds travel with it
             write_json(beside, stored)
@@ -285,10 +319,102 @@ def export(args):
             elif os.path.exists(leftover):
                 os.remove(leftover)
     print(
-        f"wrote {out} ({args.format}, {args.input_dtype} input{', flip TTA' if args.tta else ''}"
+        f"wrote {out} ({args.format}{', ' + args.quantize if args.quantize else ''}, {args.input_dtype} "
+        f"input{', flip TTA' if args.tta else ''}"
         + (f", {len(classes)} class names beside it)" if classes else ")")
     )
+    if quantized:
+        print(_compare_quantized(args, model, out, quantized))
     return 0
+
+
+def _calibration(args, model, segmentation, stored):
+    """The run's training images to calibrate on and its test images to compare on; checked first."""
+    import numpy as np
+
+    from tuning.config import ConfigError
+    from tuning.data import read_batches
+    from tuning.job import run_files
+
+    run = os.path.dirname(os.path.abspath(args.model))
+    try:
+        files, _, config = run_files(run)
+    except ConfigError:
+        raise UsageError(
+            f"--quantize {args.quantize} calibrates on the run's training images, and {run} holds no "
+            "run.json: export a best.keras written by `python -m tuning run` in its own folder."
+        ) from None
+    size = model.input_shape[1:3]
+    if None in size:
+        size = (config.image_size, config.image_size)
+    paths, _ = files["train"]
+    pick = np.random.default_rng(0).permutation(len(paths))[: args.calibration_images]
+    calibration, _ = _read(read_batches, [paths[i] for i in sorted(pick)], size)
+    split = "test" if "test" in files else "val"
+    test_paths, labels = files[split]
+    test, kept = None, None
+    if not segmentation and stored["thresholds"] is None:  # one class per image: accuracy compares
+        test, kept = _read(read_batches, test_paths, size)
+    return {"calibration": calibration, "test": test, "labels": np.asarray(labels)[kept], "split": split}
+
+
+def _read(read_batches, paths, size):
+    """`(images, readable)`: the images of `paths` that decode, and which did."""
+    import numpy as np
+
+    images, readable = [], []
+    for chunk, batch, failed in read_batches(paths, size):
+        images.extend(batch)
+        readable.extend(p not in failed for p in chunk)
+    if not images:
+        raise UsageError(f"none of the run's {len(paths)} images could be read (moved or deleted?).")
+    return np.stack(images), np.asarray(readable)
+
+
+def _compare_quantized(args, model, out, quantized):
+    """Export float32 LiteRT beside, evaluate both on the run's held-out split, write `<out>.export.json`."""
+    import tempfile
+
+    import zoo
+    from tuning.files import write_json
+
+    with tempfile.TemporaryDirectory() as scratch:
+        plain = zoo.export(
+            model, os.path.join(scratch, "float32.tflite"), format="litert", input_dtype=args.input_dtype
+        )
+        sizes = {"float32": os.path.getsize(plain), args.quantize: os.path.getsize(out)}
+        rows = {}
+        for name, path in (("float32", plain), (args.quantize, out)):
+            row = {"bytes": sizes[name]}
+            if quantized["test"] is not None:
+                scores, seconds = zoo.litert_predict(path, quantized["test"], return_latency=True)
+                row["accuracy"] = float((scores.argmax(-1) == quantized["labels"]).mean())
+            else:  # latency on the calibration images; accuracy needs one class per image
+                _, seconds = zoo.litert_predict(path, quantized["calibration"][:50], return_latency=True)
+            row["ms_per_image"] = round(seconds * 1000, 3)
+            rows[name] = row
+    q, f = rows[args.quantize], rows["float32"]
+    record = {
+        "quantize": args.quantize,
+        "calibration_images": len(quantized["calibration"]),
+        "split": quantized["split"],
+        "images": None if quantized["test"] is None else len(quantized["test"]),
+        "float32": f,
+        args.quantize: q,
+        "size_ratio": round(f["bytes"] / q["bytes"], 2),
+    }
+    write_json(out + ".export.json", record)
+    accuracy = (
+        f"{quantized['split']} accuracy {q['accuracy']:.4f} (float32 {f['accuracy']:.4f}) on "
+        f"{record['images']} images, "
+        if "accuracy" in q
+        else ""
+    )
+    return (
+        f"{args.quantize}: {accuracy}{q['bytes'] / 1e6:.1f} MB (float32 {f['bytes'] / 1e6:.1f} MB, "
+        f"{record['size_ratio']}x smaller), {q['ms_per_image']:.2f} ms per image at batch 1 "
+        f"(float32 {f['ms_per_image']:.2f} ms); wrote {out}.export.json"
+    )
 
 
 def _with_tta(model, path):

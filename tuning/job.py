@@ -379,8 +379,9 @@ def _task_of(given, config, info, out, verbose):
     return config
 
 
-def _load(data, config, parallel):
-    from tuning.data import file_datasets, split_files
+def _split(data, config):
+    """`(files, classes, info)`: the run's split of `data` (folders or a labels CSV)."""
+    from tuning.data import split_files
 
     fractions = dict(validation_fraction=config.validation_fraction, test_fraction=config.test_fraction)
     if config.labels is not None:
@@ -389,9 +390,39 @@ def _load(data, config, parallel):
         table = read_labels(config.labels, data)
         if config.task == "multilabel" and not table.multilabel:  # every row has one label, still sigmoid
             table.targets, table.multilabel = table.matrix(), True
-        files, classes, info = split_labels(table, seed=config.seed, **fractions)
-    else:
-        files, classes, info = split_files(data, seed=config.seed, **fractions)
+        return split_labels(table, seed=config.seed, **fractions)
+    return split_files(data, seed=config.seed, **fractions)
+
+
+def run_files(out: str) -> tuple[dict, list, SearchConfig]:
+    """`(files, classes, config)` of the run in `out`: its split again, from its `run.json`.
+
+    `files` maps "train", "val" (and "test") to `(paths, labels)`, the
+    same files in the same order as the run used (same data, seed and
+    fractions). Raises `ConfigError` when `out` holds no run and
+    `tuning.data.DataError` when its data has moved.
+
+    Example:
+
+        >>> import tuning.job
+        >>> tuning.job.run_files("no/such/run")
+        Traceback (most recent call last):
+        ...
+        tuning.config.ConfigError: no/such/run holds no run.json: give the --out folder of a `python -m tuning run`.
+    """
+    path = os.path.join(out, RUN_FILE)
+    if not os.path.exists(path):
+        raise ConfigError(f"{out} holds no {RUN_FILE}: give the --out folder of a `python -m tuning run`.")
+    record = read_json(path)
+    config = SearchConfig.from_dict(record["config"])
+    files, classes, _ = _split(record["data"], config)
+    return files, classes, config
+
+
+def _load(data, config, parallel):
+    from tuning.data import file_datasets
+
+    files, classes, info = _split(data, config)
     made, info = file_datasets(
         files, info, image_size=config.image_size, batch_size=parallel.batch_size, seed=config.seed
     )

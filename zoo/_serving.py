@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -129,6 +130,8 @@ def export(
         n = model.outputs[0].shape[-1]
         if len(class_names) != n:
             raise ValueError(f"`class_names` has {len(class_names)} names; the model predicts {n} classes.")
+    if format == "litert" and not os.fspath(path).endswith(".tflite"):
+        raise ValueError(f"format='litert' writes a `.tflite` file. Received: path={os.fspath(path)!r}")
     if quantize is not None:
         if quantize not in QUANTIZATIONS:
             raise ValueError(
@@ -223,7 +226,9 @@ def _quantization_options(quantize, data, shape, input_dtype):
     return options
 
 
-def litert_predict(path: str | os.PathLike, images: Any, *, threads: int | None = None) -> Any:
+def litert_predict(
+    path: str | os.PathLike, images: Any, *, threads: int | None = None, return_latency: bool = False
+) -> Any:
     """The outputs of a LiteRT file (`zoo.export(format="litert")`) for `images`, one image at a time.
 
     Runs the LiteRT interpreter (`ai_edge_litert` where installed, else
@@ -234,9 +239,12 @@ def litert_predict(path: str | os.PathLike, images: Any, *, threads: int | None 
         path: str. A `.tflite` file.
         images: array `(n, height, width, 3)` in the file's input range.
         threads: int. Interpreter threads. Defaults to None (its default).
+        return_latency: bool. Also return the median seconds of one
+            image's `invoke` (batch 1, this machine). Defaults to False.
 
     Returns:
-        A float32 array `(n, ...)`: the first output for each image.
+        A float32 array `(n, ...)`: the first output for each image; with
+        `return_latency`, `(outputs, seconds)`.
 
     Example:
 
@@ -253,17 +261,20 @@ def litert_predict(path: str | os.PathLike, images: Any, *, threads: int | None 
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     scale, zero = inp["quantization"]
-    results = []
+    results, seconds = [], []
     for image in np.asarray(images):
         x = image[None]
         if scale:  # a quantized input: real = scale * (q - zero)
             x = np.round(x / scale + zero)
         interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        start = time.perf_counter()
         interpreter.invoke()
+        seconds.append(time.perf_counter() - start)
         y = interpreter.get_tensor(out["index"])[0]
         o_scale, o_zero = out["quantization"]
         results.append((y.astype("float32") - o_zero) * o_scale if o_scale else y.astype("float32"))
-    return np.stack(results)
+    outputs = np.stack(results)
+    return (outputs, float(np.median(seconds))) if return_latency else outputs
 
 
 def _interpreter(path, threads):

@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -100,6 +101,58 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
     assert np.abs(next(iter(tta_out.values())).numpy() - keras.ops.convert_to_numpy(want)).max() < 1e-5
     run_json = json.loads(pathlib.Path(os.path.join(out, "run.json")).read_text())
     assert set(run_json["evaluation"]) >= {"accuracy", "balanced_accuracy", "macro_f1", "tta"}
+    # int8 LiteRT: calibrated on the run's training images, compared with float32 on its test split.
+    capsys.readouterr()
+    lite = str(tmp_path / "q.tflite")
+    assert (
+        main(["export", "--model", os.path.join(out, "best.keras"), "--out", lite, "--quantize", "int8"]) == 0
+    )
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("int8: test accuracy ") and "(float32 " in line and "ms per image" in line
+    record = json.loads(pathlib.Path(lite + ".export.json").read_text())
+    assert record["calibration_images"] == run_json["splits"]["train"]["images"]  # all 24, under 300
+    assert record["images"] == len(files) * 6 and record["size_ratio"] > 3.5
+    assert abs(record["int8"]["accuracy"] - record["float32"]["accuracy"]) <= 2 / record["images"]
+    # Bad input: one line each, nothing written.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(os.path.join(out, "best.keras"), alone / "best.keras")
+    bad = str(tmp_path / "bad.tflite")
+    assert main(["export", "--model", str(alone / "best.keras"), "--out", bad, "--quantize", "int8"]) == 2
+    assert "holds no run.json" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                os.path.join(out, "best.keras"),
+                "--out",
+                bad,
+                "--quantize",
+                "int8",
+                "--format",
+                "saved_model",
+            ]
+        )
+        == 2
+    )
+    assert "--quantize writes LiteRT files" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                os.path.join(out, "best.keras"),
+                "--out",
+                str(tmp_path / "x"),
+                "--format",
+                "litert",
+            ]
+        )
+        == 2
+    )
+    assert "ending in .tflite" in capsys.readouterr().err
+    assert not os.path.exists(bad) and not os.path.exists(tmp_path / "x")
     # The same command again resumes instead of clobbering.
     assert main(["run", "--out", out, *TINY]) == 0
     assert "resuming" in capsys.readouterr().out
