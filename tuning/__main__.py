@@ -46,6 +46,10 @@ RUN_FLAGS = {
     "--seed": "seed of the data split, the search and the weights",
     "--test-fraction": "without test/: share of each class held out for the test figure (0: none)",
     "--time-budget": "search budget (90s, 20m, 1h30m): trials that cannot fit do not start",
+    "--max-latency-ms": "keep as best.keras only trials whose latency per image (batch 1, measured "
+    "here after training) is at most this; the leaderboard shows every trial's",
+    "--fastest-within": "keep as best.keras the fastest trial (latency per image) whose score is within "
+    "this of the best, in the objective's units (0.01: one accuracy point)",
     "--objective": "accuracy, balanced_accuracy, macro_f1 (validation), or auto (balanced if 3x "
     "imbalance; map for multilabel; mean_iou for --task segment)",
     "--class-weight": "none, balanced (loss weights n / (k * n_class)) or search (a searched choice)",

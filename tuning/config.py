@@ -77,6 +77,14 @@ class SearchConfig:
             "search" (a searched choice between the two). Defaults to None.
         time_budget: float. Seconds for the search; None for no limit.
             Defaults to None.
+        max_latency_ms: float. Keep as the best model only trials whose
+            latency per image (batch 1, measured on this machine after
+            training) is at most this; the leaderboard shows every trial's.
+            Defaults to None (no cap).
+        fastest_within: float. Keep as the best model the fastest trial
+            (latency per image) whose score is within this of the best
+            score, in the objective's units (0.01: one accuracy point).
+            Defaults to None (the best score).
         tta: tuple of str. Test-time augmentation views evaluated beside
             the plain figure ("flip"); () for none. Defaults to ("flip",).
         cv: int. Folds to retrain the best configuration on (train+val);
@@ -128,6 +136,8 @@ class SearchConfig:
     objective: str = "auto"
     class_weight: str | None = None
     time_budget: float | None = None
+    max_latency_ms: float | None = None
+    fastest_within: float | None = None
     tta: tuple = ("flip",)
     cv: int = 0
     keep_checkpoints: bool = False
@@ -166,6 +176,13 @@ class SearchConfig:
             set_("labels", os.fspath(self.labels))
         if isinstance(self.time_budget, str):
             set_("time_budget", parse_duration(self.time_budget))
+        for key in ("max_latency_ms", "fastest_within"):
+            value = getattr(self, key)
+            if isinstance(value, str):
+                try:
+                    set_(key, float(value))
+                except ValueError:
+                    raise ConfigError(f"`{key}` must be a number. Received: {key}={value!r}") from None
         self.validate()
 
     # ------------------------------------------------------------ checks
@@ -212,6 +229,18 @@ class SearchConfig:
                 f"`time_budget` must be a duration above 0 (seconds, or '90s', '20m', '1h30m'). "
                 f"Received: time_budget={self.time_budget!r}"
             )
+        for key, unit in (
+            ("max_latency_ms", "milliseconds"),
+            ("fastest_within", "score points (0.01: one point)"),
+        ):
+            value = getattr(self, key)
+            if value is not None and not (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and value > 0
+            ):
+                raise ConfigError(f"`{key}` must be a number of {unit} above 0. Received: {key}={value!r}")
         if not isinstance(self.cv, int) or self.cv == 1 or self.cv < 0:
             raise ConfigError(
                 f"`cv` must be 0 (no cross-validation) or at least 2 folds. Received: cv={self.cv!r}"

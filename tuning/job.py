@@ -788,6 +788,7 @@ def _search(config, hypermodel, splits, out, objective, callbacks, verbose, para
             callbacks=list(callbacks),
             keep_checkpoints=config.keep_checkpoints,
             time_budget=config.time_budget,
+            max_latency_ms=config.max_latency_ms,
             distribution_strategy=parallel.strategy,
         )
     except KeyboardInterrupt:
@@ -910,6 +911,7 @@ def _finish(config, data, out, hypermodel, result, splits, classes, info, object
         class_names=classes,
         backbone=result.hyperparameters.get("backbone", config.backbone[0]),
         top_losses=analysis["top_losses"],
+        max_latency_ms=config.max_latency_ms,
     )
     figures = {k: evaluation[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
     board = _leaderboard_with(result.leaderboard, measured_on, figures, evaluation.get("tta"), cv)

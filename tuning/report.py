@@ -128,6 +128,39 @@ def _label(value) -> str:
     return str(value)
 
 
+def latency_figure(rows, max_latency_ms=None):
+    """Each trial's score against its latency per image (batch 1), labelled by trial and backbone.
+
+    Rows are leaderboard rows with `score` and `latency_ms`; the cap, if
+    given, is drawn as a dashed line.
+
+    Example:
+
+        >>> from tuning import report
+        >>> rows = [{"trial_id": "0", "score": 0.9, "latency_ms": 4.0, "backbone": "resnet18"},
+        ...         {"trial_id": "1", "score": 0.8, "latency_ms": 1.5, "backbone": "mobilenetv3small"}]
+        >>> report.latency_figure(rows, max_latency_ms=3).axes[0].get_xlabel()
+        'latency per image, batch 1 (ms)'
+    """
+    import matplotlib.pyplot as plt
+
+    timed = [r for r in rows if r.get("latency_ms") is not None and r.get("score") is not None]
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.scatter([r["latency_ms"] for r in timed], [r["score"] for r in timed])
+    for r in timed:
+        label = str(r.get("trial_id")) + (f" {r['backbone']}" if r.get("backbone") else "")
+        ax.annotate(
+            label, (r["latency_ms"], r["score"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+        )
+    if max_latency_ms is not None:
+        ax.axvline(max_latency_ms, color="grey", linestyle="--", linewidth=1, label="latency cap")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("latency per image, batch 1 (ms)")
+    ax.set_ylabel("score")
+    ax.set_title("trials: score against latency", fontsize=9)
+    return fig
+
+
 def trials_figure(rows):
     """Score against each hyperparameter that varied (the backbone first).
 
@@ -213,7 +246,18 @@ def plot_saver(out_dir):
     return plt, save, written
 
 
-def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names, backbone, top_losses=()):
+def write_plots(
+    out_dir,
+    *,
+    model,
+    history,
+    leaderboard,
+    evaluation,
+    class_names,
+    backbone,
+    top_losses=(),
+    max_latency_ms=None,
+):
     """PNG plots: learning curves, confusion matrix, trials, Grad-CAM, feature maps, top losses.
 
     `top_losses`: dicts `path`, `true`, `predicted`, `probability` (see
@@ -269,6 +313,8 @@ def write_plots(out_dir, *, model, history, leaderboard, evaluation, class_names
     if scored:
         fig = trials_figure(scored)
         save(fig, "trials.png")
+    if any(r.get("latency_ms") is not None for r in scored):
+        save(latency_figure(scored, max_latency_ms), "latency.png")  # what each trial costs to serve
 
     if top_losses:
         from tuning.analysis import top_losses_figure

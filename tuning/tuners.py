@@ -15,6 +15,7 @@ import dataclasses
 import glob
 import logging
 import os
+import shutil
 import statistics
 import time
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ from tuning._keras import (
     serve_oracle,
 )
 from tuning.callbacks import TimeBudget
-from tuning.files import atomic_write, file_lock, is_worker, read_json, write_json, write_rows
+from tuning.files import atomic_write, file_lock, is_worker, publish, read_json, write_json, write_rows
 from tuning.hypermodel import AUGMENTATIONS, TransferHyperModel
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ BEST_MODEL = "best.keras"
 BEST_INFO = "best.json"
 LEADERBOARD = "leaderboard"
 BUDGET = "budget.json"
+COSTS = "trial_costs.json"
+CANDIDATES = "candidates"  # near-best trials' models while a "fastest within" choice is open
+# What deploying a trial's model costs, beside its figures on the leaderboard.
+COST_COLUMNS = ("params", "macs", "weights_mb", "latency_ms")
 # Validation figures of each trial's best epoch shown beside its score.
 BOARD_METRICS = ("val_accuracy", "val_balanced_accuracy", "val_macro_f1")
 
@@ -110,16 +115,42 @@ class BestModelKeeper:
     process or concurrent workers never leave a half-written or worse model.
     """
 
-    def __init__(self, directory: str, objective: kt.Objective):
+    def __init__(
+        self,
+        directory: str,
+        objective: kt.Objective,
+        max_latency_ms: float | None = None,
+        fastest_within: float | None = None,
+    ):
         self.directory = directory
         self.objective = objective
+        self.max_latency_ms = max_latency_ms
+        self.fastest_within = fastest_within
 
     def best(self):
         return read_json(os.path.join(self.directory, BEST_INFO))
 
-    def offer(self, model, score: float, hyperparameters: dict, history: dict | None = None):
+    def offer(
+        self,
+        model,
+        score: float,
+        hyperparameters: dict,
+        history: dict | None = None,
+        costs: dict | None = None,
+        trial_id: str | None = None,
+    ):
         if score is None or not np.isfinite(score):
             return False
+        if not within_cap(costs, self.max_latency_ms):
+            return False
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None and not optimizer.built:
+            # A cached-head trial trained the head apart: the model's own
+            # optimizer never ran. Built, its saved state matches what
+            # Keras builds on load (no "Skipping variable loading" warning).
+            optimizer.build(model.trainable_variables)
+        if self.fastest_within is not None and trial_id is not None:
+            self._keep_candidate(model, score, hyperparameters, history, costs, trial_id)
         with file_lock(self.directory, ".best.lock"):
             current = self.best()
             better = current is None or (
@@ -127,21 +158,76 @@ class BestModelKeeper:
             )
             if not better:
                 return False
-            optimizer = getattr(model, "optimizer", None)
-            if optimizer is not None and not optimizer.built:
-                # A cached-head trial trained the head apart: the model's own
-                # optimizer never ran. Built, its saved state matches what
-                # Keras builds on load (no "Skipping variable loading" warning).
-                optimizer.build(model.trainable_variables)
             atomic_write(os.path.join(self.directory, BEST_MODEL), model.save)
             info = {
                 "score": float(score),
                 "objective": self.objective.name,
                 "hyperparameters": hyperparameters,
                 "history": {k: [float(v) for v in vals] for k, vals in (history or {}).items()},
+                "costs": costs,
             }
             write_json(os.path.join(self.directory, BEST_INFO), info)
             return True
+
+    def _candidates(self):
+        return os.path.join(self.directory, CANDIDATES)
+
+    def _keep_candidate(self, model, score, hyperparameters, history, costs, trial_id):
+        # Every model that may still be "the fastest within `fastest_within`
+        # of the best" is kept; one that falls further behind is deleted.
+        folder = self._candidates()
+        sign = 1 if self.objective.direction == "max" else -1
+        with file_lock(self.directory, ".candidates.lock"):
+            os.makedirs(folder, exist_ok=True)
+            index = read_json(os.path.join(folder, "index.json"), {})
+            best = max([sign * c["score"] for c in index.values()] + [sign * score])
+            if best - sign * score <= self.fastest_within + 1e-12:
+                atomic_write(os.path.join(folder, f"{trial_id}.keras"), model.save)
+                index[trial_id] = {
+                    "trial_id": trial_id,
+                    "score": float(score),
+                    "latency_ms": (costs or {}).get("latency_ms"),
+                    "costs": costs,
+                    "hyperparameters": hyperparameters,
+                    "history": {k: [float(v) for v in vals] for k, vals in (history or {}).items()},
+                }
+            for tid in [
+                t for t, c in index.items() if best - sign * c["score"] > self.fastest_within + 1e-12
+            ]:
+                os.remove(os.path.join(folder, f"{tid}.keras"))
+                del index[tid]
+            write_json(os.path.join(folder, "index.json"), index)
+
+    def choose_fastest(self) -> dict | None:
+        """Make the fastest kept trial within `fastest_within` of the best `best.keras`; return its row.
+
+        Runs once the search is over (`search` calls it); the candidates'
+        files are removed after.
+        """
+        folder = self._candidates()
+        index = read_json(os.path.join(folder, "index.json"), {})
+        chosen = pick(list(index.values()), direction=self.objective.direction, within=self.fastest_within)
+        if chosen is not None:
+            publish(
+                os.path.join(folder, f"{chosen['trial_id']}.keras"), os.path.join(self.directory, BEST_MODEL)
+            )
+            best = (
+                max(c["score"] for c in index.values())
+                if self.objective.direction == "max"
+                else min(c["score"] for c in index.values())
+            )
+            info = {
+                "score": chosen["score"],
+                "objective": self.objective.name,
+                "hyperparameters": chosen["hyperparameters"],
+                "history": chosen["history"],
+                "costs": chosen["costs"],
+                "chosen": f"the fastest trial within {self.fastest_within} of the best score {best:.4f}",
+                "trial_id": chosen["trial_id"],
+            }
+            write_json(os.path.join(self.directory, BEST_INFO), info)
+        shutil.rmtree(folder, ignore_errors=True)
+        return chosen
 
 
 class JobOracle:
@@ -221,6 +307,15 @@ class JobTuner:
         print_trials: bool. One line per finished trial. Defaults to False.
         keep_checkpoints: bool. Keep every trial's checkpoint. Defaults to True.
         keep_best: bool. Keep the best model as `best.keras`. Defaults to True.
+        measure_costs: bool. Measure each trained trial's parameters, MACs,
+            weight size and latency per image (`model_costs`) for the
+            leaderboard. Defaults to True.
+        max_latency_ms: float. Keep as `best.keras` only trials whose
+            latency per image (batch 1) is at most this. Defaults to None.
+        fastest_within: float. Once the search is over, make `best.keras`
+            the fastest trial whose score is within this of the best (in
+            the objective's units: 0.01 is one accuracy point); the
+            near-best trials' models are kept until then. Defaults to None.
         **kwargs: KerasTuner's `Tuner` arguments (directory, project_name, ...).
     """
 
@@ -234,6 +329,9 @@ class JobTuner:
         keep_checkpoints: bool = True,
         keep_best: bool = True,
         seed: int | None = None,
+        measure_costs: bool = True,
+        max_latency_ms: float | None = None,
+        fastest_within: float | None = None,
         **kwargs: Any,
     ) -> None:
         # KerasTuner's RandomSearch/BayesianOptimization/Hyperband constructors
@@ -243,7 +341,17 @@ class JobTuner:
         self.budget = budget
         self.print_trials = print_trials
         self.keep_checkpoints = keep_checkpoints
-        self.keeper = BestModelKeeper(self.project_dir, self.oracle.objective) if keep_best else None
+        if (max_latency_ms is not None or fastest_within is not None) and not measure_costs:
+            raise ValueError(
+                "`max_latency_ms` and `fastest_within` need the trials' latency: leave `measure_costs=True`."
+            )
+        self.measure_costs = measure_costs
+        self.max_latency_ms = max_latency_ms
+        self.keeper = (
+            BestModelKeeper(self.project_dir, self.oracle.objective, max_latency_ms, fastest_within)
+            if keep_best
+            else None
+        )
         self._began: dict = {}
         self._durations: list = []
         self._finished = 0
@@ -259,6 +367,12 @@ class JobTuner:
         if last is not None and last["history"]:
             objective = self.oracle.objective
             values = [v for v in last["history"].get(objective.name, []) if v is not None]
+            costs = None
+            if self.measure_costs:
+                costs = model_costs(last["model"])
+                with file_lock(self.project_dir, ".costs.lock"):  # workers finish concurrently
+                    path = os.path.join(self.project_dir, COSTS)
+                    write_json(path, {**read_json(path, {}), trial.trial_id: costs})
             if values:
                 score = max(values) if objective.direction == "max" else min(values)
                 # A worker's trial object never receives the oracle's score: its trial line shows this one.
@@ -268,7 +382,12 @@ class JobTuner:
                         k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")
                     }
                     self.keeper.offer(
-                        last["model"], float(score), hps, {**last["history"], "phase": last["phases"]}
+                        last["model"],
+                        float(score),
+                        hps,
+                        {**last["history"], "phase": last["phases"]},
+                        costs,
+                        trial.trial_id,
                     )
         if self.budget is not None and len(self.budget.stops) > stops:
             _record_budget_stop(self.project_dir, trial.trial_id, self.budget.stops[-1])
@@ -397,6 +516,7 @@ def _load_times(project_dir):
 def leaderboard(tuner) -> list:
     """Finished trials of a tuner, best first, as dicts."""
     times = _load_times(tuner.project_dir)
+    costs = read_json(os.path.join(tuner.project_dir, COSTS), {})
     trials = tuner.oracle.get_best_trials(num_trials=len(tuner.oracle.trials) or 1)
     rows = []
     for t in trials:
@@ -409,9 +529,97 @@ def leaderboard(tuner) -> list:
         for name in BOARD_METRICS:
             if t.metrics.exists(name):
                 row[name] = round(float(t.metrics.get_last_value(name)), 4)
+        row.update(costs.get(t.trial_id, {}))
         row.update({k: v for k, v in t.hyperparameters.values.items() if not k.startswith("tuner/")})
         rows.append(row)
     return rows
+
+
+def model_costs(model: keras.Model, *, runs: int = 5) -> dict:
+    """What deploying `model` costs: `params`, `macs`, `weights_mb` and `latency_ms`.
+
+    `weights_mb` is the bytes of its weights (an exported or optimizer-free
+    saved model is that plus a few kB); `macs` is None for a model of any
+    input size. `latency_ms` is the median of `runs` compiled
+    `predict_on_batch` calls on one image (batch 1, this machine, this
+    backend), after one call that compiles.
+
+    Example:
+
+        >>> import tuning, zoo
+        >>> m = zoo.build("resnet18", num_classes=3, input_shape=(32, 32, 3))
+        >>> c = tuning.tuners.model_costs(m)
+        >>> c["params"], round(c["weights_mb"], 1), c["latency_ms"] > 0
+        (11187651, 44.8, True)
+    """
+    import zoo
+
+    try:
+        macs = int(zoo.count_macs(model))
+    except ValueError:  # any input size: no fixed count
+        macs = None
+    weights = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights)
+    shape = tuple(model.inputs[0].shape[1:])
+    latency = None
+    if None not in shape:
+        x = np.zeros((1, *shape), model.inputs[0].dtype or "float32")
+        try:
+            model.predict_on_batch(x)  # compiles
+            seconds = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                model.predict_on_batch(x)
+                seconds.append(time.perf_counter() - start)
+            latency = round(1000 * float(np.median(seconds)), 3)
+        except (
+            Exception
+        ) as e:  # a measurement: the trial stands without it (e.g. one image over many devices)
+            logger.warning("latency of %s not measured: %s: %s", model.name, type(e).__name__, e)
+    return {
+        "params": int(model.count_params()),
+        "macs": macs,
+        "weights_mb": round(weights / 1e6, 2),
+        "latency_ms": latency,
+    }
+
+
+def within_cap(costs: dict | None, max_latency_ms: float | None) -> bool:
+    """Whether a trial's measured latency is within `max_latency_ms` (always, without a cap)."""
+    if max_latency_ms is None:
+        return True
+    return costs is not None and costs.get("latency_ms") is not None and costs["latency_ms"] <= max_latency_ms
+
+
+def pick(rows: Sequence[dict], *, direction: str = "max", max_latency_ms=None, within=None) -> dict | None:
+    """The leaderboard row a latency-aware objective chooses, or None if no row qualifies.
+
+    Rows are `leaderboard` rows (`score`, `latency_ms`). With
+    `max_latency_ms`, only trials at or under that latency count and the
+    best score among them wins. With `within` (points of the score, e.g.
+    0.01 for one accuracy point), the fastest trial whose score is within
+    `within` of the best qualifying score wins. Neither: the best score.
+
+    Example:
+
+        >>> from tuning.tuners import pick
+        >>> rows = [{"trial_id": "a", "score": 0.95, "latency_ms": 9.0},
+        ...         {"trial_id": "b", "score": 0.94, "latency_ms": 2.0},
+        ...         {"trial_id": "c", "score": 0.80, "latency_ms": 1.0}]
+        >>> pick(rows)["trial_id"], pick(rows, max_latency_ms=5)["trial_id"]
+        ('a', 'b')
+        >>> pick(rows, within=0.02)["trial_id"], pick(rows, max_latency_ms=0.5)
+        ('b', None)
+    """
+    sign = 1 if direction == "max" else -1
+    scored = [r for r in rows if r.get("score") is not None and within_cap(r, max_latency_ms)]
+    if not scored:
+        return None
+    best = max(scored, key=lambda r: sign * r["score"])
+    if within is None:
+        return best
+    close = [r for r in scored if sign * (best["score"] - r["score"]) <= within + 1e-12]
+    timed = [r for r in close if r.get("latency_ms") is not None]
+    return min(timed, key=lambda r: r["latency_ms"]) if timed else best
 
 
 def write_leaderboard(tuner) -> list:
@@ -440,6 +648,9 @@ def make_tuner(
     print_trials: bool = False,
     keep_checkpoints: bool = True,
     keep_best: bool = True,
+    measure_costs: bool = True,
+    max_latency_ms: float | None = None,
+    fastest_within: float | None = None,
 ) -> kt.Tuner:
     """A KerasTuner tuner (with the job's trial logic) for `hypermodel`.
 
@@ -458,7 +669,8 @@ def make_tuner(
         time_budget: float. Seconds from now: no trial starts that the time
             left cannot fit, a running trial stops at the deadline.
             Defaults to None (no limit).
-        print_trials, keep_checkpoints, keep_best: see `JobTuner`.
+        print_trials, keep_checkpoints, keep_best, measure_costs,
+            max_latency_ms, fastest_within: see `JobTuner`.
         directory, project_name, overwrite, seed, executions_per_trial,
             distribution_strategy: KerasTuner's.
 
@@ -508,6 +720,9 @@ def make_tuner(
         print_trials=print_trials,
         keep_checkpoints=keep_checkpoints,
         keep_best=keep_best,
+        measure_costs=measure_costs,
+        max_latency_ms=max_latency_ms,
+        fastest_within=fastest_within,
         seed=seed,
         directory=directory,
         project_name=project_name,
@@ -542,6 +757,9 @@ def search(
     tensorboard: bool = True,
     print_trials: bool | None = None,
     keep_checkpoints: bool = False,
+    measure_costs: bool = True,
+    max_latency_ms: float | None = None,
+    fastest_within: float | None = None,
     verbose: int = 1,
     distribution: Any = None,
     distribution_strategy: Any = None,
@@ -594,6 +812,9 @@ def search(
         tensorboard: bool. Write TensorBoard logs per trial. Defaults to True.
         print_trials: bool. Print one line per finished trial. Defaults to
             `verbose >= 1`.
+        measure_costs, max_latency_ms, fastest_within: see `JobTuner` (the
+            leaderboard's `params`, `macs`, `weights_mb`, `latency_ms`; a
+            latency cap on the kept model; the fastest near-best trial kept).
         keep_checkpoints: bool. Keep every trial's KerasTuner checkpoint.
             Defaults to `False`: random and Bayesian searches keep only the
             best trial's while they run and none at the end (`best.keras`
@@ -693,6 +914,9 @@ def search(
         time_budget=time_budget,
         print_trials=verbose >= 1 if print_trials is None else print_trials,
         keep_checkpoints=keep_checkpoints,
+        measure_costs=measure_costs,
+        max_latency_ms=max_latency_ms,
+        fastest_within=fastest_within,
         distribution_strategy=distribution_strategy,
     )
     direction = t.oracle.objective.direction
@@ -722,6 +946,15 @@ def search(
     if is_worker():
         return None
     budget = _write_budget(t, time_budget, time.time() - started, max_trials) if time_budget else None
+    if fastest_within is not None and t.keeper is not None:
+        t.keeper.choose_fastest()
+    if not os.path.exists(os.path.join(t.project_dir, BEST_MODEL)) and max_latency_ms is not None:
+        timed = [r["latency_ms"] for r in leaderboard(t) if r.get("latency_ms") is not None]
+        if timed:
+            raise RuntimeError(
+                f"No trial ran within max_latency_ms={max_latency_ms} (the fastest took {min(timed)} ms "
+                "per image): raise the cap or search a smaller backbone. Nothing was kept."
+            )
     if not os.path.exists(os.path.join(t.project_dir, BEST_MODEL)):
         raise RuntimeError(
             f"No trial of the search in {t.project_dir!r} finished training (see the "

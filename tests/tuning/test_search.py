@@ -56,6 +56,10 @@ def test_search_writes_leaderboard_and_best_model(tmp_path, capsys):
     assert len(rows) == 3 and all(r["status"].endswith("COMPLETED") for r in rows)
     assert rows[0]["score"] == max(r["score"] for r in rows) == pytest.approx(result.score)
     assert all(k.startswith(("head/", "finetune/")) for k in result.hyperparameters)
+    # What deploying each trial costs, measured after its training.
+    for r in rows:
+        assert r["params"] > 11_000_000 and r["macs"] > 0 and r["weights_mb"] > 40 and r["latency_ms"] > 0
+    assert json.loads((project / "best.json").read_text())["costs"]["params"] == rows[0]["params"]
     # TensorBoard logs per trial.
     assert len(os.listdir(project / "logs")) >= 1
     again = tuning.load_best(str(tmp_path), "p")
@@ -83,11 +87,16 @@ def test_search_over_two_backbones_tries_each_with_its_own_cache(tmp_path):
         project_name="p",
         unfreeze_space=FROZEN_ONLY,
         verbose=0,
+        fastest_within=1.0,  # every trial qualifies: the fastest is kept
     )
     # The first trials cover every backbone, whatever the random draw.
     assert sorted(r["backbone"] for r in result.leaderboard) == sorted(hm_backbones)
-    assert result.hyperparameters["backbone"] in hm_backbones
-    assert result.model.name == f"{result.hyperparameters['backbone']}_transfer"
+    fastest = min(result.leaderboard, key=lambda r: r["latency_ms"])
+    assert result.hyperparameters["backbone"] == fastest["backbone"]
+    assert result.model.name == f"{fastest['backbone']}_transfer"
+    best = json.loads((tmp_path / "p" / "best.json").read_text())
+    assert best["trial_id"] == fastest["trial_id"] and "fastest trial within 1.0" in best["chosen"]
+    assert not (tmp_path / "p" / "candidates").exists()
     hm = tuning.TransferHyperModel(hm_backbones, num_classes=6, input_shape=(32, 32, 3))
     feats = {b: hm.features(x, y, backbone=b)[0].shape for b in hm_backbones}
     assert feats == {"resnet18": (len(x), 1, 1, 512), "mobilenetv3small": (len(x), 1, 1, 576)}
@@ -116,6 +125,41 @@ def test_checkpoints_are_written_only_where_something_reads_them(tmp_path):
     assert reads(tuner="hyperband", keep_checkpoints=False)  # continues trials from checkpoints
     assert reads(tuner="random", keep_checkpoints=True)
     assert reads(tuner="random", keep_checkpoints=False, keep_best=False)  # the only saved model
+
+
+@pytest.mark.one_backend  # the choice is arithmetic on leaderboard rows
+def test_latency_aware_objectives_pick_the_right_trial():
+    from tuning.tuners import pick
+
+    rows = [
+        {"trial_id": "big", "score": 0.95, "latency_ms": 9.0},
+        {"trial_id": "mid", "score": 0.945, "latency_ms": 4.0},
+        {"trial_id": "small", "score": 0.90, "latency_ms": 1.0},
+        {"trial_id": "untimed", "score": 0.99, "latency_ms": None},
+    ]
+    assert pick(rows)["trial_id"] == "untimed"
+    assert pick(rows, max_latency_ms=5.0)["trial_id"] == "mid"  # the best under the cap
+    assert pick(rows, max_latency_ms=1.0)["trial_id"] == "small"  # the cap is inclusive
+    assert pick(rows, max_latency_ms=0.5) is None
+    assert pick(rows[:3], within=0.01)["trial_id"] == "mid"  # fastest within one point of 0.95
+    assert pick(rows[:3], within=0.06)["trial_id"] == "small"
+    losses = [dict(r, score=1 - r["score"]) for r in rows[:3]]
+    assert pick(losses, direction="min", max_latency_ms=5.0)["trial_id"] == "mid"
+
+
+@pytest.mark.one_backend  # a file written or not
+def test_a_latency_cap_keeps_only_fast_enough_trials(tmp_path):
+    import keras_tuner as kt
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    keeper = tuning.tuners.BestModelKeeper(
+        str(tmp_path), kt.Objective("val_accuracy", "max"), max_latency_ms=5.0
+    )
+    assert not keeper.offer(model, 0.9, {}, costs={"latency_ms": 9.0})  # better but too slow
+    assert not keeper.offer(model, 0.9, {}, costs=None)  # unmeasured: cannot be within the cap
+    assert not os.path.exists(tmp_path / "best.keras")
+    assert keeper.offer(model, 0.8, {}, costs={"latency_ms": 4.0})
+    assert keeper.best()["costs"] == {"latency_ms": 4.0}
 
 
 SCRIPT = """
@@ -317,6 +361,7 @@ def test_trials_keep_asynchronous_dispatch(tmp_path, stages, capsys):
     tuning.search(
         (x, y),
         (x, y),
+        measure_costs=False,  # what is checked is fit's dispatch
         backbone="resnet18",
         tuner="random",
         max_trials=1,
@@ -339,6 +384,7 @@ def test_precision_applies_to_every_trial(tmp_path):
     result = tuning.search(
         (x, y),
         (x, y),
+        measure_costs=False,  # the policy, not the costs
         backbone="resnet18",
         tuner="random",
         max_trials=2,
