@@ -356,10 +356,11 @@ def _calibration(args, model, segmentation, stored):
     calibration, _ = _read(read_batches, [paths[i] for i in sorted(pick)], size)
     split = "test" if "test" in files else "val"
     test_paths, labels = files[split]
-    test, kept = None, None
+    test, truth = None, None
     if not segmentation and stored["thresholds"] is None:  # one class per image: accuracy compares
         test, kept = _read(read_batches, test_paths, size)
-    return {"calibration": calibration, "test": test, "labels": np.asarray(labels)[kept], "split": split}
+        truth = np.asarray(labels)[kept]
+    return {"calibration": calibration, "test": test, "labels": truth, "split": split}
 
 
 def _read(read_batches, paths, size):

@@ -571,9 +571,8 @@ def model_costs(model: keras.Model, *, runs: int = 5) -> dict:
                 model.predict_on_batch(x)
                 seconds.append(time.perf_counter() - start)
             latency = round(1000 * float(np.median(seconds)), 3)
-        except (
-            Exception
-        ) as e:  # a measurement: the trial stands without it (e.g. one image over many devices)
+        # A measurement: the trial stands without it (e.g. one image over many devices).
+        except Exception as e:
             logger.warning("latency of %s not measured: %s: %s", model.name, type(e).__name__, e)
     return {
         "params": int(model.count_params()),
