@@ -43,6 +43,9 @@ _EXPORTS = {
     "RunResult": "job",
     "DevicePlan": "job",
     "data_parallel": "job",
+    # Not a `distill` module: it would shadow the function once imported.
+    "distill": "distillation",
+    "DistillationLoss": "distillation",
     "load_result": "job",
     "run": "job",
     "TransferHyperModel": "hypermodel",

@@ -195,6 +195,35 @@ def _companion_parsers(sub, common):
         "--pretrain-epochs", type=int, default=4, help="epochs of that training (default: %(default)s)"
     )
 
+    dist = sub.add_parser(
+        "distill",
+        parents=[common],
+        help="train a small student on a run's images and its best model's softened outputs",
+    )
+    dist.add_argument(
+        "--teacher", required=True, help="the --out folder of a classification run (or its best.keras)"
+    )
+    dist.add_argument(
+        "--student", default="mobilenetv3small", help="zoo backbone name (default: %(default)s)"
+    )
+    dist.add_argument(
+        "--out", help="where student.keras and distill.json go (default: TEACHER/distill-STUDENT)"
+    )
+    dist.add_argument("--epochs", type=int, help="(default: the teacher run's epochs per trial)")
+    dist.add_argument(
+        "--temperature", type=float, default=4.0, help="softens both outputs (default: %(default)s)"
+    )
+    dist.add_argument(
+        "--alpha",
+        type=float,
+        default=0.5,
+        help="weight of the labels' cross-entropy; 1.0 trains without the teacher (default: %(default)s)",
+    )
+    dist.add_argument(
+        "--weights", help="the student backbone's weights: imagenet or a file (default: random)"
+    )
+    dist.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+
 
 def run_config(args) -> SearchConfig:
     """The `SearchConfig` of `run`'s arguments: the --config file's, then the flags given."""
@@ -237,7 +266,8 @@ def main(argv=None):
     try:
         # Inside the try: a broken TensorFlow install fails in one line too.
         console.quiet_logs(args.debug)
-        return {"run": run, "predict": predict, "export": export, "bench": bench}[args.command](args)
+        commands = {"run": run, "predict": predict, "export": export, "bench": bench, "distill": distill}
+        return commands[args.command](args)
     except (OSError, ValueError, TypeError, ImportError, RuntimeError) as e:
         if args.debug:
             raise
@@ -329,6 +359,24 @@ def export(args):
     )
     if quantized:
         print(_compare_quantized(args, model, out, quantized))
+    return 0
+
+
+def distill(args):
+    from tuning.distillation import distill as train_student
+
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1. Received: {args.epochs}.")
+    train_student(
+        args.teacher,
+        args.student,
+        args.out,
+        epochs=args.epochs,
+        temperature=args.temperature,
+        alpha=args.alpha,
+        weights=args.weights,
+        seed=args.seed,
+    )
     return 0
 
 

@@ -219,3 +219,46 @@ def test_precision_note_only_for_fp32_on_a_cpu_with_native_bf16(tmp_path, monkey
     assert tuning.job.precision_note("fp32") is None
     monkeypatch.setattr(tuning.job, "_CPUINFO", str(tmp_path / "missing"))  # not Linux
     assert tuning.job.precision_note("fp32") is None
+
+
+def test_distillation_loss_is_cross_entropy_plus_the_softened_kl():
+    from tuning.distillation import DistillationLoss, pack_targets
+
+    teacher = np.log(np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]], "float32"))
+    student = np.array([[0.5, 0.25, 0.25], [0.1, 0.3, 0.6]], "float32")
+    y = pack_targets(np.array([0, 2]), teacher)
+    t = 3.0
+    ce = -np.log(student[[0, 1], [0, 2]])
+    p = np.exp(teacher / t) / np.exp(teacher / t).sum(-1, keepdims=True)
+    q = np.exp(np.log(student) / t) / np.exp(np.log(student) / t).sum(-1, keepdims=True)
+    kl = (p * np.log(p / q)).sum(-1)
+    got = float(keras.ops.convert_to_numpy(DistillationLoss(temperature=t, alpha=0.3)(y, student)))
+    assert got == pytest.approx(float(np.mean(0.3 * ce + 0.7 * t * t * kl)), rel=1e-4)
+    with pytest.raises(ValueError, match="`alpha` must be in"):
+        DistillationLoss(alpha=1.5)
+
+
+@pytest.mark.one_backend  # the run, the student and the report; the loss is checked on every backend
+def test_a_tiny_distill_run_writes_a_student_that_names_its_teacher(tmp_path, capsys):
+    data = tmp_path / "data"
+    _colour_folders(str(data), {"red": 8, "green": 8, "blue": 8})
+    run = str(tmp_path / "run")
+    tuning.run(str(data), run, SearchConfig(**{**FAST, "max_trials": 1, "epochs": 2}), verbose=0)
+    assert main(["distill", "--teacher", run, "--student", "mobilenetv3smal"]) == 2
+    assert "Did you mean 'mobilenetv3small'" in capsys.readouterr().err
+    assert main(["distill", "--teacher", str(tmp_path / "nothing"), "--student", "mobilenetv3small"]) == 2
+    assert "holds no run.json" in capsys.readouterr().err
+    assert main(["distill", "--teacher", run, "--alpha", "2"]) == 2
+    assert not os.path.exists(os.path.join(run, "distill-mobilenetv3small"))  # nothing written
+    assert main(["distill", "--teacher", run, "--student", "mobilenetv3small", "--epochs", "2"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("student mobilenetv3small: test accuracy ") and "(teacher " in line
+    out = os.path.join(run, "distill-mobilenetv3small")
+    record = json.loads(pathlib.Path(out, "distill.json").read_text())
+    assert record["teacher"] == os.path.abspath(os.path.join(run, "best.keras"))
+    assert record["student_macs"] < record["teacher_macs"] and len(record["val_accuracy"]) == 2
+    student = tuning.job.load_model(os.path.join(out, "student.keras"))
+    assert student.output_shape == (None, 3)
+    assert json.loads(pathlib.Path(out, "classes.json").read_text()) == ["blue", "green", "red"]
+    assert main(["distill", "--teacher", run, "--student", "mobilenetv3small"]) == 2  # never overwrites
+    assert "already holds a student.keras" in capsys.readouterr().err
