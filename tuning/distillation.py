@@ -184,6 +184,13 @@ def distill(
     backbone = zoo.build(
         student, include_top=False, weights=weights, input_shape=(size, size, 3), include_preprocessing=True
     )
+    for layer in zoo.layers.leaf_layers(backbone):
+        # keras.applications' MobileNetV3 and EfficientNet keep BatchNorm
+        # statistics with momentum 0.99-0.999: a student trained for a few
+        # hundred steps would be evaluated on its initial statistics (chance
+        # accuracy for mobilenetv3small on the demo). 0.9 is torchvision's 0.1.
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.momentum > 0.9:
+            layer.momentum = 0.9
     inputs = keras.Input((size, size, 3), name="images")
     x = keras.Sequential(augmentation_layers(config.augmentation or AUGMENTATIONS), name="augment")(inputs)
     x = backbone(x)
