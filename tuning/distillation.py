@@ -85,7 +85,14 @@ class PackedAccuracy(keras.metrics.SparseCategoricalAccuracy):
 
 
 def pack_targets(labels, teacher_logits) -> np.ndarray:
-    """`(n, 1 + classes)` float32: each image's class index, then the teacher's logits."""
+    """`(n, 1 + classes)` float32: each image's class index, then the teacher's logits.
+
+    Example:
+
+        >>> from tuning.distillation import pack_targets
+        >>> pack_targets([2], [[0.1, 0.2, 0.7]]).tolist()
+        [[2.0, 0.10000000149011612, 0.20000000298023224, 0.699999988079071]]
+    """
     labels = np.asarray(labels, "float32").reshape(-1, 1)
     return np.concatenate([labels, np.asarray(teacher_logits, "float32")], axis=1)
 
@@ -194,8 +201,9 @@ def distill(
     inputs = keras.Input((size, size, 3), name="images")
     x = keras.Sequential(augmentation_layers(config.augmentation or AUGMENTATIONS), name="augment")(inputs)
     x = backbone(x)
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    outputs = keras.layers.Dense(len(classes), activation="softmax", name="predictions", dtype="float32")(x)
+    for layer in zoo.layers.classifier_head(len(classes), prefix="head_", output_name="predictions"):
+        x = layer(x)  # the toolkit's one head: average pooling, softmax
+    outputs = x
     model = keras.Model(inputs, outputs, name=f"{student}_student")
     train = file_dataset(
         files["train"][0],

@@ -583,7 +583,14 @@ def model_costs(model: keras.Model, *, runs: int = 5) -> dict:
 
 
 def within_cap(costs: dict | None, max_latency_ms: float | None) -> bool:
-    """Whether a trial's measured latency is within `max_latency_ms` (always, without a cap)."""
+    """Whether a trial's measured latency is within `max_latency_ms` (always, without a cap).
+
+    Example:
+
+        >>> from tuning.tuners import within_cap
+        >>> within_cap({"latency_ms": 4.0}, 5.0), within_cap({"latency_ms": None}, 5.0), within_cap(None, None)
+        (True, False, True)
+    """
     if max_latency_ms is None:
         return True
     return costs is not None and costs.get("latency_ms") is not None and costs["latency_ms"] <= max_latency_ms
