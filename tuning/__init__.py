@@ -46,6 +46,8 @@ _EXPORTS = {
     # Not a `distill` module: it would shadow the function once imported.
     "distill": "distillation",
     "DistillationLoss": "distillation",
+    "export": "deploy",
+    "predict_files": "deploy",
     "load_result": "job",
     "run": "job",
     "TransferHyperModel": "hypermodel",

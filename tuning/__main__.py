@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
 import signal
 import sys
 
@@ -133,7 +132,7 @@ def _companion_parsers(sub, common):
     exp.add_argument(
         "--format",
         choices=("saved_model", "litert", "onnx"),
-        help="(default: saved_model; litert with --quantize)",
+        help="(default: from --out: .tflite litert, .onnx onnx, else saved_model; litert with --quantize)",
     )
     exp.add_argument(
         "--quantize",
@@ -282,83 +281,27 @@ class UsageError(ValueError):
 
 
 def export(args):
-    import keras
+    from tuning.deploy import comparison_line
+    from tuning.deploy import export as write
 
-    import zoo
-    from tuning.files import write_json
-    from tuning.job import load_classes, load_model
-
-    if args.format is None:
-        args.format = "litert" if args.quantize else "saved_model"
-    if args.quantize and args.format != "litert":
-        raise UsageError(
-            f"--quantize writes LiteRT files; drop --format {args.format} or use --format litert."
-        )
-    if args.calibration_images < 1:
-        raise UsageError(f"--calibration-images must be at least 1. Received: {args.calibration_images}.")
-    if args.format in ("saved_model", "litert") and keras.backend.backend() != "tensorflow":
-        raise UsageError(
-            f"--format {args.format} needs the TensorFlow backend; run with "
-            "KERAS_BACKEND=tensorflow (best.keras loads on any backend)."
-        )
-    out = os.path.abspath(args.out)
-    if args.format == "litert" and not out.endswith(".tflite"):
-        raise UsageError(
-            f"--format litert writes a .tflite file: give --out a name ending in .tflite (got {args.out!r})."
-        )
-    if os.path.exists(out):
-        raise UsageError(f"--out {args.out!r} exists; choose a new path (nothing is overwritten).")
-    parent = os.path.dirname(out)
-    if not os.path.isdir(parent):
-        raise UsageError(f"--out {args.out!r}: its folder {parent!r} does not exist.")
-    model = load_model(args.model)
-    if args.tta:
-        model = _with_tta(model, args.model)
-    segmentation = len(model.output_shape) == 4
-    if args.probabilities and not segmentation:
-        raise UsageError(
-            "--probabilities is for segmentation models; a classifier serves its probabilities already."
-        )
-    if segmentation:  # any image size in, its class map (and probabilities) at that size out
-        from tuning.segment import serving_model
-
-        model = serving_model(model, probabilities=args.probabilities)
-    stored = load_classes(args.model)
-    classes = stored["classes"]
-    quantized = _calibration(args, model, segmentation, stored) if args.quantize else None
-    # Written next to the target and renamed into place: an interrupted
-    # export leaves no half-written artifact at --out.
-    stem, ext = os.path.splitext(os.path.basename(out))  # Keras wants .tflite on a LiteRT file
-    tmp = os.path.join(parent, f".{stem}.tmp-{os.getpid()}{ext if args.format != 'saved_model' else ''}")
-    try:
-        zoo.export(
-            model,
-            tmp,
-            format=args.format,
-            input_dtype=args.input_dtype,
-            class_names=classes,
-            quantize=args.quantize,
-            representative_data=quantized["calibration"] if quantized else None,
-        )
-        beside = tmp + ".classes.json"
-        if stored["thresholds"] is not None:  # a multi-label model: its decision thresholds travel with it
-            write_json(beside, stored)
-        os.replace(tmp, out)
-        if os.path.exists(beside):
-            os.replace(beside, out + ".classes.json")
-    finally:
-        for leftover in (tmp, tmp + ".classes.json"):
-            if os.path.isdir(leftover):
-                shutil.rmtree(leftover, ignore_errors=True)
-            elif os.path.exists(leftover):
-                os.remove(leftover)
+    record = write(
+        args.model,
+        args.out,
+        format=args.format,
+        input_dtype=args.input_dtype,
+        tta=args.tta,
+        probabilities=args.probabilities,
+        quantize=args.quantize,
+        calibration_images=args.calibration_images,
+    )
+    classes = record["classes"]
     print(
-        f"wrote {out} ({args.format}{', ' + args.quantize if args.quantize else ''}, {args.input_dtype} "
-        f"input{', flip TTA' if args.tta else ''}"
+        f"wrote {record['path']} ({record['format']}{', ' + args.quantize if args.quantize else ''}, "
+        f"{args.input_dtype} input{', flip TTA' if args.tta else ''}"
         + (f", {len(classes)} class names beside it)" if classes else ")")
     )
-    if quantized:
-        print(_compare_quantized(args, model, out, quantized))
+    if args.quantize:
+        print(comparison_line(record["comparison"], record["path"]))
     return 0
 
 
@@ -380,115 +323,11 @@ def distill(args):
     return 0
 
 
-def _calibration(args, model, segmentation, stored):
-    """The run's training images to calibrate on and its test images to compare on; checked first."""
-    import numpy as np
-
-    from tuning.config import ConfigError
-    from tuning.data import read_batches
-    from tuning.job import run_files
-
-    run = os.path.dirname(os.path.abspath(args.model))
-    try:
-        files, _, config = run_files(run)
-    except ConfigError:
-        raise UsageError(
-            f"--quantize {args.quantize} calibrates on the run's training images, and {run} holds no "
-            "run.json: export a best.keras written by `python -m tuning run` in its own folder."
-        ) from None
-    size = model.input_shape[1:3]
-    if None in size:
-        size = (config.image_size, config.image_size)
-    paths, _ = files["train"]
-    pick = np.random.default_rng(0).permutation(len(paths))[: args.calibration_images]
-    calibration, _ = _read(read_batches, [paths[i] for i in sorted(pick)], size)
-    split = "test" if "test" in files else "val"
-    test_paths, labels = files[split]
-    test, truth = None, None
-    if not segmentation and stored["thresholds"] is None:  # one class per image: accuracy compares
-        test, kept = _read(read_batches, test_paths, size)
-        truth = np.asarray(labels)[kept]
-    return {"calibration": calibration, "test": test, "labels": truth, "split": split}
-
-
-def _read(read_batches, paths, size):
-    """`(images, readable)`: the images of `paths` that decode, and which did."""
-    import numpy as np
-
-    images, readable = [], []
-    for chunk, batch, failed in read_batches(paths, size):
-        images.extend(batch)
-        readable.extend(p not in failed for p in chunk)
-    if not images:
-        raise UsageError(f"none of the run's {len(paths)} images could be read (moved or deleted?).")
-    return np.stack(images), np.asarray(readable)
-
-
-def _compare_quantized(args, model, out, quantized):
-    """Export float32 LiteRT beside, evaluate both on the run's held-out split, write `<out>.export.json`."""
-    import tempfile
-
-    import zoo
-    from tuning.files import write_json
-
-    with tempfile.TemporaryDirectory() as scratch:
-        plain = zoo.export(
-            model, os.path.join(scratch, "float32.tflite"), format="litert", input_dtype=args.input_dtype
-        )
-        sizes = {"float32": os.path.getsize(plain), args.quantize: os.path.getsize(out)}
-        rows = {}
-        for name, path in (("float32", plain), (args.quantize, out)):
-            row = {"bytes": sizes[name]}
-            if quantized["test"] is not None:
-                scores, seconds = zoo.litert_predict(path, quantized["test"], return_latency=True)
-                row["accuracy"] = float((scores.argmax(-1) == quantized["labels"]).mean())
-            else:  # latency on the calibration images; accuracy needs one class per image
-                _, seconds = zoo.litert_predict(path, quantized["calibration"][:50], return_latency=True)
-            row["ms_per_image"] = round(seconds * 1000, 3)
-            rows[name] = row
-    q, f = rows[args.quantize], rows["float32"]
-    record = {
-        "quantize": args.quantize,
-        "calibration_images": len(quantized["calibration"]),
-        "split": quantized["split"],
-        "images": None if quantized["test"] is None else len(quantized["test"]),
-        "float32": f,
-        args.quantize: q,
-        "size_ratio": round(f["bytes"] / q["bytes"], 2),
-    }
-    write_json(out + ".export.json", record)
-    accuracy = (
-        f"{quantized['split']} accuracy {q['accuracy']:.4f} (float32 {f['accuracy']:.4f}) on "
-        f"{record['images']} images, "
-        if "accuracy" in q
-        else ""
-    )
-    return (
-        f"{args.quantize}: {accuracy}{q['bytes'] / 1e6:.1f} MB (float32 {f['bytes'] / 1e6:.1f} MB, "
-        f"{record['size_ratio']}x smaller), {q['ms_per_image']:.2f} ms per image at batch 1 "
-        f"(float32 {f['ms_per_image']:.2f} ms); wrote {out}.export.json"
-    )
-
-
-def _with_tta(model, path):
-    """`model` averaged with its mirror image's scores; only for the toolkit's own models."""
-    import zoo
-    from tuning.tta import tta_model
-
-    ours = any(type(l).__module__.split(".")[0] in ("zoo", "tuning") for l in zoo.layers.leaf_layers(model))
-    if not ours:
-        raise UsageError(
-            f"--tta: {path!r} has none of the toolkit's layers (no zoo backbone, no tuning head); "
-            "export it without --tta, or give a best.keras written by `python -m tuning run`."
-        )
-    return tta_model(model, ("flip",))
-
-
 def predict(args):
-    import keras
     import numpy as np
 
-    from tuning.data import IMAGE_EXTENSIONS, read_batches
+    from tuning.data import IMAGE_EXTENSIONS
+    from tuning.deploy import predict_files
     from tuning.job import load_classes, load_model
 
     if args.batch_size < 1:
@@ -496,7 +335,6 @@ def predict(args):
     model = load_model(args.model)
     stored = load_classes(args.model)
     classes, thresholds = stored["classes"], stored["thresholds"]
-    size = model.input_shape[1:3]
     files = []
     for item in args.images:
         if os.path.isdir(item):
@@ -512,16 +350,12 @@ def predict(args):
         return _predict_masks(model, files, classes, args)
     # Batches decoded ahead in threads, as in training (bilinear resize):
     # memory stays at a few batches however many files are given.
-    for names, images, failed in read_batches(files, tuple(size), batch_size=args.batch_size):
-        probs = iter(keras.ops.convert_to_numpy(model(images, training=False)) if len(images) else [])
-        for path in names:
-            if path in failed:
-                print(f"{path}: cannot read ({failed[path]})")
-                continue
-            p = next(probs)
-            if thresholds is not None:  # multi-label: every class at or above its threshold
-                print(f"{path}: {_labels_above(p, classes, thresholds)}")
-                continue
+    for path, p, error in predict_files(model, files, batch_size=args.batch_size):
+        if error is not None:
+            print(f"{path}: cannot read ({error})")
+        elif thresholds is not None:  # multi-label: every class at or above its threshold
+            print(f"{path}: {_labels_above(p, classes, thresholds)}")
+        else:
             top = np.argsort(p)[::-1][: args.top]
             print(f"{path}: " + ", ".join(f"{classes[i] if classes else i} {p[i]:.3f}" for i in top))
     return 0

@@ -136,7 +136,7 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
         )
         == 2
     )
-    assert "--quantize writes LiteRT files" in capsys.readouterr().err
+    assert "writes LiteRT files" in capsys.readouterr().err
     assert (
         main(
             [
