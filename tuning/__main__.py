@@ -148,6 +148,12 @@ def _companion_parsers(sub, common):
         help="training images int8 calibrates on (default: %(default)s)",
     )
     exp.add_argument(
+        "--fallback",
+        choices=("float16", "dynamic"),
+        help="with --quantize int8: export this instead when a layer has no int8 kernel in LiteRT "
+        "(default: refuse, naming the layers)",
+    )
+    exp.add_argument(
         "--input-dtype",
         default="uint8",
         choices=("uint8", "float32"),
@@ -293,14 +299,16 @@ def export(args):
         probabilities=args.probabilities,
         quantize=args.quantize,
         calibration_images=args.calibration_images,
+        fallback=args.fallback,
     )
     classes = record["classes"]
+    used = record["comparison"]["quantize"] if args.quantize else None
     print(
-        f"wrote {record['path']} ({record['format']}{', ' + args.quantize if args.quantize else ''}, "
+        f"wrote {record['path']} ({record['format']}{', ' + used if used else ''}, "
         f"{args.input_dtype} input{', flip TTA' if args.tta else ''}"
         + (f", {len(classes)} class names beside it)" if classes else ")")
     )
-    if args.quantize:
+    if used:
         print(comparison_line(record["comparison"], record["path"]))
     return 0
 

@@ -30,6 +30,7 @@ def export(
     probabilities: bool = False,
     quantize: str | None = None,
     calibration_images: int = 300,
+    fallback: str | None = None,
 ) -> dict:
     """Write a run's model as a SavedModel, LiteRT or ONNX file that takes raw images.
 
@@ -59,6 +60,10 @@ def export(
             "dynamic" (int8 weights). Defaults to None.
         calibration_images: int. Training images to calibrate on (at most
             the run's). Defaults to 300.
+        fallback: str. With `quantize="int8"`: "float16" or "dynamic" to
+            export instead when some layers have no int8 kernel in LiteRT
+            (they would silently run in float32). Without it such a model is
+            refused, naming the layers. Defaults to None.
 
     Returns:
         dict: `path`, `format`, `classes`; with `quantize`, also the
@@ -90,6 +95,11 @@ def export(
         raise ConfigError(
             f"quantize={quantize!r} writes LiteRT files: leave `format` unset or use format='litert' "
             f"(received format={format!r})."
+        )
+    if fallback is not None and (quantize != "int8" or fallback not in ("float16", "dynamic")):
+        raise ConfigError(
+            "`fallback` is 'float16' or 'dynamic', for quantize='int8' when a layer cannot be int8. "
+            f"Received: fallback={fallback!r}, quantize={quantize!r}"
         )
     if not isinstance(calibration_images, int) or calibration_images < 1:
         raise ConfigError(
@@ -130,15 +140,23 @@ def export(
     stem, ext = os.path.splitext(os.path.basename(target))  # Keras wants .tflite on a LiteRT file
     tmp = os.path.join(parent, f".{stem}.tmp-{os.getpid()}{ext if format != 'saved_model' else ''}")
     try:
-        zoo.export(
-            network,
-            tmp,
-            format=format,
-            input_dtype=input_dtype,
-            class_names=classes,
-            quantize=quantize,
-            representative_data=images["calibration"] if images else None,
-        )
+        used, reason = quantize, None
+        write = dict(format=format, input_dtype=input_dtype, class_names=classes)
+        try:
+            zoo.export(
+                network,
+                tmp,
+                quantize=quantize,
+                representative_data=images["calibration"] if images else None,
+                **write,
+            )
+        except zoo.QuantizationError as e:
+            if fallback is None:
+                raise ConfigError(
+                    f"{e} (fallback='float16', --fallback float16, writes float16 instead)"
+                ) from None
+            used, reason = fallback, str(e)
+            zoo.export(network, tmp, quantize=fallback, **write)
         beside = tmp + ".classes.json"
         if stored["thresholds"] is not None:  # a multi-label model: its decision thresholds travel with it
             write_json(beside, stored)
@@ -159,7 +177,9 @@ def export(
         "classes": classes,
     }
     if quantize:
-        record["comparison"] = _compare(network, target, quantize, input_dtype, images)
+        record["comparison"] = _compare(network, target, used, input_dtype, images)
+        if reason is not None:
+            record["comparison"].update(asked=quantize, fallback_reason=reason)
         write_json(target + ".export.json", record["comparison"])
     return record
 
@@ -168,6 +188,7 @@ def comparison_line(comparison: dict, path: str) -> str:
     """`int8: test accuracy 0.9861 (float32 0.9861) on 360 images, 11.3 MB (...)`: one export's comparison."""
     name = comparison["quantize"]
     q, f = comparison[name], comparison["float32"]
+    fell = f" (not {comparison['asked']}: {comparison['fallback_reason']})" if "asked" in comparison else ""
     accuracy = (
         f"{comparison['split']} accuracy {q['accuracy']:.4f} (float32 {f['accuracy']:.4f}) on "
         f"{comparison['images']} images, "
@@ -175,7 +196,7 @@ def comparison_line(comparison: dict, path: str) -> str:
         else ""
     )
     return (
-        f"{name}: {accuracy}{q['bytes'] / 1e6:.1f} MB (float32 {f['bytes'] / 1e6:.1f} MB, "
+        f"{name}{fell}: {accuracy}{q['bytes'] / 1e6:.1f} MB (float32 {f['bytes'] / 1e6:.1f} MB, "
         f"{comparison['size_ratio']}x smaller), {q['ms_per_image']:.2f} ms per image at batch 1 "
         f"(float32 {f['ms_per_image']:.2f} ms); wrote {path}.export.json"
     )

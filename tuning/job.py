@@ -1102,7 +1102,9 @@ def _analyse(model, splits, classes, evaluation, config, out):
             names += [split] * len(files[split][0])
     last = zoo.stages_of(model)[-1].layer
     try:  # one pass: the scores and the last stage's map (the embedding)
-        both = keras.Model(model.inputs, [model.outputs[0], model.get_layer(last).output])
+        # `model.input`, not `.inputs`: a one-element list as inputs makes
+        # Keras warn at each call with a plain batch.
+        both = keras.Model(model.input, [model.outputs[0], model.get_layer(last).output])
         features = None
     except ValueError:  # the backbone is nested: its map comes from a cut, in a second call
         import surgery

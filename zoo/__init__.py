@@ -26,7 +26,7 @@ from zoo._averaging import ensemble
 from zoo._builder import build, dtype_policy_scope, precision_policy, preprocess
 from zoo._cards import ModelCard, count_macs, info
 from zoo._features import stages_of
-from zoo._serving import export, litert_predict
+from zoo._serving import QuantizationError, export, litert_ops, litert_predict
 from zoo.registry import Body, Hooks, ModelSpec, Stage, get_spec, list_models, register, register_task
 
 # Families register themselves on import (zoo.models), tasks after their backbones (zoo.tasks).
@@ -54,6 +54,7 @@ __all__ = [
     "Hooks",
     "ModelCard",
     "ModelSpec",
+    "QuantizationError",
     "Stage",
     "build",
     "convolutionalize",
@@ -62,6 +63,7 @@ __all__ = [
     "dtype_policy_scope",
     "ensemble",
     "export",
+    "litert_ops",
     "litert_predict",
     "get_spec",
     "info",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +27,14 @@ INPUT_DTYPES = ("uint8", "float32")
 # ("dynamic"), float16 weights ("float16"), or int8 weights and activations
 # calibrated on representative images ("int8").
 QUANTIZATIONS = ("dynamic", "float16", "int8")
+
+
+class QuantizationError(ValueError):
+    """An int8 LiteRT export that would leave layers in float; `layers` maps each to its op."""
+
+    def __init__(self, message: str, layers: dict[str, str]):
+        super().__init__(message)
+        self.layers = layers
 
 
 def takes_raw_images(model: keras.Model) -> bool:
@@ -180,18 +189,109 @@ def export(
     try:
         served.export(path, format=FORMATS[format], verbose=verbose, **options)
     except Exception as e:
+        missing = _missing_op(str(e), model)
+        if missing is not None:  # no LiteRT kernel at all: no quantization helps
+            raise ValueError(
+                f"LiteRT has no built-in op for {missing}, in any precision: replace that layer, or "
+                "export format='saved_model' or 'onnx'."
+            ) from e
         if quantize is None:
             raise
-        # The converter's own message names the op it could not quantize.
         first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise ValueError(
             f"LiteRT could not quantize {model.name!r} as {quantize!r}: {first} "
             "Try quantize='float16' or 'dynamic', or export float32 (quantize=None)."
         ) from e
+    if quantize == "int8":
+        # The converter leaves an op it has no int8 kernel for in float32,
+        # between DEQUANTIZE and QUANTIZE, without a word: such a file is not
+        # the integer model that was asked for (an int8-only accelerator
+        # refuses it), so it is removed and the layers are named.
+        floats = float_layers(path, model)
+        if floats:
+            os.remove(path)
+            named = ", ".join(f"{layer!r} ({op})" for layer, op in list(floats.items())[:5])
+            raise QuantizationError(
+                f"LiteRT cannot quantize {len(floats)} layer(s) of {model.name!r} to int8; they would run in "
+                f"float32: {named}. Replace them, or export with quantize='float16' or 'dynamic'.",
+                floats,
+            )
     if class_names is not None:
         with open(_class_names_path(path), "w") as f:
             json.dump(list(class_names), f)
     return path
+
+
+def litert_ops(path: str | os.PathLike) -> list[tuple[str, list[str], list[str]]]:
+    """`[(op, tensor types, output names)]` of a LiteRT file, in execution order, read off LiteRT's analyzer.
+
+    `tensor types` are those of the op's inputs then outputs ("INT8",
+    "FLOAT32", ...); `output names` the names of its output tensors (their
+    path names the Keras layer the op came from).
+
+    Example:
+
+        >>> import os, tempfile, numpy as np, zoo
+        >>> m = zoo.build("resnet18", num_classes=3, input_shape=(32, 32, 3),
+        ...               include_preprocessing=True)
+        >>> path = zoo.export(m, os.path.join(tempfile.mkdtemp(), "m.tflite"), format="litert")
+        >>> zoo.litert_ops(path)[0][:2]
+        ('CAST', ['UINT8', 'FLOAT32'])
+    """
+    import contextlib
+    import io
+
+    import tensorflow as tf  # LiteRT's analyzer (documented, TF-only like the converter)
+
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        tf.lite.experimental.Analyzer.analyze(model_path=os.fspath(path))
+    tensors = {i: (name, kind) for i, name, kind in _TENSOR.findall(text.getvalue())}
+    ops = []
+    for op, inputs, outputs in _OP.findall(text.getvalue()):
+        ins, outs = re.findall(r"T#(\d+)", inputs), re.findall(r"T#(\d+)", outputs)
+        ops.append((op, [tensors[t][1] for t in ins + outs], [tensors[t][0] for t in outs]))
+    return ops
+
+
+def float_layers(path: str | os.PathLike, model: keras.Model) -> dict[str, str]:
+    """`{layer name: LiteRT op}` for the ops of an int8 LiteRT file of `model` that compute in float.
+
+    The input's QUANTIZE (and CAST) and the scores' DEQUANTIZE are the
+    file's boundary, not float compute; everything else of a full-integer
+    export is integer.
+    """
+    names = {layer.name for layer in leaf_layers(model)}
+    found = {}
+    for op, types, outputs in litert_ops(path):
+        if op in ("QUANTIZE", "DEQUANTIZE", "CAST") or not {"FLOAT32", "FLOAT16"} & set(types):
+            continue
+        found.setdefault(_layer_named(outputs[0] if outputs else "", names) or outputs[0], op)
+    return found
+
+
+def _layer_named(tensor_name: str, names) -> str | None:
+    """The deepest Keras layer in a converted tensor's name (`served_1/model_1/my_layer_1/Round`)."""
+    parts = [p for chunk in tensor_name.split(";") for p in chunk.split("/")]
+    for part in reversed(parts):
+        for candidate in (part, re.sub(r"_\d+$", "", part)):
+            if candidate in names:
+                return candidate
+    return None
+
+
+def _missing_op(message: str, model: keras.Model) -> str | None:
+    """`"Erf (layer 'my_erf')"` when the converter found an op LiteRT has no kernel for, else None."""
+    op = re.search(r"'tf\.(\w+)' op is neither a custom op nor a flex op", message)
+    if op is None:
+        return None
+    where = re.search(r'fused\["' + op.group(1) + r':", "([^"@]+)', message)
+    layer = _layer_named(where.group(1), {l.name for l in leaf_layers(model)}) if where else None
+    return f"{op.group(1)}" + (f" (layer {layer!r} of {model.name!r})" if layer else f" (in {model.name!r})")
+
+
+_TENSOR = re.compile(r"^\s*T#(\d+)\((.*?)\) shape.*?type:(\w+)", re.M)
+_OP = re.compile(r"^\s*Op#\d+ (\w+)\(([^)]*)\) -> \[([^\]]*)\]", re.M)
 
 
 def _quantization_options(quantize, data, shape, input_dtype):

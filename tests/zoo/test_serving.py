@@ -93,22 +93,6 @@ def test_bad_exports_are_refused_before_writing(tmp_path):
     assert not os.listdir(tmp_path)
 
 
-def _litert_ops(path):
-    """`[(op, [input tensor types])]` of a LiteRT file, read off LiteRT's own analyzer."""
-    import contextlib
-    import io
-    import re
-
-    import tensorflow as tf
-
-    text = io.StringIO()
-    with contextlib.redirect_stdout(text):
-        tf.lite.experimental.Analyzer.analyze(model_path=path)
-    types = dict(re.findall(r"^\s*T#(\d+)\(.*?type:(\w+)", text.getvalue(), re.M))
-    ops = re.findall(r"^\s*Op#\d+ (\w+)\(([^)]*)\)", text.getvalue(), re.M)
-    return [(op, [types[t] for t in re.findall(r"T#(\d+)", args)]) for op, args in ops]
-
-
 @pytest.mark.tf_only  # LiteRT's converter and interpreter
 def test_int8_litert_takes_uint8_computes_in_integers_and_agrees_with_the_float_model(tmp_path):
     x, y, _ = zoo.datasets.shapes(16, size=32, split="train")
@@ -125,7 +109,7 @@ def test_int8_litert_takes_uint8_computes_in_integers_and_agrees_with_the_float_
     path = zoo.export(
         model, str(tmp_path / "q.tflite"), format="litert", quantize="int8", representative_data=x[:48]
     )
-    ops = _litert_ops(path)
+    ops = [(op, types[:1] if op == "CAST" else types) for op, types, _ in zoo.litert_ops(path)]
     assert ops[0] == ("CAST", ["UINT8"]) and ops[1][0] == "QUANTIZE"  # raw pixels in
     for op, types in ops[2:]:
         if op != "DEQUANTIZE":  # the scores leave as float32
@@ -139,3 +123,44 @@ def test_int8_litert_takes_uint8_computes_in_integers_and_agrees_with_the_float_
     for kind in ("float16", "dynamic"):
         other = zoo.export(model, str(tmp_path / f"{kind}.tflite"), format="litert", quantize=kind)
         assert (zoo.litert_predict(other, x).argmax(-1) == want).mean() >= 0.95
+
+
+@keras.saving.register_keras_serializable(package="test_serving")
+class _Elementwise(keras.layers.Layer):
+    """One element-wise op: `round` has a float LiteRT kernel only, `erf` no LiteRT kernel at all."""
+
+    def __init__(self, op, **kwargs):
+        super().__init__(**kwargs)
+        self.op = op
+
+    def call(self, x):
+        return getattr(keras.ops, self.op)(x)
+
+    def get_config(self):
+        return {**super().get_config(), "op": self.op}
+
+
+@pytest.mark.tf_only  # LiteRT's converter
+def test_int8_names_the_layers_it_cannot_quantize_and_writes_nothing(tmp_path):
+    def toy(op):
+        inputs = keras.Input((16, 16, 3))
+        h = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+        h = keras.layers.GlobalAveragePooling2D()(_Elementwise(op, name=f"my_{op}")(h))
+        return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(h), name="toy")
+
+    images = np.random.default_rng(0).uniform(0, 1, (8, 16, 16, 3)).astype("float32")
+    path = str(tmp_path / "q.tflite")
+    kwargs = dict(format="litert", quantize="int8", representative_data=images, input_dtype="float32")
+    # The converter would keep ROUND in float32 without a word: refused, the layer named.
+    with pytest.raises(zoo.QuantizationError, match=r"'my_round' \(ROUND\).*quantize='float16'") as caught:
+        zoo.export(toy("round"), path, **kwargs)
+    assert caught.value.layers == {"my_round": "ROUND"} and not os.listdir(tmp_path)
+    # float16 keeps it as it is (a float file by design).
+    assert zoo.export(toy("round"), path, format="litert", quantize="float16", input_dtype="float32") == path
+    os.remove(path)
+    # Erf has no LiteRT kernel in any precision: said so, with the layer, not "try float16".
+    with pytest.raises(
+        ValueError, match=r"no built-in op for Erf \(layer 'my_erf' of 'toy'\), in any precision"
+    ):
+        zoo.export(toy("erf"), path, **kwargs)
+    assert not os.listdir(tmp_path)
