@@ -214,7 +214,11 @@ def _companion_parsers(sub, common):
     dist.add_argument(
         "--out", help="where student.keras and distill.json go (default: TEACHER/distill-STUDENT)"
     )
-    dist.add_argument("--epochs", type=int, help="(default: the teacher run's epochs per trial)")
+    dist.add_argument(
+        "--epochs",
+        type=int,
+        help="(default: the teacher run's epochs per trial; 2.5x that from random --weights)",
+    )
     dist.add_argument(
         "--temperature", type=float, default=4.0, help="softens both outputs (default: %(default)s)"
     )

@@ -66,6 +66,28 @@ def _choice(hp, name, values, default=None):
     return hp.Choice(name, values, default=default if default in values else values[0])
 
 
+def scratch_batchnorm(model: keras.Model) -> keras.Model:
+    """Set every BatchNormalization of a randomly initialised `model` to momentum 0.9, in place.
+
+    From scratch the weights move fast and a trial is a few hundred steps:
+    Keras' default momentum (0.99; 0.999 in keras.applications' MobileNetV3)
+    leaves the inference statistics far behind the training ones, and the
+    model evaluates near chance. 0.9 is torchvision's (its `momentum=0.1`).
+
+    Example:
+
+        >>> import zoo
+        >>> from tuning.hypermodel import scratch_batchnorm
+        >>> m = scratch_batchnorm(zoo.build("mobilenetv3small", include_top=False, input_shape=(32, 32, 3)))
+        >>> {l.momentum for l in zoo.layers.leaf_layers(m) if "BatchNormalization" in type(l).__name__}
+        {0.9}
+    """
+    for layer in zoo.layers.leaf_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+    return model
+
+
 class TransferHyperModel(kt.HyperModel):
     """Search heads, unfreeze depth and learning rates over a pretrained backbone.
 
@@ -266,13 +288,7 @@ class TransferHyperModel(kt.HyperModel):
             dtype=self.dtype_policy,
         )
         if self.weights is None:
-            # From scratch the weights move fast and a trial is a few
-            # hundred steps: Keras' default BN momentum (0.99) leaves the
-            # inference statistics far behind the training ones. Use
-            # torchvision's 0.9 (its `momentum=0.1`).
-            for layer in template.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.momentum = 0.9
+            scratch_batchnorm(template)
         return template
 
     # ----------------------------------------------------------------- build
