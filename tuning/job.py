@@ -768,6 +768,7 @@ def _hypermodel(config, classes, counts, out, parallel):
 
 def _search(config, hypermodel, splits, out, objective, callbacks, verbose, parallel):
     import tuning
+    from tuning.callbacks import ReleaseFreedMemory
 
     project = os.path.join(out, "search")
     try:
@@ -785,7 +786,7 @@ def _search(config, hypermodel, splits, out, objective, callbacks, verbose, para
             print_trials=verbose >= 1,
             verbose=2 if verbose >= 2 else 0,
             patience=config.patience,
-            callbacks=list(callbacks),
+            callbacks=[*callbacks, ReleaseFreedMemory()],
             keep_checkpoints=config.keep_checkpoints,
             time_budget=config.time_budget,
             max_latency_ms=config.max_latency_ms,

@@ -14,6 +14,7 @@ import pytest
 
 import tuning
 import zoo
+from tuning.callbacks import ReleaseFreedMemory
 
 FROZEN_ONLY = {"stages": [0], "augment": [False]}
 
@@ -371,10 +372,26 @@ def test_trials_keep_asynchronous_dispatch(tmp_path, stages, capsys):
         verbose=2,
         phase1_fraction=0.0,
         unfreeze_space={"stages": [stages], "augment": [False]},
-        callbacks=[_RecordThread()],
+        callbacks=[_RecordThread(), ReleaseFreedMemory(every=1)],  # the job's own batch hook too
     )
     assert _BATCH_THREADS and not any(_BATCH_THREADS)
     assert "epoch 1/1 - " in capsys.readouterr().out
+
+
+@pytest.mark.one_backend  # a callback's cadence; glibc's malloc_trim where there is one
+def test_release_freed_memory_trims_every_n_batches_and_at_epoch_end():
+    import sys
+
+    from tuning.callbacks import malloc_trim
+
+    assert (malloc_trim() is not None) == sys.platform.startswith("linux")  # glibc on the CI machines
+    cb = ReleaseFreedMemory(every=4)
+    m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    m.compile("sgd", "mse")
+    m.fit(np.zeros((40, 2)), np.zeros(40), batch_size=4, epochs=2, verbose=0, callbacks=[cb])
+    assert cb.releases == 2 * (2 + 1)  # batches 4 and 8 of 10, then the epoch's end; twice
+    with pytest.raises(ValueError, match="every"):
+        ReleaseFreedMemory(every=0)
 
 
 def test_precision_applies_to_every_trial(tmp_path):
