@@ -320,8 +320,6 @@ def export(args):
 def distill(args):
     from tuning.distillation import distill as train_student
 
-    if args.epochs is not None and args.epochs < 1:
-        raise UsageError(f"--epochs must be at least 1. Received: {args.epochs}.")
     train_student(
         args.teacher,
         args.student,

@@ -70,7 +70,15 @@ def keep_async_dispatch(callbacks):
 
 @functools.cache
 def malloc_trim():
-    """glibc's `malloc_trim`, or None (another C library, another system)."""
+    """glibc's `malloc_trim`, or None (another C library, another system).
+
+    Example:
+
+        >>> from tuning.callbacks import malloc_trim
+        >>> trim = malloc_trim()
+        >>> trim is None or trim(0) in (0, 1)
+        True
+    """
     import ctypes
 
     if not sys.platform.startswith("linux"):

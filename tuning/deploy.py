@@ -185,7 +185,17 @@ def export(
 
 
 def comparison_line(comparison: dict, path: str) -> str:
-    """`int8: test accuracy 0.9861 (float32 0.9861) on 360 images, 11.3 MB (...)`: one export's comparison."""
+    """`int8: test accuracy 0.9861 (float32 0.9861) on 360 images, 11.3 MB (...)`: one export's comparison.
+
+    Example:
+
+        >>> from tuning.deploy import comparison_line
+        >>> row = {"bytes": 2_000_000, "ms_per_image": 1.0, "accuracy": 0.9}
+        >>> c = {"quantize": "int8", "split": "test", "images": 10, "size_ratio": 4.0,
+        ...      "int8": row, "float32": {**row, "bytes": 8_000_000, "ms_per_image": 4.0}}
+        >>> comparison_line(c, "m.tflite")[:59]
+        'int8: test accuracy 0.9000 (float32 0.9000) on 10 images, 2'
+    """
     name = comparison["quantize"]
     q, f = comparison[name], comparison["float32"]
     fell = f" (not {comparison['asked']}: {comparison['fallback_reason']})" if "asked" in comparison else ""
@@ -293,7 +303,10 @@ def _read(read_batches, paths, size):
         images.extend(batch)
         readable.extend(p not in failed for p in chunk)
     if not images:
-        raise ConfigError(f"none of the run's {len(paths)} images could be read (moved or deleted?).")
+        raise ConfigError(
+            f"none of the run's {len(paths)} images could be read (first: {paths[0]!r}): put the run's data "
+            "back where run.json says, or export without `quantize`."
+        )
     return np.stack(images), np.asarray(readable)
 
 

@@ -201,8 +201,7 @@ def distill(
     x = backbone(x)
     for layer in zoo.layers.classifier_head(len(classes), prefix="head_", output_name="predictions"):
         x = layer(x)  # the toolkit's one head: average pooling, softmax
-    outputs = x
-    model = keras.Model(inputs, outputs, name=f"{student}_student")
+    model = keras.Model(inputs, x, name=f"{student}_student")
     train = file_dataset(
         files["train"][0],
         packed["train"],
@@ -234,7 +233,7 @@ def distill(
     model.optimizer.build(model.trainable_variables)
     test_name = "test" if "test" in files else "val"
     held = file_dataset(*files[test_name], image_size=size, batch_size=batch)
-    student_acc = float(model.evaluate(held, verbose=0, return_dict=True)["accuracy"])
+    student_acc = _accuracy(model, held)  # the teacher's way, on the same batches
     teacher_acc = _accuracy(teacher_model, held)
     os.makedirs(out, exist_ok=True)
     atomic_write(os.path.join(out, STUDENT_FILE), model.save)

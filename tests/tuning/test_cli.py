@@ -147,40 +147,17 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
     alone.mkdir()
     shutil.copy(os.path.join(out, "best.keras"), alone / "best.keras")
     bad = str(tmp_path / "bad.tflite")
-    assert main(["export", "--model", str(alone / "best.keras"), "--out", bad, "--quantize", "int8"]) == 2
-    assert "holds no run.json" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "export",
-                "--model",
-                os.path.join(out, "best.keras"),
-                "--out",
-                bad,
-                "--quantize",
-                "int8",
-                "--format",
-                "saved_model",
-            ]
-        )
-        == 2
-    )
-    assert "writes LiteRT files" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "export",
-                "--model",
-                os.path.join(out, "best.keras"),
-                "--out",
-                str(tmp_path / "x"),
-                "--format",
-                "litert",
-            ]
-        )
-        == 2
-    )
-    assert "ending in .tflite" in capsys.readouterr().err
+    model = os.path.join(out, "best.keras")
+    for args, message in (
+        (["--model", str(alone / "best.keras"), "--out", bad, "--quantize", "int8"], "holds no run.json"),
+        (
+            ["--model", model, "--out", bad, "--quantize", "int8", "--format", "saved_model"],
+            "writes LiteRT files",
+        ),
+        (["--model", model, "--out", str(tmp_path / "x"), "--format", "litert"], "ending in .tflite"),
+    ):
+        assert main(["export", *args]) == 2
+        assert message in capsys.readouterr().err
     assert not os.path.exists(bad) and not os.path.exists(tmp_path / "x")
     # The same command again resumes instead of clobbering.
     assert main(["run", "--out", out, *TINY]) == 0
