@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from tuning import recipes
+from tuning.callbacks import release_memory
 from tuning.config import ConfigError, SearchConfig
 from tuning.files import publish, read_json, write_json, write_rows
 
@@ -169,6 +170,7 @@ def run(
     hypermodel = _hypermodel(config, classes, info["class_counts"], out, parallel)
     t_search = time.time()
     result = _search(config, hypermodel, splits, out, objective, callbacks, verbose, parallel)
+    release_memory()  # the trials' models and compiled steps, before the report reads every image
     if result is None:  # a worker: the chief evaluates and reports
         _say(verbose, f"worker {os.environ['KERASTUNER_TUNER_ID']} finished its trials")
         return None
@@ -1118,9 +1120,9 @@ def _analyse(model, splits, classes, evaluation, config, out):
         small = keras.ops.image.resize(keras.ops.cast(x, "float32"), (16, 16))
         thumbs.append(np.clip(np.rint(keras.ops.convert_to_numpy(small)), 0, 255).astype("uint8"))
         p, f = (
-            both(x, training=False)
+            both.predict_on_batch(x)  # compiled: on JAX twice as fast as an eager call
             if features is None
-            else (model(x, training=False), features(x, training=False))
+            else (model.predict_on_batch(x), features.predict_on_batch(x))
         )
         probs.append(keras.ops.convert_to_numpy(p))
         f = keras.ops.convert_to_numpy(f).astype("float32")
@@ -1261,8 +1263,6 @@ def load_model(path: str) -> keras.Model:
     """
     import zipfile
 
-    import keras
-
     if not os.path.exists(path):
         raise ConfigError(
             f"no model at {path!r}; run `python -m tuning run` first (it writes OUT/best.keras)."
@@ -1280,9 +1280,10 @@ def load_model(path: str) -> keras.Model:
     import tuning.segment  # noqa: F401
     import tuning.tta  # noqa: F401
     import zoo  # noqa: F401
+    from tuning.hypermodel import load_jittable
 
     try:
-        return keras.saving.load_model(path)
+        return load_jittable(path)
     except Exception as e:  # Keras raises many types for a damaged archive
         raise ConfigError(
             f"{path!r} could not be loaded as a Keras model ({type(e).__name__}: "

@@ -34,7 +34,7 @@ from tuning._keras import (
 )
 from tuning.callbacks import TimeBudget
 from tuning.files import atomic_write, file_lock, is_worker, publish, read_json, write_json, write_rows
-from tuning.hypermodel import AUGMENTATIONS, TransferHyperModel
+from tuning.hypermodel import AUGMENTATIONS, TransferHyperModel, load_jittable
 
 logger = logging.getLogger(__name__)
 TUNERS = {"hyperband": kt.Hyperband, "random": kt.RandomSearch, "bayesian": kt.BayesianOptimization}
@@ -1022,7 +1022,7 @@ def load_best(directory: str, project_name: str = "search") -> SearchResult:
     info = read_json(os.path.join(project, BEST_INFO))
     rows = read_json(os.path.join(project, LEADERBOARD + ".json"), [])
     return SearchResult(
-        model=keras.saving.load_model(path),
+        model=load_jittable(path),
         hyperparameters=info["hyperparameters"],
         score=info["score"],
         leaderboard=rows,

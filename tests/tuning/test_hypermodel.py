@@ -1,5 +1,7 @@
 """TransferHyperModel: prefixed space, two phases, BN kept frozen, cached features."""
 
+import warnings
+
 import keras
 import keras_tuner as kt
 import numpy as np
@@ -236,3 +238,36 @@ def test_multilabel_head_trains_with_each_loss_and_reports_map(loss):
         tuning.TransferHyperModel(
             backbone, num_classes=4, task="multilabel", input_shape=(16, 16, 3), class_weight="balanced"
         )
+
+
+def test_augmented_models_compile_with_xla_on_jax(tmp_path):
+    # Keras marks rotation, zoom and translation not jittable (TensorFlow has
+    # no XLA kernel for them), which made a whole augmented model train op by
+    # op on JAX. allow_jit lifts that on JAX, for built and loaded models.
+    from tuning.hypermodel import augmentation_layers
+    from tuning.job import load_model
+
+    on_jax = keras.backend.backend() == "jax"
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.Sequential(augmentation_layers(), name="augment"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    if on_jax:  # on TensorFlow's CPU and on torch, jit_compile="auto" means no XLA anyway
+        assert model.jit_compile is True
+    x = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 3)).astype("float32")
+    model.fit(x, np.array([0, 1, 0, 1]), epochs=1, verbose=0)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_model(path)
+    assert not [str(w.message) for w in caught if "jit_compile" in str(w.message)]
+    rotation = loaded.get_layer("augment").get_layer("augment_rotation")
+    assert rotation.supports_jit is on_jax
+    assert loaded.compiled and (loaded.jit_compile is True or not on_jax)
+    np.testing.assert_allclose(loaded.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-5, atol=1e-5)
