@@ -107,6 +107,10 @@ def release_memory() -> None:
         >>> release_memory()
     """
     gc.collect()
+    _trim()
+
+
+def _trim():
     trim = malloc_trim()
     if trim is not None:
         trim(0)
@@ -147,9 +151,7 @@ class ReleaseFreedMemory(keras.callbacks.Callback):
         self.releases = 0  # calls so far (a ctypes function on `self` would not deep-copy)
 
     def release(self):
-        trim = malloc_trim()
-        if trim is not None:
-            trim(0)
+        _trim()
         self.releases += 1
 
     def on_train_batch_end(self, batch, logs=None):
