@@ -8,7 +8,11 @@ the head, and that build is checked four ways:
 - a forward pass of one image gives finite predictions, and the
   `features_only` view (the declared stages' outputs, as
   `zoo.build(features_only=True)` makes it) gives finite maps of the
-  declared shapes (FCN: per-pixel scores at the input size);
+  declared shapes (FCN: per-pixel scores at the input size). Models of more
+  than 8 GMACs skip the pass unless they are their family's smallest: their
+  layers and blocks are a smaller member's (VGG-19-BN's are VGG-11-BN's,
+  ResNet-152's ResNet-50's), the build has already traced every layer, and
+  the passes at 224-600 px cost 1-3 s each (35 s of the CI's TensorFlow run);
 - the smallest model of each family makes a `.keras` round trip with equal
   outputs: a family's members are made of the same layer classes, and a load
   is the slowest step (9 s for EfficientNet-B6, 2 s for ResNet-50).
@@ -32,6 +36,8 @@ ROUND_TRIP = {
     min((n for n in BUILTIN if zoo.get_spec(n).family == family), key=lambda n: SIZES[n][0])
     for family in {zoo.get_spec(n).family for n in BUILTIN}
 }
+# Which make the forward pass: up to 8 GMACs, and the smallest of each family.
+RUN = ROUND_TRIP | {n for n in BUILTIN if SIZES[n][1] <= 8e9}
 
 
 def test_every_builtin_model_is_measured():
@@ -71,14 +77,19 @@ def test_every_model_builds_runs_declares_its_stages_and_round_trips(name, tmp_p
         _check_default_size(model, spec.stages, size)
     x = rng.normal(size=(1, size, size, 3)).astype("float32")
     if spec.is_task:  # FCN: per-pixel scores at the input's size
-        (scores,) = _numpy(model(x))
-        assert scores.shape == (1, size, size, spec.default_classes) and np.isfinite(scores).all()
+        assert model.output_shape == (None, size, size, spec.default_classes)
+        if name in RUN:
+            (scores,) = _numpy(model(x))
+            assert scores.shape == (1, size, size, spec.default_classes) and np.isfinite(scores).all()
         if name in ROUND_TRIP:  # on its smallest backbone: the default one's fc6 alone is 400 MB
             small = zoo.build(name, backbone="resnet18", num_classes=3, input_shape=(64, 64, 3))
             _check_round_trip(small, x[:, :64, :64], tmp_path)
         return
     # One forward pass for the predictions and the `features_only` view.
     stage_outputs = [model.get_layer(s.layer).output for s in spec.stages]
+    assert model.output_shape == (None, 1000)
+    if name not in RUN:
+        return
     *maps, predictions = _numpy(keras.Model(model.input, [*stage_outputs, model.output])(x))
     assert predictions.shape == (1, 1000) and np.isfinite(predictions).all()
     assert [m.shape[1:] for m in maps] == [tuple(o.shape[1:]) for o in stage_outputs]
