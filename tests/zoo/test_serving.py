@@ -70,13 +70,22 @@ def test_onnx_takes_uint8_and_answers_like_keras(model, tmp_path):
     np.testing.assert_allclose(session.run(None, {inp.name: x})[0], want, atol=1e-5)
 
 
+def _small(include_preprocessing):
+    """A 3-class classifier of 32x32 images, with zoo's normalisation inside or not (no zoo build:
+    these checks are about arguments, and a resnet18 build costs 4 s on JAX)."""
+    inputs = keras.Input((32, 32, 3))
+    h = zoo.layers.ImageNormalization("torch")(inputs) if include_preprocessing else inputs
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(h))
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(h))
+
+
 def test_bad_exports_are_refused_before_writing(tmp_path):
-    plain = zoo.build("resnet18", num_classes=3, input_shape=(32, 32, 3))
+    plain = _small(include_preprocessing=False)
     with pytest.raises(ValueError, match="include_preprocessing=True"):
         zoo.export(plain, str(tmp_path / "a"))
     with pytest.raises(ValueError, match="`format` must be one of"):
         zoo.export(plain, str(tmp_path / "a"), format="tflite", input_dtype="float32")
-    ok = zoo.build("resnet18", num_classes=3, input_shape=(32, 32, 3), include_preprocessing=True)
+    ok = _small(include_preprocessing=True)
     with pytest.raises(ValueError, match="predicts 3 classes"):
         zoo.export(ok, str(tmp_path / "a"), class_names=["a"])
     # Quantization: LiteRT only, a known kind, int8 calibrated on images.
@@ -86,11 +95,15 @@ def test_bad_exports_are_refused_before_writing(tmp_path):
         zoo.export(ok, str(tmp_path / "a.tflite"), format="litert", quantize="int4")
     with pytest.raises(ValueError, match="pass `representative_data`"):
         zoo.export(ok, str(tmp_path / "a.tflite"), format="litert", quantize="int8")
-    assert zoo._serving.takes_raw_images(zoo.build("mobilenetv3small", input_shape=(32, 32, 3)))
     if keras.backend.backend() != "tensorflow":
         with pytest.raises(RuntimeError, match="needs the TensorFlow backend"):
             zoo.export(ok, str(tmp_path / "a"))
     assert not os.listdir(tmp_path)
+
+
+@pytest.mark.one_backend  # a property of the model's spec (the ImageNormalization cases: the doctest)
+def test_zoo_models_with_normalisation_in_their_weights_take_raw_images():
+    assert zoo._serving.takes_raw_images(zoo.build("mobilenetv3small", input_shape=(32, 32, 3)))
 
 
 @pytest.mark.tf_only  # LiteRT's converter and interpreter
