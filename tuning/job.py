@@ -189,11 +189,15 @@ def _say(verbose, text):
         print(text, flush=True)
 
 
-# Train-step img/s of resnet18 at 64 px, batch 32, on a 2-core CPU, each
-# backend against TensorFlow in the same run (docs/benchmarks.md, "Which
-# backend trains fastest on a CPU"): XLA's CPU convolutions make JAX ~10x
-# slower; the Keras torch backend runs at ~0.6x.
-_CPU_TRAIN_VS_TENSORFLOW = {"jax": 0.09, "torch": 0.6}
+# Train-step img/s of resnet18, batch 32, on a 2-core CPU, each backend
+# against TensorFlow in the same run (scripts/profile_step.py;
+# docs/benchmarks.md, "Which backend trains fastest on a CPU"). JAX's ratio
+# depends on the image size: XLA's CPU step takes 2.6 s at 48 and 64 px
+# (the job's default is 48) but 0.4 s at 80 px.
+_CPU_TRAIN_VS_TENSORFLOW = {
+    "jax": "0.07-0.09x as fast as TensorFlow at 48-64 px and 0.81-0.89x at 80-224 px",
+    "torch": "0.55x as fast as TensorFlow at 64 px and 0.80x at 224 px",
+}
 
 
 def backend_note() -> str | None:
@@ -227,8 +231,8 @@ def backend_note() -> str | None:
     has_tf = importlib.util.find_spec("tensorflow") is not None
     instead = "KERAS_BACKEND=tensorflow" if has_tf else "`pip install tensorflow`"
     return (
-        f"backend {backend} on a CPU: it trained about {_CPU_TRAIN_VS_TENSORFLOW[backend]}x as fast as "
-        f"TensorFlow on a 2-core CPU (docs/benchmarks.md); {instead} is the fast path on a CPU"
+        f"backend {backend} on a CPU: resnet18 trained {_CPU_TRAIN_VS_TENSORFLOW[backend]} on a 2-core "
+        f"CPU (docs/benchmarks.md); {instead} is the fast path on a CPU"
     )
 
 
