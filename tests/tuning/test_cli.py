@@ -126,7 +126,7 @@ def test_run_writes_everything_and_predict_reads_it(tmp_path, capsys):
     assert abs(record["int8"]["accuracy"] - record["float32"]["accuracy"]) <= 2 / record["images"]
     # A layer without an int8 kernel: refused with its name; --fallback float16 exports float16.
     # (A small model in the run's place, calibrated on the run's images: four LiteRT conversions
-    # of resnet18 cost 35 s, and zoo.export's own tests cover the converter on real models.)
+    # of resnet18 cost 35 s; tests/zoo/test_serving.py covers the refusal and resnet18's conversion.)
     rounded = tmp_path / "rounded"
     rounded.mkdir()
     for name in ("run.json", "classes.json"):
