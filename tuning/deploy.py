@@ -235,7 +235,6 @@ def predict_files(model, paths, batch_size: int = 32):
         >>> list(tuning.predict_files(net, ["no/such.png"]))[0][2].split(":")[0]
         'FileNotFoundError'
     """
-    import keras
 
     from tuning.data import read_batches
     from tuning.job import load_model
@@ -246,7 +245,7 @@ def predict_files(model, paths, batch_size: int = 32):
         model = load_model(os.fspath(model))
     size = tuple(model.input_shape[1:3])
     for names, images, failed in read_batches(list(paths), size, batch_size=batch_size):
-        scores = iter(keras.ops.convert_to_numpy(model.predict_on_batch(images)) if len(images) else [])
+        scores = iter(model.predict_on_batch(images) if len(images) else [])
         for path in names:
             if path in failed:
                 yield path, None, failed[path]

@@ -1128,8 +1128,8 @@ def _analyse(model, splits, classes, evaluation, config, out):
             if features is None
             else (model.predict_on_batch(x), features.predict_on_batch(x))
         )
-        probs.append(keras.ops.convert_to_numpy(p))
-        f = keras.ops.convert_to_numpy(f).astype("float32")
+        probs.append(p)  # predict_on_batch returns NumPy arrays
+        f = f.astype("float32")
         embeds.append(f.reshape(len(f), -1, f.shape[-1]).mean(1))
     probs, embeds, thumbs = np.concatenate(probs), np.concatenate(embeds), np.concatenate(thumbs)
     labels = np.asarray(labels)

@@ -28,7 +28,7 @@ def scores(model, dataset):
     """`(probabilities, targets)` of every image of `dataset`, in its order."""
     ps, ys = [], []
     for x, y in dataset:
-        ps.append(keras.ops.convert_to_numpy(model.predict_on_batch(x)).astype("float32"))
+        ps.append(model.predict_on_batch(x).astype("float32"))
         ys.append(np.asarray(y))
     return np.concatenate(ps), np.concatenate(ys).astype("uint8")
 

@@ -22,7 +22,7 @@ def evaluate(model, dataset, class_names):
     ys, ps = [], []
     examples = {}  # class -> its first test image, for the plots
     for x, y in dataset:
-        ps.append(keras.ops.convert_to_numpy(model.predict_on_batch(x)))  # compiled: 2x eager on JAX
+        ps.append(model.predict_on_batch(x))  # compiled, NumPy out: 2x eager on JAX
         ys.append(np.asarray(y))
         for i, label in enumerate(ys[-1]):
             if int(label) not in examples:

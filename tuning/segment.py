@@ -245,7 +245,7 @@ def predict_masks(model: keras.Model, images: np.ndarray, *, batch_size: int = 1
     out = []
     for start in range(0, len(images), batch_size):
         scores = model.predict_on_batch(images[start : start + batch_size])
-        out.append(keras.ops.convert_to_numpy(keras.ops.argmax(scores, axis=-1)).astype("uint8"))
+        out.append(np.argmax(scores, axis=-1).astype("uint8"))
     return np.concatenate(out) if out else np.zeros((0,) + images.shape[1:3], "uint8")
 
 
